@@ -1,0 +1,63 @@
+"""The Sampler protocol shared by every generation backend (tiny-model KV-cache sampler, HF generate, vLLM).
+
+Log-probs returned by a sampler are those of the *sampling* distribution, softmax(logits / temperature), before
+top-p truncation (the convention of TRL and verl); at temperature 0 (greedy) they are those of softmax(logits).
+Per-sample seeds make generation reproducible: same seeds, same tokens, whatever the batch composition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rlscale.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    """samples per prompt"""
+    temperature: float = 1.0
+    """softmax temperature; 0 means greedy"""
+    top_p: float = 1.0
+    """nucleus sampling mass (1.0 = off)"""
+    max_new_tokens: int = 64
+    """generation stops after this many new tokens (the rollout is then 'truncated')"""
+    stop: tuple[str, ...] = ()
+    """stop strings: generation of a sample ends after the first one appears (kept in the text)"""
+    seed: int = 0
+    """base seed; per-sample seeds default to derive_seed(seed, prompt_index, sample_index)"""
+
+
+@dataclass
+class Rollout:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    token_ids: list[int]  # generated tokens, EOS included if emitted
+    text: str  # decoded generated text (EOS not included)
+    logprobs: list[float]  # per generated token, sampling distribution (see module doc)
+    finished: bool  # True if EOS or a stop string ended it; False if max_new_tokens truncated it
+    seed: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def default_seeds(params: SamplingParams, num_prompts: int) -> list[list[int]]:
+    return [[derive_seed(params.seed, i, j) for j in range(params.n)] for i in range(num_prompts)]
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        seeds: Sequence[Sequence[int]] | None = None,
+    ) -> list[list[Rollout]]:
+        """Return, per prompt, params.n rollouts. seeds[i][j] seeds sample j of prompt i."""
+        ...

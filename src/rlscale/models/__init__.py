@@ -1,0 +1,32 @@
+"""Model loading: `load_policy(path)` returns a Policy for a lab checkpoint or any local Hugging Face causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlscale.errors import UserError
+from rlscale.models.base import Policy, Tokenizer
+
+__all__ = ["Policy", "Tokenizer", "load_policy", "is_tiny_checkpoint"]
+
+TINY_MARKER = "rlscale_model.json"
+
+
+def is_tiny_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / TINY_MARKER).exists()
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a policy from a directory: a lab checkpoint (has rlscale_model.json) or an HF model dir (config.json)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"--model {path}: not a directory; pass a checkpoint written by `rlscale pretrain` or an HF model dir")
+    if is_tiny_checkpoint(p):
+        from rlscale.models.tiny import TinyPolicy
+
+        return TinyPolicy.load(str(p))
+    if (p / "config.json").exists():
+        from rlscale.models.hf import HFPolicy
+
+        return HFPolicy.load(str(p))
+    raise UserError(f"--model {path}: neither {TINY_MARKER} (lab checkpoint) nor config.json (Hugging Face) found")

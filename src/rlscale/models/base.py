@@ -1,0 +1,52 @@
+"""The Policy protocol: one interface over the tiny lab GPT and any Hugging Face causal LM.
+
+A policy owns a tokenizer and a torch module, computes per-token log-probs of given sequences (the RL loss needs
+them), reports its size and FLOPs per token (for compute accounting), saves/loads itself, and makes a Sampler.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from rlscale.engine.base import Sampler
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    eos_id: int
+    pad_id: int
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    kind: str  # "tiny" or "hf"
+    tokenizer: Tokenizer
+    module: torch.nn.Module
+
+    def token_logprobs(
+        self,
+        input_ids: torch.Tensor,  # (B, T) right-padded
+        attention_mask: torch.Tensor,  # (B, T) 1 for real tokens
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """logp[b, t] = log p(input_ids[b, t+1] | input_ids[b, :t+1]) under softmax(logits / temperature): (B, T-1);
+        entropy (B, T-1) of that full distribution when with_entropy."""
+        ...
+
+    def num_params(self) -> int: ...
+
+    def flops_per_token(self, context_len: int) -> float:
+        """Forward FLOPs for one token at the given context length (2 * N_nonembed + attention)."""
+        ...
+
+    def sampler(self) -> Sampler: ...
+
+    def save(self, path: str) -> None: ...
