@@ -1,0 +1,150 @@
+"""Throughput of one GRPO step: rlscale's loop on a lab model vs TRL's GRPOTrainer on the exported HF copy.
+
+Same model weights, n, problems per step and max completion length; rewards from the same grader. For each size
+(default s and m) and dtype (fp32, bf16) it reports rollouts/s of both, their ratio, and the fraction of the matmul
+peak (measured in this run, 1 thread) that our generation and our update reach.
+
+    .venv/bin/python bench/grpo_vs_trl.py [--sizes s,m] [--steps 4] [--n 8] [--problems 8] [--max-new-tokens 32]
+
+Last printed line: one JSON object with ratio_vs_trl (size s, fp32 unless bf16 is faster), rollouts_per_s,
+gen_peak_fraction, update_peak_fraction, and the per-size/dtype details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 512, seconds: float = 1.5) -> float:
+    """GFLOP/s of a square matmul loop in `dtype` on the current thread count."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def ours(policy_dir: str, out: Path, args, dtype: str) -> dict:
+    from rlscale.models import load_policy
+    from rlscale.rl.grpo import GRPOConfig, train
+    from rlscale.store import RunStore
+
+    cfg = GRPOConfig(model=policy_dir, task="arith", rollouts_per_problem=args.n, problems_per_batch=args.problems,
+                     iterations=args.steps + 1, max_new_tokens=args.max_new_tokens, val_every=0, val_n=1,
+                     val_limit=1, checkpoint_every=10_000, micro_batch_size=args.n * args.problems, dtype=dtype,
+                     reward="flexible", lr=1e-5)
+    train(cfg, out, progress=False, policy=load_policy(policy_dir))
+    rows = RunStore.open(out).steps()[1:]  # first step warms the kernels up
+    step_s = [r["time/gen_s"] + r["time/grade_s"] + r["time/update_s"] for r in rows]
+    rollouts = args.n * args.problems
+    flops_gen = [b["compute/flops_gen"] - a["compute/flops_gen"] for a, b in zip(rows, rows[1:])] or \
+        [rows[0]["compute/flops_gen"] / 2]
+    flops_train = [b["compute/flops_train"] - a["compute/flops_train"] for a, b in zip(rows, rows[1:])] or \
+        [rows[0]["compute/flops_train"] / 2]
+    gen_s = statistics.median(r["time/gen_s"] for r in rows)
+    upd_s = statistics.median(r["time/update_s"] for r in rows)
+    return {"rollouts_per_s": rollouts / statistics.median(step_s), "gen_s": gen_s, "update_s": upd_s,
+            "gen_flops_per_s": statistics.median(flops_gen) / gen_s,
+            "update_flops_per_s": statistics.median(flops_train) / upd_s,
+            "mean_len": statistics.mean(r["rollout/len_mean"] for r in rows)}
+
+
+def trl(hf_dir: str, out: Path, args, dtype: str) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlscale.grading import score_batch
+    from rlscale.tasks.base import get_task
+
+    problems = get_task("arith").load("train")[: args.problems * (args.steps + 2)]
+    ds = Dataset.from_dict({"prompt": [p.question for p in problems], "answer": [p.answer for p in problems]})
+
+    def reward(completions, answer, **kw):
+        return [r.reward for r in score_batch(list(completions), list(answer), "flexible", workers=1)]
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            times.append(time.perf_counter())
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    bs = args.n * args.problems
+    cfg = GRPOConfig(output_dir=str(out), per_device_train_batch_size=bs, num_generations=args.n,
+                     max_completion_length=args.max_new_tokens, max_steps=args.steps + 1, learning_rate=1e-5,
+                     report_to="none", use_cpu=True, bf16=dtype == "bf16", logging_steps=1000, save_strategy="no",
+                     beta=0.0, temperature=1.0, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok,
+                          callbacks=[Clock()])
+    t0 = time.perf_counter()
+    trainer.train()
+    stamps = [t0] + times
+    step_s = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # skip the first (warm-up) step
+    return {"rollouts_per_s": bs / statistics.median(step_s)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="s,m")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from rlscale.lab.pretrain import build_policy
+    from rlscale.models.export import export_hf
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak (1 thread): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s",
+          file=sys.stderr)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="rlscale-bench-") as tmp:
+        for size in args.sizes.split(","):
+            pol = build_policy(size, seed=0)
+            lab_dir, hf_dir = Path(tmp) / f"lab_{size}", Path(tmp) / f"hf_{size}"
+            pol.save(str(lab_dir))
+            export_hf(pol, hf_dir)
+            for dtype in args.dtypes.split(","):
+                o = ours(str(lab_dir), Path(tmp) / f"ours_{size}_{dtype}", args, dtype)
+                t = trl(str(hf_dir), Path(tmp) / f"trl_{size}_{dtype}", args, dtype)
+                r = {"ours": o, "trl": t, "ratio_vs_trl": o["rollouts_per_s"] / t["rollouts_per_s"],
+                     "gen_peak_fraction": o["gen_flops_per_s"] / 1e9 / peaks["fp32"],
+                     "update_peak_fraction": o["update_flops_per_s"] / 1e9 / peaks[dtype]}
+                results[f"{size}/{dtype}"] = r
+                print(f"{size} {dtype}: ours {o['rollouts_per_s']:.1f} rollouts/s, TRL {t['rollouts_per_s']:.1f} "
+                      f"-> {r['ratio_vs_trl']:.1f}x; gen {r['gen_peak_fraction']:.3f} of fp32 peak, update "
+                      f"{r['update_peak_fraction']:.3f} of {dtype} peak", file=sys.stderr)
+    first = args.sizes.split(",")[0]
+    best = max((k for k in results if k.startswith(first + "/")), key=lambda k: results[k]["ours"]["rollouts_per_s"])
+    head = results[best]
+    print(json.dumps({"ratio_vs_trl": head["ratio_vs_trl"], "rollouts_per_s": head["ours"]["rollouts_per_s"],
+                      "gen_peak_fraction": head["gen_peak_fraction"],
+                      "update_peak_fraction": head["update_peak_fraction"], "headline": best,
+                      "min_ratio_vs_trl": min(r["ratio_vs_trl"] for r in results.values()),
+                      "peak_gflops": peaks, "n": args.n, "problems_per_step": args.problems,
+                      "max_new_tokens": args.max_new_tokens,
+                      "results": {k: {"ratio_vs_trl": v["ratio_vs_trl"], "ours_rollouts_per_s":
+                                      v["ours"]["rollouts_per_s"], "trl_rollouts_per_s": v["trl"]["rollouts_per_s"],
+                                      "gen_peak_fraction": v["gen_peak_fraction"],
+                                      "update_peak_fraction": v["update_peak_fraction"]}
+                                  for k, v in results.items()}}))
+
+
+if __name__ == "__main__":
+    main()

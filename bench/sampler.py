@@ -1,0 +1,97 @@
+"""Sampler throughput: our KV-cache TinySampler vs HF `generate` on the exported model (same weights, same
+prompts, batch 256, 64 new tokens, temperature 1), and the fraction of this machine's 1-thread fp32 matmul peak
+the sampler reaches. Last line: JSON.
+
+    .venv/bin/python bench/sampler.py [--model DIR] [--size s] [--batch 256] [--new 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="lab checkpoint; default: a freshly initialised --size model")
+    ap.add_argument("--size", default="s")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from transformers import AutoModelForCausalLM
+
+    from rlscale.engine.base import SamplingParams
+    from rlscale.lab.pretrain import build_policy
+    from rlscale.models.export import export_hf
+    from rlscale.models.tiny import TinyPolicy
+    from rlscale.tasks.arith import load_arith
+
+    policy = TinyPolicy.load(args.model) if args.model else build_policy(args.size, 0)
+    prompts = [p.question for p in load_arith("test", limit=args.batch)]
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.new, seed=0)
+    sampler = policy.sampler()
+    sampler.generate(prompts[:32], params)  # warm-up
+    best, outs = float("inf"), None
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        outs = sampler.generate(prompts, params)
+        best = min(best, time.perf_counter() - t)
+    ours_s = best
+    gen_tokens = sum(r.num_tokens for rs in outs for r in rs)
+    prompt_tokens = sum(len(rs[0].prompt_ids) for rs in outs)
+    flops = sum(policy.flops_per_token(len(r.prompt_ids) + i) for rs in outs for r in rs
+                for i in range(r.num_tokens)) + sum(policy.flops_per_token(len(rs[0].prompt_ids) // 2) *
+                                                    len(rs[0].prompt_ids) for rs in outs)
+
+    with tempfile.TemporaryDirectory() as d:
+        export_hf(policy, d + "/hf")
+        hf = AutoModelForCausalLM.from_pretrained(d + "/hf")
+        tok = policy.tokenizer.to_hf()
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.new,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        with torch.inference_mode():
+            hf.generate(**{k: v[:32] for k, v in enc.items()}, **kw)  # warm-up
+            hf_best = float("inf")
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                hf_out = hf.generate(**enc, **kw)
+                hf_best = min(hf_best, time.perf_counter() - t)
+    hf_new = hf_out[:, enc["input_ids"].shape[1]:]
+    peak = matmul_peak_flops()
+    res = {
+        "batch": args.batch, "max_new_tokens": args.new, "params": policy.num_params(),
+        "trained": bool(args.model),
+        "ours_s": round(ours_s, 4), "hf_generate_s": round(hf_best, 4),
+        "ratio_vs_hf_generate": round(hf_best / ours_s, 2),
+        "rollouts_per_s": round(len(prompts) / ours_s, 1),
+        "tokens_per_s": round(gen_tokens / ours_s, 1),
+        "mean_new_tokens": round(gen_tokens / len(prompts), 1),
+        "hf_mean_new_tokens": round(float((hf_new != tok.pad_token_id).sum()) / len(prompts), 1),
+        "prompt_tokens": prompt_tokens,
+        "achieved_gflops": round(flops / ours_s / 1e9, 2), "peak_gflops_1thread": round(peak / 1e9, 1),
+        "peak_fraction": round(flops / ours_s / peak, 4),
+    }
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""`rlscale pretrain`: pretrain a tiny lab GPT on generated arith worked solutions and write a checkpoint dir."""
+
+from __future__ import annotations
+
+HELP = "pretrain a tiny lab model on generated arith worked solutions (CPU, minutes)"
+DESCRIPTION = HELP + (
+    "\n\nWrites DIR/{rlscale_model.json, model.safetensors, tokenizer.json} atomically; rlscale_model.json records"
+    "\nthe config, tokenizer, data recipe, compute spent (tokens, FLOPs, wall) and held-out loss."
+)
+
+
+def add_arguments(parser) -> None:
+    from rlscale.lab.presets import PRETRAIN_DEFAULTS, SIZES
+
+    parser.add_argument("--size", default=PRETRAIN_DEFAULTS["size"],
+                        help=f"model size preset, one of {', '.join(SIZES)} (unknown sizes are rejected)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    budget.add_argument("--tokens", type=int, default=None,
+                        help="token budget (default: the size preset's default_tokens)")
+    parser.add_argument("--seed", type=int, default=PRETRAIN_DEFAULTS["seed"], help="init and corpus seed")
+    parser.add_argument("--alt-format-frac", type=float, default=PRETRAIN_DEFAULTS["alt_format_frac"],
+                        help="fraction of solutions ending 'answer: n' instead of '####n'")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
+    parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args) -> int:
+    from rlscale.lab.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
+                         alt_format_frac=args.alt_format_frac, lr=args.lr)
+    out = args.out or f"lab/models/{args.size}"
+    policy = pretrain(cfg, out=out, progress=not args.quiet)
+    c = policy.meta["compute"]
+    print(f"wrote {out}: size {args.size}, {policy.num_params():,} params, {c['tokens']:,} tokens, "
+          f"{c['flops']:.3g} FLOPs, {c['wall_s']:.0f}s, held-out loss {policy.meta['heldout_loss']:.4f}")
+    return 0

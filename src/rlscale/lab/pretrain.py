@@ -1,0 +1,209 @@
+"""Pretraining the lab's tiny GPT on a generated stream of arith worked solutions (one thread, minutes).
+
+Each sequence is one document `question + solution + <eos>` starting at position 0 (as at sampling time), batched
+by length (pad to a multiple of 8, ~batch_tokens per step) so few shapes occur. The loss covers the solution and
+EOS tokens (the question is given at sampling time). AdamW with linear warmup and cosine decay over the budget
+(tokens, or wall minutes). Held-out loss is measured on the canonical solutions of val-split problems, which the
+corpus never contains. Run: `rlscale pretrain --size s --out lab/models/s`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rlscale.errors import UserError
+from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
+from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
+from rlscale.models.tokenizer import CharTokenizer
+from rlscale.tasks.arith import ALPHABET, ArithConfig, corpus_stream, heldout_questions, load_arith
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    size: str = PRETRAIN_DEFAULTS["size"]
+    """model size preset (rlscale.lab.presets.SIZES)"""
+    tokens: int | None = None
+    """token budget (real tokens seen); default: the size preset's default_tokens"""
+    minutes: float | None = None
+    """wall-clock budget instead of tokens"""
+    seed: int = PRETRAIN_DEFAULTS["seed"]
+    """seed of the init and the corpus stream"""
+    alt_format_frac: float = PRETRAIN_DEFAULTS["alt_format_frac"]
+    """fraction of solutions ending 'answer: n' instead of '####n'"""
+    lr: float | None = None
+    """peak learning rate; default: the size preset's"""
+    warmup_frac: float = PRETRAIN_DEFAULTS["warmup_frac"]
+    min_lr_frac: float = PRETRAIN_DEFAULTS["min_lr_frac"]
+    weight_decay: float = PRETRAIN_DEFAULTS["weight_decay"]
+    heldout_docs: int = PRETRAIN_DEFAULTS["heldout_docs"]
+    eval_every_s: float = PRETRAIN_DEFAULTS["eval_every_s"]
+
+    def validate(self) -> PretrainConfig:
+        get_size(self.size)
+        if self.tokens is not None and self.minutes is not None:
+            raise UserError("give either --tokens or --minutes, not both")
+        if self.tokens is not None and self.tokens <= 0:
+            raise UserError(f"--tokens {self.tokens}: must be > 0")
+        if self.minutes is not None and self.minutes <= 0:
+            raise UserError(f"--minutes {self.minutes}: must be > 0")
+        if not 0.0 <= self.alt_format_frac <= 1.0:
+            raise UserError(f"--alt-format-frac {self.alt_format_frac}: must be in [0, 1]")
+        return self
+
+
+def lr_at(progress: float, peak: float, warmup_frac: float, min_frac: float) -> float:
+    """Linear warmup to `peak` over warmup_frac of the budget, then cosine to min_frac * peak. progress in [0, 1]."""
+    if progress < warmup_frac:
+        return peak * progress / warmup_frac
+    p = min(1.0, (progress - warmup_frac) / max(1e-9, 1.0 - warmup_frac))
+    return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def encode_doc(tok: CharTokenizer, doc: str) -> tuple[list[int], int]:
+    """ids of question+solution+EOS and the index of the first solution token (after '?')."""
+    q_end = doc.index("?") + 1
+    return tok.encode(doc) + [tok.eos_id], q_end
+
+
+def make_batch(docs: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, L) with L a multiple of 8, and loss targets (B, L-1) (-100 = no loss)."""
+    L = -(-max(len(d) for d, _ in docs) // 8) * 8
+    ids = torch.full((len(docs), L), pad_id, dtype=torch.long)
+    tgt = torch.full((len(docs), L), -100, dtype=torch.long)
+    for b, (d, q_end) in enumerate(docs):
+        ids[b, :len(d)] = torch.tensor(d)
+        tgt[b, q_end:len(d)] = ids[b, q_end:len(d)]
+    return ids, tgt[:, 1:]
+
+
+def batches(stream, tok: CharTokenizer, batch_tokens: int, rng: random.Random, pool: int = 4096):
+    """Endless length-bucketed batches: draw a pool of docs, sort by length, cut into ~batch_tokens batches,
+    shuffle the batches."""
+    while True:
+        docs = [encode_doc(tok, next(stream)) for _ in range(pool)]
+        docs.sort(key=lambda d: len(d[0]))
+        out, cur = [], []
+        for d in docs:
+            L = -(-len(d[0]) // 8) * 8
+            if cur and (len(cur) + 1) * L > batch_tokens:
+                out.append(cur)
+                cur = []
+            cur.append(d)
+        if cur:
+            out.append(cur)
+        rng.shuffle(out)
+        yield from out
+
+
+def loss_of(module, ids: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    logits = module(ids)[:, :-1]  # right padding + causal attention: pads never affect real tokens
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+
+
+@torch.no_grad()
+def heldout_loss(module, tok: CharTokenizer, n_docs: int) -> float:
+    """Mean per-token loss of canonical solutions (+EOS) of the first n_docs val problems."""
+    module.eval()
+    probs = load_arith("val", limit=n_docs)
+    docs = [encode_doc(tok, p.question + p.solution) for p in probs]
+    total, count = 0.0, 0
+    for i in range(0, len(docs), 64):
+        ids, tgt = make_batch(docs[i:i + 64], tok.pad_id)
+        n = int((tgt != -100).sum())
+        total += float(loss_of(module, ids, tgt)) * n
+        count += n
+    module.train()
+    return total / count
+
+
+def build_policy(size: str, seed: int) -> TinyPolicy:
+    s = get_size(size)
+    tok = CharTokenizer(ALPHABET)
+    cfg = TinyConfig(vocab_size=tok.vocab_size, d_model=s.d_model, n_layers=s.n_layers, n_heads=s.n_heads,
+                     d_ff=s.d_ff, max_seq_len=MAX_SEQ_LEN)
+    return TinyPolicy.create(cfg, tok, seed=seed)
+
+
+def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True) -> TinyPolicy:
+    """Train a fresh model of cfg.size; save it to `out` (atomically) when given. Returns the policy, whose
+    .meta holds the data recipe, compute spent and held-out loss."""
+    cfg = cfg.validate()
+    torch.set_num_threads(1)
+    preset = get_size(cfg.size)
+    budget_tokens = cfg.tokens if cfg.tokens is not None else (None if cfg.minutes else preset.default_tokens)
+    peak_lr = cfg.lr if cfg.lr is not None else preset.lr
+    policy = build_policy(cfg.size, cfg.seed)
+    model, tok = policy.module, policy.tokenizer
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, betas=(0.9, 0.95))
+    arith_cfg = ArithConfig(alt_format_frac=cfg.alt_format_frac)
+    stream = corpus_stream(cfg.seed, arith_cfg, exclude=heldout_questions())
+    batch_iter = batches(stream, tok, preset.batch_tokens, random.Random(cfg.seed + 1))
+
+    t0 = time.time()
+    tokens = padded = steps = 0
+    flops = 0.0
+    ema = None
+    last_print = last_eval = t0
+    held = None
+    while True:
+        elapsed = time.time() - t0
+        frac = tokens / budget_tokens if budget_tokens else elapsed / (60.0 * cfg.minutes)
+        if frac >= 1.0:
+            break
+        lr = lr_at(frac, peak_lr, cfg.warmup_frac, cfg.min_lr_frac)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ids, tgt = make_batch(next(batch_iter), tok.pad_id)
+        loss = loss_of(model, ids, tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        steps += 1
+        n_real = int((ids != tok.pad_id).sum())
+        tokens += n_real
+        padded += ids.numel()
+        flops += 3.0 * ids.numel() * flops_per_token(policy.config, ids.shape[1] // 2)  # fwd + bwd (2x fwd)
+        lv = loss.item()
+        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+        now = time.time()
+        if now - last_eval >= cfg.eval_every_s:
+            held = heldout_loss(model, tok, cfg.heldout_docs)
+            last_eval = now
+        if progress and now - last_print >= 5.0:
+            rate = tokens / (now - t0)
+            eta = (budget_tokens - tokens) / max(rate, 1e-9) if budget_tokens else 60.0 * cfg.minutes - (now - t0)
+            held_s = f" heldout {held:.3f}" if held is not None else ""
+            print(f"pretrain {cfg.size}: step {steps} tokens {tokens:,} ({rate:,.0f}/s) loss {ema:.3f}{held_s} "
+                  f"lr {lr:.2e} ETA {max(0.0, eta):.0f}s", file=sys.stderr, flush=True)
+            last_print = now
+    wall = time.time() - t0
+    held = heldout_loss(model, tok, cfg.heldout_docs)
+    model.eval()
+    policy.meta = {
+        "size": cfg.size,
+        "pretrain": asdict(cfg) | {"lr": peak_lr, "batch_tokens": preset.batch_tokens},
+        "data_recipe": {"task": "arith", "arith": asdict(arith_cfg), "stream_seed": cfg.seed,
+                        "excludes": "val+test questions", "loss_on": "solution+eos",
+                        "document": "question + solution + <eos>, one per row from position 0"},
+        "compute": {"tokens": tokens, "tokens_padded": padded, "steps": steps, "flops": flops, "wall_s": wall},
+        "heldout_loss": held,
+        "num_params": policy.num_params(),
+    }
+    if progress:
+        print(f"pretrain {cfg.size}: done: {steps} steps, {tokens:,} tokens in {wall:.0f}s, "
+              f"held-out loss {held:.4f}", file=sys.stderr, flush=True)
+    if out is not None:
+        policy.save(out)
+    return policy

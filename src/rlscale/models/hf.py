@@ -1,0 +1,136 @@
+"""`HFPolicy`: the Policy protocol over any local Hugging Face causal LM (loaded offline from a directory).
+
+    policy = HFPolicy.load("path/to/hf_model")       # AutoModelForCausalLM + AutoTokenizer, local_files_only
+    logp, ent = policy.token_logprobs(ids, mask, temperature=1.0, with_entropy=True)   # (B, T-1) each
+    rollouts = policy.sampler().generate(["Question: ...\\nAnswer:"], SamplingParams(n=4))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rlscale.errors import UserError
+
+
+class HFTokenizer:
+    """The Tokenizer protocol over a transformers tokenizer. encode() adds no special tokens; encode_prompt()
+    adds what the tokenizer adds by default (e.g. Llama's BOS); pad falls back to EOS."""
+
+    def __init__(self, hf_tokenizer):
+        self.hf = hf_tokenizer
+        eos = hf_tokenizer.eos_token_id
+        if eos is None:
+            raise UserError("the tokenizer has no eos_token; set eos_token in tokenizer_config.json")
+        self.eos_id = int(eos)
+        self.pad_id = int(hf_tokenizer.pad_token_id) if hf_tokenizer.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(hf_tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(self.hf(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class HFPolicy:
+    """Policy protocol over a transformers causal LM and its tokenizer."""
+
+    kind = "hf"
+
+    def __init__(self, module: torch.nn.Module, hf_tokenizer, path: str | None = None):
+        self.module = module
+        self.tokenizer = HFTokenizer(hf_tokenizer)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str) -> HFPolicy:
+        """Load model and tokenizer from a local directory, offline."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        p = Path(path)
+        if not (p / "config.json").exists():
+            raise UserError(f"--model {path}: no config.json; pass a Hugging Face model directory")
+        try:
+            tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+            module = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--model {path}: cannot load the Hugging Face model ({first[:200]})") from None
+        module.eval()
+        return cls(module, tok, str(p))
+
+    @property
+    def config(self):
+        return self.module.config
+
+    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, temperature: float = 1.0,
+                       with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        """logp[b, t] = log softmax(logits[b, t] / T)[input_ids[b, t+1]]: (B, T-1); entropy of that distribution."""
+        logits = self.module(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
+        logits = logits.float()
+        if temperature > 0 and temperature != 1.0:
+            logits = logits / temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        return logp, ent
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def num_nonembedding_params(self) -> int:
+        """Parameters of every matmul (nn.Linear weights, the LM head included even when tied) and norms: the
+        parameters a token's forward pass multiplies by; input embeddings (a lookup) excluded."""
+        emb = self.module.get_input_embeddings()
+        emb_ids = {id(p) for p in emb.parameters()}
+        n = sum(p.numel() for p in self.module.parameters() if id(p) not in emb_ids)
+        head = self.module.get_output_embeddings()
+        if head is not None and any(id(p) in emb_ids for p in head.parameters()):  # tied head: still a matmul
+            n += head.weight.numel()
+        return n
+
+    def flops_per_token(self, context_len: int) -> float:
+        """Forward FLOPs per token: 2 * N_nonembed + 2 * n_layer * context_len * d_model (Kaplan et al. 2020)."""
+        cfg = self.config
+        n_layer = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
+        d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
+        return 2.0 * self.num_nonembedding_params() + 2.0 * n_layer * context_len * d_model
+
+    @property
+    def max_context(self) -> int | None:
+        return getattr(self.config, "max_position_embeddings", None)
+
+    def sampler(self, **kwargs):
+        from rlscale.engine.hf import HFSampler
+
+        return HFSampler(self, **kwargs)
+
+    def save(self, path: str) -> None:
+        """save_pretrained of model and tokenizer into a temp dir beside `path`, then rename into place."""
+        import os
+        import shutil
+        import tempfile
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.module.save_pretrained(str(tmp))
+            self.tokenizer.hf.save_pretrained(str(tmp))
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -1,0 +1,273 @@
+"""The lab's tiny GPT: a Llama-architecture decoder (RMSNorm, RoPE, SwiGLU, no biases, tied embeddings).
+
+Parameter names and numerics are exactly those of `transformers.LlamaForCausalLM`, so export is a state-dict copy
+(see rlscale.models.export). `TinyPolicy` implements the Policy protocol; a checkpoint directory holds
+`rlscale_model.json` (format version, config, tokenizer, data recipe, compute spent), `model.safetensors` and
+`tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlscale.errors import UserError
+from rlscale.io import atomic_write_json
+from rlscale.models.tokenizer import CharTokenizer
+
+FORMAT_VERSION = 1
+MARKER = "rlscale_model.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def validate(self) -> TinyConfig:
+        if self.d_model % self.n_heads or self.head_dim % 2:
+            raise UserError(f"tiny model: d_model={self.d_model} must split into {self.n_heads} heads of even size")
+        return self
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """positions (...,) int -> cos, sin (..., head_dim), HF Llama layout (frequencies repeated, not interleaved)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # (..., hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+        B, T, _ = x.shape
+        q, k, v = (p(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, T, hd)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+
+
+class TinyGPT(nn.Module):
+    """Llama decoder with tied input/output embeddings. forward(ids, attention_mask) -> logits (B, T, V)."""
+
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.model = Backbone(cfg)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """input_ids (B, T). attention_mask (B, T) 1 = real token (left or right padding); None = all real."""
+        B, T = input_ids.shape
+        if T > self.cfg.max_seq_len:
+            raise UserError(f"sequence of {T} tokens exceeds the model context of {self.cfg.max_seq_len}")
+        x = self.model.embed_tokens(input_ids)
+        if attention_mask is None:
+            pos = torch.arange(T).expand(B, T)
+            mask = None  # pure causal: SDPA fast path
+        else:
+            am = attention_mask.bool()
+            pos = (am.long().cumsum(-1) - 1).clamp(min=0)  # positions count real tokens (HF convention)
+            causal = torch.ones(T, T, dtype=torch.bool).tril()
+            mask = causal[None, None] & am[:, None, None, :]  # (B, 1, T, T)
+            mask = mask | torch.eye(T, dtype=torch.bool)[None, None]  # pad queries see themselves (no NaN rows)
+        cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hd)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask)
+        x = self.model.norm(x)
+        return x @ self.model.embed_tokens.weight.T
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def flops_per_token(cfg: TinyConfig, context_len: int) -> float:
+    """Forward FLOPs per token: 2 * N_matmul (attention + MLP projections + output head) + 4 * L * ctx * d
+    (QK^T and AV over ctx keys). Embedding lookup and norms are not counted."""
+    d, L = cfg.d_model, cfg.n_layers
+    n_matmul = L * (4 * d * d + 3 * d * cfg.d_ff) + d * cfg.vocab_size
+    return 2.0 * n_matmul + 4.0 * L * context_len * d
+
+
+class TinyPolicy:
+    """Policy protocol over TinyGPT. `meta` carries size, data recipe and compute spent into the checkpoint."""
+
+    kind = "tiny"
+
+    def __init__(self, module: TinyGPT, tokenizer: CharTokenizer, meta: dict | None = None):
+        self.module = module
+        self.tokenizer = tokenizer
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def create(cls, cfg: TinyConfig, tokenizer: CharTokenizer, seed: int = 0, meta: dict | None = None) -> TinyPolicy:
+        torch.manual_seed(seed)
+        return cls(TinyGPT(cfg), tokenizer, meta)
+
+    @property
+    def config(self) -> TinyConfig:
+        return self.module.cfg
+
+    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, temperature: float = 1.0,
+                       with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        logits = self.module(input_ids, attention_mask)[:, :-1]  # (B, T-1, V)
+        if temperature > 0 and temperature != 1.0:
+            logits = logits / temperature
+        logp_all = torch.log_softmax(logits.float(), dim=-1)
+        logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        return logp, ent
+
+    def num_params(self) -> int:
+        return self.module.num_params()
+
+    def flops_per_token(self, context_len: int) -> float:
+        return flops_per_token(self.config, context_len)
+
+    def sampler(self, **kwargs):
+        from rlscale.engine.tiny_sampler import TinySampler
+
+        return TinySampler(self, **kwargs)
+
+    def save(self, path: str) -> None:
+        """Write the checkpoint directory atomically (temp dir beside it, then rename)."""
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            state = {k: v.detach().contiguous().clone() for k, v in self.module.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS))
+            self.tokenizer.save(tmp / TOKENIZER)
+            atomic_write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "kind": "tiny",
+                                             "config": asdict(self.config), **self.meta})
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> TinyPolicy:
+        from safetensors.torch import load_file
+
+        p = Path(path)
+        missing = [f for f in (MARKER, WEIGHTS, TOKENIZER) if not (p / f).exists()]
+        if missing:
+            raise UserError(f"--model {path}: checkpoint is missing {', '.join(missing)}; re-run `rlscale pretrain`")
+        try:
+            meta = json.loads((p / MARKER).read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p / MARKER}: not valid JSON ({e.msg}, line {e.lineno}); re-run `rlscale pretrain`") from None
+        if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "tiny":
+            raise UserError(f"{p / MARKER}: format_version {meta.get('format_version')!r} is not supported "
+                            f"(this rlscale reads {FORMAT_VERSION}); re-run `rlscale pretrain`")
+        try:
+            cfg = TinyConfig(**meta["config"])
+            module = TinyGPT(cfg)
+            module.load_state_dict(load_file(str(p / WEIGHTS)))
+        except (TypeError, KeyError, RuntimeError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise UserError(f"--model {path}: weights do not match the config ({first[:160]})") from None
+        tok = CharTokenizer.load(p / TOKENIZER)
+        extra = {k: v for k, v in meta.items() if k not in ("format_version", "kind", "config")}
+        module.eval()
+        return cls(module, tok, extra)

@@ -1,0 +1,683 @@
+"""On-policy GRPO: one readable loop (sample problems, rollout, grade, advantages, update, log, eval, checkpoint).
+
+`train(GRPOConfig(...), out_dir)` runs or resumes a run in a run store (rlscale.store) and returns its summary. Every
+semantic choice (advantage estimator and std, loss aggregation, clipping, TIS, KL/entropy, zero-variance filtering,
+LR scaling) is a config field; the field docstrings below are the `rlscale train grpo --help` texts.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import inspect
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlscale.errors import UserError
+from rlscale.seeds import derive_seed
+
+PRESETS: dict[str, dict[str, float]] = {
+    "healthy-easy": {"kl_coef": 1e-3, "entropy_coef": 1e-3},
+    "healthy-hard": {"kl_coef": 0.0, "entropy_coef": 0.0},
+}
+"""the healthy-recipe rule: KL + entropy bonus on Easy sets, neither on Hard sets (explicit coefficients win)"""
+
+REWARD_MODES = ("strict", "flexible", "custom_flexible", "boxed", "math")
+DTYPES = ("fp32", "bf16")
+MIRRORS = ("none", "tensorboard", "mlflow")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    model: str = ""
+    """policy to train: a lab checkpoint dir or a Hugging Face model dir"""
+    task: str = "arith"
+    """task name (see `rlscale tasks`); gives the loader, prompt template and default reward"""
+    train_set: str | None = None
+    """training problems JSONL (id, question, answer); default: the task's train split"""
+    val_set: str | None = None
+    """validation problems JSONL; default: the task's val split"""
+    template: str | None = None
+    """prompt template; default: the task's"""
+    rollouts_per_problem: int = 8
+    """n: rollouts per problem used by the update (the group size)"""
+    problems_per_batch: int | None = None
+    """B_problem: problems per optimizer step (default 16, or batch_rollouts / n)"""
+    batch_rollouts: int | None = None
+    """alternative to problems_per_batch: rollouts per step B = n * B_problem (must hold whole groups)"""
+    iterations: int | None = None
+    """M: number of training steps (give this or budget_rollouts)"""
+    budget_rollouts: int | None = None
+    """compute budget C in rollouts: M = C // (rollouts generated per step)"""
+    advantage: str = "grpo"
+    """advantage estimator: grpo (group mean baseline) | rloo (leave-one-out baseline)"""
+    scale_std: bool = True
+    """divide advantages by the group std (False = Dr. GRPO)"""
+    std_estimator: str = "population"
+    """group std: population (divide by n) | bessel (divide by n-1, TRL/verl); advantages differ by sqrt(n/(n-1))"""
+    adv_eps: float = 1e-4
+    """epsilon added to the std in the advantage denominator"""
+    baseline_rollouts: int | None = None
+    """decoupled baseline: n_est >= n rollouts per problem for baseline/std, update on the first n (default n)"""
+    loss_aggregation: str = "token-mean"
+    """token-mean (over the global batch) | sequence-mean | constant-length (Dr. GRPO: / (max_new_tokens * seqs))"""
+    updates_per_batch: int = 1
+    """optimizer steps per generated batch (>1 makes the PPO ratio clipping active)"""
+    clip_eps_low: float = 0.2
+    """PPO ratio clip: lower bound 1 - eps_low"""
+    clip_eps_high: float = 0.2
+    """PPO ratio clip: upper bound 1 + eps_high (clip-higher: e.g. 0.28)"""
+    tis_cap: float | None = None
+    """truncated importance sampling against the sampler's log-probs: weight min(pi_old/pi_sampler, cap); None = off"""
+    kl_coef: float | None = None
+    """k3 KL-to-reference coefficient (None: the preset's value, else 0)"""
+    entropy_coef: float | None = None
+    """entropy bonus coefficient (None: the preset's value, else 0)"""
+    kl_ratio_correction: bool = False
+    """multiply the k3 KL by the PPO ratio (TRL's default use_bias_correction_kl; changes the gradient only)"""
+    preset: str | None = None
+    """healthy-recipe preset: healthy-easy (KL + entropy) | healthy-hard (neither)"""
+    zero_variance_filter: str = "off"
+    """groups with equal rewards: off | drop (leave the loss) | kl-entropy (only drop their KL/entropy terms)"""
+    lr: float = 1e-4
+    """base learning rate at the reference batch size lr_ref_batch"""
+    lr_scaling: str = "constant"
+    """scale the LR with B = n * B_problem: constant | sqrt | linear"""
+    lr_ref_batch: int = 128
+    """reference batch size (rollouts) at which the LR equals lr"""
+    warmup_steps: int = 0
+    """linear LR warmup over this many optimizer steps"""
+    adam_beta1: float = 0.9
+    """AdamW beta1"""
+    adam_beta2: float = 0.99
+    """AdamW beta2"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    grad_clip: float = 1.0
+    """clip the global grad norm to this value (0 = off)"""
+    reward: str | None = None
+    """training reward = grading mode: strict | flexible | custom_flexible | boxed | math (default: the task's)"""
+    temperature: float = 1.0
+    """training sampling temperature (log-probs in the loss use the same temperature)"""
+    top_p: float = 1.0
+    """training nucleus sampling mass"""
+    val_temperature: float = 1.0
+    """validation sampling temperature"""
+    val_top_p: float = 1.0
+    """validation nucleus sampling mass"""
+    max_new_tokens: int = 64
+    """maximum generated tokens per rollout"""
+    mask_truncated: bool = False
+    """exclude truncated rollouts (hit max_new_tokens) from the loss"""
+    val_every: int = 10
+    """validate every k steps (0: only before and after training)"""
+    val_n: int = 4
+    """samples per validation problem"""
+    val_ks: tuple[int, ...] = (1,)
+    """k values for val pass@k / worst@k / maj@k (each <= val_n)"""
+    val_limit: int | None = 200
+    """number of validation problems (None = all)"""
+    val_seed: int = 1234
+    """fixed validation sampling seed (same samples for the same weights)"""
+    micro_batch_size: int = 64
+    """rollouts per forward/backward chunk (memory only: gradients do not depend on it)"""
+    seed: int = 0
+    """run seed: problem order and per-rollout sampling seeds derive from it"""
+    checkpoint_every: int = 10
+    """write a checkpoint every k steps (and at the end); the last 2 are kept"""
+    dtype: str = "fp32"
+    """update precision: fp32 | bf16 (CPU autocast for the forward/backward of the update)"""
+    log_to: str = "none"
+    """mirror metrics to: none | tensorboard | mlflow (when installed)"""
+
+    # ---- derived --------------------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return self.rollouts_per_problem
+
+    @property
+    def n_est(self) -> int:
+        return self.baseline_rollouts or self.rollouts_per_problem
+
+    @property
+    def B_problem(self) -> int:  # noqa: N802  (the study's name)
+        if self.problems_per_batch is not None:
+            return self.problems_per_batch
+        if self.batch_rollouts is not None:
+            return self.batch_rollouts // self.rollouts_per_problem
+        return 16
+
+    @property
+    def rollouts_per_step(self) -> int:
+        """rollouts generated per step (n_est per problem; all of them count as spent compute)"""
+        return self.n_est * self.B_problem
+
+    @property
+    def num_steps(self) -> int:
+        if self.iterations is not None:
+            return self.iterations
+        return int(self.budget_rollouts or 0) // self.rollouts_per_step
+
+    @property
+    def kl(self) -> float:
+        if self.kl_coef is not None:
+            return self.kl_coef
+        return PRESETS.get(self.preset or "", {}).get("kl_coef", 0.0)
+
+    @property
+    def entropy(self) -> float:
+        if self.entropy_coef is not None:
+            return self.entropy_coef
+        return PRESETS.get(self.preset or "", {}).get("entropy_coef", 0.0)
+
+    # ---- (de)serialisation -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["val_ks"] = list(self.val_ks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GRPOConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown GRPO config field '{unknown[0]}'; see `rlscale train grpo --help`")
+        d = dict(d)
+        if "val_ks" in d:
+            ks = d["val_ks"]
+            d["val_ks"] = tuple(int(k) for k in (ks.split(",") if isinstance(ks, str) else ks))
+        return cls(**d)
+
+    def validate(self) -> GRPOConfig:
+        from rlscale.rl.advantages import ADVANTAGES, STD_ESTIMATORS
+        from rlscale.rl.losses import AGGREGATIONS, ZERO_VARIANCE_FILTERS
+        from rlscale.rl.lr import LR_SCALINGS
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise UserError(msg)
+
+        def choice(name: str, value: Any, valid) -> None:
+            need(value in valid, f"{name}='{value}' is not valid; choose one of: {', '.join(map(str, valid))}")
+
+        need(bool(self.model), "model is required: pass --model DIR (a lab checkpoint or an HF model dir)")
+        need(self.rollouts_per_problem >= 2, "rollouts_per_problem must be >= 2 for group advantages")
+        if self.batch_rollouts is not None:
+            need(self.batch_rollouts % self.rollouts_per_problem == 0,
+                 f"batch must hold whole groups: n={self.rollouts_per_problem} does not divide "
+                 f"batch_rollouts={self.batch_rollouts}")
+            need(self.problems_per_batch is None or self.problems_per_batch * self.n == self.batch_rollouts,
+                 "give problems_per_batch or batch_rollouts, not two inconsistent values")
+        need(self.B_problem >= 1, f"problems_per_batch must be >= 1 (got {self.B_problem})")
+        need(self.baseline_rollouts is None or self.baseline_rollouts >= self.n,
+             f"baseline_rollouts={self.baseline_rollouts} must be >= rollouts_per_problem={self.n}")
+        need((self.iterations is None) != (self.budget_rollouts is None),
+             "give exactly one of iterations (--iterations M) or budget_rollouts (--budget-rollouts C)")
+        if self.iterations is not None:
+            need(self.iterations >= 1, f"iterations must be >= 1 (got {self.iterations})")
+        else:
+            need(self.num_steps >= 1, f"budget_rollouts={self.budget_rollouts} is smaller than one step "
+                                      f"({self.rollouts_per_step} rollouts = n_est * problems_per_batch)")
+        choice("advantage", self.advantage, tuple(ADVANTAGES))
+        choice("std_estimator", self.std_estimator, STD_ESTIMATORS)
+        choice("loss_aggregation", self.loss_aggregation, AGGREGATIONS)
+        choice("zero_variance_filter", self.zero_variance_filter, ZERO_VARIANCE_FILTERS)
+        choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        choice("dtype", self.dtype, DTYPES)
+        choice("log_to", self.log_to, MIRRORS)
+        if self.preset is not None:
+            choice("preset", self.preset, tuple(PRESETS))
+        if self.reward is not None:
+            choice("reward", self.reward, REWARD_MODES)
+        need(self.updates_per_batch >= 1, "updates_per_batch must be >= 1")
+        need(0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0, "clip eps: need 0 <= eps_low < 1, eps_high >= 0")
+        need(self.tis_cap is None or self.tis_cap > 0, "tis_cap must be > 0 (or unset)")
+        need(self.kl >= 0 and self.entropy >= 0, "kl_coef and entropy_coef must be >= 0")
+        need(self.lr > 0 and self.lr_ref_batch >= 1 and self.warmup_steps >= 0, "need lr > 0, lr_ref_batch >= 1, "
+                                                                                   "warmup_steps >= 0")
+        need(self.temperature > 0, "temperature must be > 0 for training (log-probs of the sampling distribution)")
+        need(0 < self.top_p <= 1 and 0 < self.val_top_p <= 1, "top_p and val_top_p must be in (0, 1]")
+        need(self.val_temperature >= 0, "val_temperature must be >= 0")
+        need(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        need(self.val_every >= 0 and self.val_n >= 1, "need val_every >= 0 and val_n >= 1")
+        need(len(self.val_ks) >= 1 and all(1 <= k <= self.val_n for k in self.val_ks),
+             f"val_ks={list(self.val_ks)}: each k must be in 1..val_n={self.val_n}")
+        need(self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1 (or unset for all)")
+        need(self.micro_batch_size >= 1 and self.checkpoint_every >= 1, "micro_batch_size and checkpoint_every >= 1")
+        if self.log_to != "none":
+            import importlib.util
+            need(importlib.util.find_spec(self.log_to if self.log_to == "mlflow" else "tensorboard") is not None,
+                 f"log_to={self.log_to}: package not installed; pip install {self.log_to} or use log_to=none")
+        return self
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal after each field) -> {field: doc}."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
+    return docs
+
+
+# ---- small helpers of the loop --------------------------------------------------------------------------------
+def problem_indices(step: int, batch: int, num_problems: int, seed: int) -> list[int]:
+    """Problems of 0-based step `step`: positions step*batch .. of an epoch-wise shuffled stream (seeded per epoch).
+    The cursor is step * batch, so a resumed run continues the same order."""
+    out = []
+    for pos in range(step * batch, (step + 1) * batch):
+        epoch, k = divmod(pos, num_problems)
+        perm = _epoch_perm(seed, epoch, num_problems)
+        out.append(perm[k])
+    return out
+
+
+_PERM_CACHE: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _epoch_perm(seed: int, epoch: int, num: int) -> list[int]:
+    key = (seed, epoch, num)
+    if key not in _PERM_CACHE:
+        perm = list(range(num))
+        random.Random(derive_seed(seed, "epoch", epoch)).shuffle(perm)
+        _PERM_CACHE.clear()
+        _PERM_CACHE[key] = perm
+    return _PERM_CACHE[key]
+
+
+def render_prompt(problem, template: str) -> str:
+    from rlscale.prompts import render
+    return render(problem, template)
+
+
+def stop_strings(template: str) -> tuple[str, ...]:
+    from rlscale.prompts import stop_strings as _stops
+    return tuple(_stops(template))
+
+
+def grade(completions: list[str], golds: list[str], mode: str) -> list[float | None]:
+    """Rewards from the evaluation grader (None = unscorable)."""
+    from rlscale.grading import score_batch
+    return [r.reward for r in score_batch(completions, golds, mode)]
+
+
+def load_problems(cfg: GRPOConfig, which: str):
+    from rlscale.tasks.base import get_task
+
+    task = get_task(cfg.task)
+    if which == "train":
+        probs = task.load("train", data_path=cfg.train_set)
+    else:
+        split = "val" if "val" in task.splits else "test"
+        probs = task.load(split, data_path=cfg.val_set, limit=cfg.val_limit)
+    if not probs:
+        raise UserError(f"{which} set of task '{cfg.task}' is empty; check --{which}-set")
+    return list(probs)
+
+
+def validate_policy(policy, problems, cfg: GRPOConfig, template: str, mode: str) -> dict[str, float]:
+    """Held-out metrics val/avg, val/pass@k, val/worst@k (and val/maj@k via rlscale.evals when available)."""
+    from rlscale.engine.base import SamplingParams
+
+    params = SamplingParams(n=cfg.val_n, temperature=cfg.val_temperature, top_p=cfg.val_top_p,
+                            max_new_tokens=cfg.max_new_tokens, stop=stop_strings(template), seed=cfg.val_seed)
+    was_training = policy.module.training
+    policy.module.eval()
+    try:
+        try:
+            from rlscale.evals.evaluate import evaluate
+        except ImportError:
+            evaluate = None
+        if evaluate is not None:
+            res = evaluate(problems, policy.sampler(), template=template, params=params, modes=(mode,),
+                           ks=tuple(cfg.val_ks), progress=False)
+            return {f"val/{k}": float(v) for k, v in res.summary(mode).items() if isinstance(v, (int, float))}
+        return _internal_validation(policy, problems, params, template, mode, cfg.val_ks)
+    finally:
+        policy.module.train(was_training)
+
+
+def _internal_validation(policy, problems, params, template, mode, ks) -> dict[str, float]:
+    prompts = [render_prompt(p, template) for p in problems]
+    seeds = [[derive_seed(params.seed, p.id, j) for j in range(params.n)] for p in problems]
+    rollouts = policy.sampler().generate(prompts, params, seeds)
+    texts = [r.text for group in rollouts for r in group]
+    golds = [p.answer for p in problems for _ in range(params.n)]
+    rewards = grade(texts, golds, mode)
+    out: dict[str, float] = {}
+    correct = [sum(1 for r in rewards[i * params.n:(i + 1) * params.n] if r) for i in range(len(problems))]
+    n = params.n
+    out["val/avg"] = sum(correct) / (n * len(problems))
+    for k in ks:
+        out[f"val/pass@{k}"] = sum(1 - math.comb(n - c, k) / math.comb(n, k) for c in correct) / len(problems)
+        out[f"val/worst@{k}"] = sum(math.comb(c, k) / math.comb(n, k) for c in correct) / len(problems)
+    out["val/truncation"] = sum(not r.finished for g in rollouts for r in g) / len(texts)
+    return out
+
+
+class _Mirror:
+    """Optional TensorBoard/MLflow mirror of the metrics (the store stays the record)."""
+
+    def __init__(self, kind: str, out_dir: Path):
+        self.kind, self.w = kind, None
+        if kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+            self.w = SummaryWriter(str(out_dir / "tensorboard"))
+        elif kind == "mlflow":
+            import mlflow
+            mlflow.start_run(run_name=out_dir.name)
+            self.w = mlflow
+
+    def log(self, step: int, metrics: dict) -> None:
+        vals = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if self.kind == "tensorboard":
+            for k, v in vals.items():
+                self.w.add_scalar(k, v, step)
+        elif self.kind == "mlflow":
+            self.w.log_metrics({k.replace("@", "_at_"): v for k, v in vals.items()}, step=step)
+
+    def close(self) -> None:
+        if self.kind == "tensorboard":
+            self.w.close()
+        elif self.kind == "mlflow":
+            self.w.end_run()
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0.0, s)
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------------
+def open_run(cfg: GRPOConfig | Any, out_dir: str | Path, resume: bool, create: bool = True):
+    """(store|None, finished_summary|None). Refuses a changed config and an unfinished run without resume; writes
+    nothing in those cases. A new run is created only when `create` (else (None, None))."""
+    from rlscale.store import RunStore, config_hash
+
+    config = cfg.to_dict()
+    out = Path(out_dir)
+    if RunStore.exists(out):
+        store = RunStore.open(out)
+        if store.config_hash != config_hash(config):
+            changed = sorted(k for k in set(config) | set(store.config) if config.get(k) != store.config.get(k))
+            store.close()
+            raise UserError(f"{out}: config differs from the stored run (fields: {', '.join(changed) or '?'}); "
+                            "use a new --out or the original config")
+        if store.is_finished():
+            return store, store.summary()
+        if not resume:
+            store.close()
+            raise UserError(f"{out}: holds an unfinished run; pass --resume to continue it or choose a new --out")
+        return store, None
+    return (RunStore.create(out, config) if create else None), None
+
+
+def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: bool = True, *,
+          policy=None) -> dict:
+    """Run (or resume) GRPO; returns the summary {val_before, val_after, rollouts, steps, wall_s, ...}.
+
+    `policy` overrides loading cfg.model (for in-memory pipelines and tests)."""
+    import numpy as np
+    import torch
+
+    from rlscale.compute import cumulative_forward_flops, step_compute
+    from rlscale.engine.base import SamplingParams
+    from rlscale.rl.advantages import compute_advantages, zero_variance_groups
+    from rlscale.rl.losses import aggregation_weights, filter_masks, grpo_loss
+    from rlscale.rl.lr import lr_at
+
+    cfg.validate()
+    store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
+    if finished is not None:
+        store.close()
+        return finished
+    from rlscale.tasks.base import get_task
+    task = get_task(cfg.task)
+    template = cfg.template or task.template
+    mode = cfg.reward or task.default_mode
+    train_problems = load_problems(cfg, "train")
+    val_problems = load_problems(cfg, "val")
+    if policy is None:
+        from rlscale.models import load_policy
+        policy = load_policy(cfg.model)
+
+    if store is None:  # inputs loaded fine: only now does the run directory get written
+        store, _ = open_run(cfg, out_dir, resume)
+    out = store.root
+    M, n, n_est, Bp = cfg.num_steps, cfg.n, cfg.n_est, cfg.B_problem
+    use_ref = cfg.kl > 0
+    module = policy.module
+    params_list = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                            weight_decay=cfg.weight_decay)
+
+    # ---- resume or start: weights, optimizer, counters; rows after the checkpoint are rolled back ----
+    store.sweep_temp()
+    ref_path = out / "reference.pt"
+    counters = {"rollouts": 0.0, "rollouts_used": 0.0, "rollouts_filtered": 0.0, "tokens_prompt": 0.0,
+                "tokens_generated": 0.0, "flops_gen": 0.0, "flops_train": 0.0, "flops": 0.0, "wall_s": 0.0}
+    start = 0
+    ckpt = store.latest_checkpoint()
+    if ckpt is not None:
+        state = torch.load(ckpt[1] / "state.pt", weights_only=False)
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        counters.update(state["counters"])
+        start = state["step"]
+    store.truncate_after(start if ckpt is not None else -1)
+    if use_ref:
+        if not ref_path.exists():
+            import io as _io
+
+            from rlscale.io import atomic_write_bytes
+            buf = _io.BytesIO()
+            torch.save({k: v.detach().clone() for k, v in module.state_dict().items()}, buf)
+            atomic_write_bytes(ref_path, buf.getvalue())
+        ref_policy = copy.copy(policy)
+        ref_policy.module = copy.deepcopy(module)
+        ref_policy.module.load_state_dict(torch.load(ref_path, weights_only=False))
+        ref_policy.module.eval().requires_grad_(False)
+
+    mirror = _Mirror(cfg.log_to, out)
+    F = cumulative_forward_flops(policy.flops_per_token, 4096)
+    stops = stop_strings(template)
+    evals = {e["step"]: e for e in store.evals()}
+    t_session = time.perf_counter()
+    wall0 = counters["wall_s"]
+
+    def wall() -> float:
+        return wall0 + time.perf_counter() - t_session
+
+    def run_eval(step: int) -> dict:
+        if step not in evals:
+            t = time.perf_counter()
+            m = validate_policy(policy, val_problems, cfg, template, mode)
+            m.update({"epochs": step * Bp / len(train_problems), "compute/rollouts": counters["rollouts"],
+                      "compute/flops": counters["flops"], "time/val_s": time.perf_counter() - t})
+            store.log_eval(step, m)
+            mirror.log(step, m)
+            evals[step] = {"step": step, **m}
+        return evals[step]
+
+    def save_ckpt(step: int) -> None:
+        def write(d: Path) -> None:
+            torch.save({"model": module.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "cursor": step * Bp, "counters": {**counters, "wall_s": wall()},
+                        "config_hash": store.config_hash}, d / "state.pt")
+        store.save_checkpoint(step, write)
+
+    val_before = run_eval(0)
+    last_print, t_loop = 0.0, time.perf_counter()  # rates and ETA exclude the initial validation
+    module.train()
+    for step in range(start, M):
+        # ---- sample problems ------------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        batch = [train_problems[i] for i in problem_indices(step, Bp, len(train_problems), cfg.seed)]
+        prompts = [render_prompt(p, template) for p in batch]
+        sp = SamplingParams(n=n_est, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens, stop=stops, seed=cfg.seed)
+        seeds = [[derive_seed(cfg.seed, step, p.id, j) for j in range(n_est)] for p in batch]
+        # ---- rollout --------------------------------------------------------------------------------------
+        module.eval()
+        groups = policy.sampler().generate(prompts, sp, seeds)  # (Bp) x n_est Rollouts
+        module.train()
+        t_gen = time.perf_counter()
+        # ---- grade ----------------------------------------------------------------------------------------
+        flat = [r for g in groups for r in g]
+        raw = grade([r.text for r in flat], [p.answer for p in batch for _ in range(n_est)], mode)
+        rewards = torch.tensor([float("nan") if r is None else float(r) for r in raw]).view(Bp, n_est)
+        t_grade = time.perf_counter()
+        # ---- advantages (baseline over n_est, update on the first n) ---------------------------------------
+        adv = compute_advantages(rewards, cfg.advantage, cfg.scale_std, cfg.std_estimator, cfg.adv_eps,
+                                 n_update=n)  # (Bp, n)
+        zero_var = zero_variance_groups(rewards)  # (Bp,)
+        used = [groups[i][j] for i in range(Bp) for j in range(n)]
+        A = adv.reshape(-1)  # (N,)
+        zv_seq = zero_var.repeat_interleave(n)  # (N,)
+        keep_pg, keep_reg = filter_masks(zv_seq, cfg.zero_variance_filter)
+        finished_t = torch.tensor([r.finished for r in used])
+        if cfg.mask_truncated:
+            keep_pg, keep_reg = keep_pg & finished_t, keep_reg & finished_t
+        # ---- pack sequences: (N, L) right-padded; completion tokens in logp coordinates (N, L-1) -----------
+        N = len(used)
+        lens = [len(r.prompt_ids) + len(r.token_ids) for r in used]
+        L = max(max(lens), 2)
+        ids = torch.full((N, L), int(policy.tokenizer.pad_id), dtype=torch.long)
+        attn = torch.zeros((N, L), dtype=torch.long)
+        cmask = torch.zeros((N, L - 1))
+        samp_lp = torch.zeros((N, L - 1))
+        for i, r in enumerate(used):
+            P, g = len(r.prompt_ids), len(r.token_ids)
+            ids[i, :P + g] = torch.tensor(list(r.prompt_ids) + list(r.token_ids))
+            attn[i, :P + g] = 1
+            cmask[i, P - 1:P - 1 + g] = 1.0
+            samp_lp[i, P - 1:P - 1 + g] = torch.tensor(r.logprobs[:g]) if g else 0.0
+        w_pg = aggregation_weights(cmask, keep_pg, cfg.loss_aggregation, cfg.max_new_tokens)
+        w_reg = aggregation_weights(cmask, keep_reg, cfg.loss_aggregation, cfg.max_new_tokens)
+        # micro-batches over rows sorted by length (less padding); each padded to a multiple of 8 of its own length
+        order = sorted(range(N), key=lambda i: lens[i])
+        chunks = [order[c:c + cfg.micro_batch_size] for c in range(0, N, cfg.micro_batch_size)]
+        # ---- update ---------------------------------------------------------------------------------------
+        old_lp: list[torch.Tensor | None] = [None] * len(chunks)
+        ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
+        sums: dict[str, float] = {}
+        grad_norms = []
+        lr = lr_at(step, cfg.lr, n * Bp, cfg.lr_ref_batch, cfg.lr_scaling, cfg.warmup_steps)
+        for group_ in opt.param_groups:
+            group_["lr"] = lr
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+        for u in range(cfg.updates_per_batch):
+            opt.zero_grad(set_to_none=True)
+            for c, rows in enumerate(chunks):
+                Lc = min(L, -(-max(lens[i] for i in rows) // 8) * 8)
+                idx = torch.tensor(rows)
+                x, am = ids[idx, :Lc], attn[idx, :Lc]
+                sl = slice(0, Lc - 1)
+                with autocast:
+                    logp, ent = policy.token_logprobs(x, am, temperature=cfg.temperature, with_entropy=True)
+                logp, ent = logp.float(), ent.float()
+                if old_lp[c] is None:
+                    old_lp[c] = logp.detach()
+                if use_ref and ref_lp[c] is None:
+                    with torch.no_grad(), autocast:
+                        ref_lp[c] = ref_policy.token_logprobs(x, am, temperature=cfg.temperature)[0].float()
+                loss, st = grpo_loss(logp, old_lp[c], A[idx], w_pg[idx, sl], w_reg[idx, sl],
+                                     eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high,
+                                     ref_logp=ref_lp[c], kl_coef=cfg.kl, entropy=ent, entropy_coef=cfg.entropy,
+                                     sampler_logp=samp_lp[idx, sl], tis_cap=cfg.tis_cap,
+                                     kl_ratio_correction=cfg.kl_ratio_correction)
+                loss.backward()
+                if u == 0:
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    for k, v in st.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    # true distribution entropy and KL, token-mean over all completion tokens (for logging)
+                    mtok = cmask[idx, sl]
+                    sums["ent_tok"] = sums.get("ent_tok", 0.0) + float((ent.detach() * mtok).sum())
+                    if use_ref:
+                        d = ref_lp[c] - logp.detach()
+                        sums["kl_tok"] = sums.get("kl_tok", 0.0) + float(((d.exp() - d - 1) * mtok).sum())
+            gn = torch.nn.utils.clip_grad_norm_(params_list, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            grad_norms.append(float(gn))
+            opt.step()
+        t_upd = time.perf_counter()
+        # ---- log ------------------------------------------------------------------------------------------
+        trained = [bool(keep_pg[i] or keep_reg[i]) for i in range(N)]
+        comp = step_compute([len(r.prompt_ids) for r in flat], [len(r.token_ids) for r in flat], F,
+                            update_passes=cfg.updates_per_batch, extra_forwards=int(use_ref),
+                            trained=[j < n and trained[i * n + j] for i in range(Bp) for j in range(n_est)])
+        for k in ("rollouts", "tokens_prompt", "tokens_generated", "flops_gen", "flops_train", "flops"):
+            counters[k] += comp[k]
+        counters["rollouts_used"] += float(sum(trained))
+        counters["rollouts_filtered"] += float(N - sum(trained)) + (n_est - n) * Bp
+        gen_lens = np.array([len(r.token_ids) for r in flat], dtype=float)
+        ntok = float(cmask.sum()) or 1.0
+        valid = ~torch.isnan(rewards)
+        passes = [(p.id, int(valid[i].sum()), int((rewards[i] == 1).sum())) for i, p in enumerate(batch)]
+        m = {f"compute/{k}": counters[k] for k in ("rollouts", "rollouts_used", "rollouts_filtered", "tokens_prompt",
+                                                   "tokens_generated", "flops_gen", "flops_train", "flops")}
+        m.update({
+            "time/wall_s": wall(), "time/gen_s": t_gen - t0, "time/grade_s": t_grade - t_gen,
+            "time/update_s": t_upd - t_grade, "epochs": (step + 1) * Bp / len(train_problems),
+            "rollout/reward_mean": float(torch.nanmean(rewards)) if valid.any() else float("nan"),
+            "rollout/unscorable_frac": float((~valid).float().mean()),
+            "rollout/frac_all_wrong": float(((rewards.nan_to_num(0) == 0) | ~valid).all(1).float().mean()),
+            "rollout/frac_all_right": float(((rewards == 1) | ~valid).all(1).float().mean()
+                                            if valid.any() else 0.0),
+            "rollout/frac_zero_variance": float(zero_var.float().mean()),
+            "rollout/len_mean": float(gen_lens.mean()), "rollout/len_max": float(gen_lens.max()),
+            "rollout/truncation_rate": float(np.mean([not r.finished for r in flat])),
+            "adv/mean": float(A.mean()), "adv/std": float(A.std(unbiased=False)), "adv/abs_max": float(A.abs().max()),
+            "train/loss": sums["loss"], "train/pg_loss": sums["pg"],
+            "train/kl": sums.get("kl_tok", 0.0) / ntok if use_ref else 0.0,
+            "train/entropy": sums["ent_tok"] / ntok,
+            "train/clip_frac_low": sums["clip_low"], "train/clip_frac_high": sums["clip_high"],
+            "train/grad_norm": grad_norms[0], "train/grad_norm_last": grad_norms[-1], "train/lr": lr,
+            "train/steps_per_batch": cfg.updates_per_batch,
+        })
+        store.log_step(step + 1, m, passes)
+        mirror.log(step + 1, m)
+        # ---- eval, checkpoint -----------------------------------------------------------------------------
+        done = step + 1
+        val = None
+        if (cfg.val_every and done % cfg.val_every == 0) or done == M:
+            val = run_eval(done)
+        if done % cfg.checkpoint_every == 0 or done == M:
+            save_ckpt(done)
+        if progress:
+            now = time.perf_counter()
+            if now - last_print > 2.0 or done == M or val is not None:
+                last_print = now
+                el = now - t_loop
+                rate = (done - start) * cfg.rollouts_per_step / max(el, 1e-9)
+                eta = el / (done - start) * (M - done)
+                vtxt = f" | val {evals[max(evals)].get('val/avg', float('nan')):.3f}" if evals else ""
+                print(f"step {done}/{M} | {rate:.1f} rollouts/s | reward {m['rollout/reward_mean']:.3f}{vtxt} | "
+                      f"ETA {_fmt_s(eta)}", file=sys.stderr, flush=True)
+
+    # ---- finish: final eval, model, summary (written last) --------------------------------------------------
+    val_after = run_eval(M)
+    if store.latest_checkpoint() is None or store.latest_checkpoint()[0] != M:
+        save_ckpt(M)
+    policy.save(str(out / "model"))
+    steps_rows = store.steps()
+    summary = {
+        "val_before": val_before.get("val/avg"), "val_after": val_after.get("val/avg"),
+        "rollouts": counters["rollouts"], "steps": len(steps_rows), "wall_s": wall(),
+        "flops": counters["flops"], "val_metric": f"avg@{cfg.val_n} ({mode})",
+        "val_before_metrics": {k: v for k, v in val_before.items() if k.startswith("val/")},
+        "val_after_metrics": {k: v for k, v in val_after.items() if k.startswith("val/")},
+        "config_hash": store.config_hash,
+    }
+    store.write_summary(summary)
+    mirror.close()
+    store.close()
+    return summary

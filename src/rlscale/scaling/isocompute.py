@@ -1,0 +1,309 @@
+"""The iso-compute workflow on a sweep table (one row per (run, validation point)):
+
+1. `record_breaking_points`: per run, in compute order, keep the first point reaching each new bucket of validation
+   reward (bucket width w; w = 0 keeps every strict new maximum). Order-preserving: rows keep their table order.
+2. `fit_per_n`: a saturating sigmoid R(C) (laws.sigmoid_law) per n on the record points.
+3. `frontier`: the upper envelope of the fitted curves on a log-spaced C grid and n*(C), the n attaining it.
+4. `fit_n_star`: a sigmoid of log2 n*(C) in log C (R0 = log2 n* at small C, A = at large C).
+5. `transitions`: C where the curve of the next larger n overtakes the smaller one, with the epochs each n has
+   spent there (epochs = rollouts / (n * train_set_size), or the `epochs` column's epochs-per-rollout when present).
+
+`IsoCompute` runs all of it with a joint bootstrap over runs (points when an n has fewer than `min_runs_for_run_bootstrap`
+runs) and gives `to_dict()` for fit.json. Tests: tests/test_scaling_isocompute.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rlscale.errors import UserError
+from rlscale.scaling.estimators import SigmoidLaw, one_blas_thread
+
+X_DEFAULT = "compute/rollouts"
+Y_DEFAULT = "val/avg"
+
+
+def require_columns(df: pd.DataFrame, cols, what: str = "table") -> None:
+    """UserError naming the first missing column."""
+    for c in cols:
+        if c not in df.columns:
+            raise UserError(f"{what} has no column '{c}' (columns: {', '.join(map(str, df.columns))})")
+
+
+def check_values(df: pd.DataFrame, x: str, y: str) -> None:
+    """NaN metrics and non-positive compute are one-line errors naming the column."""
+    for c in (x, y):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+        bad = int((~np.isfinite(v)).sum())
+        if bad:
+            raise UserError(f"column '{c}': {bad} NaN/non-numeric value(s); drop or fix those rows")
+    if (df[x].to_numpy(float) <= 0).any():
+        raise UserError(f"column '{x}': {int((df[x].to_numpy(float) <= 0).sum())} non-positive compute value(s); "
+                        "compute must be > 0 (drop the step-0 point)")
+
+
+def record_breaking_points(df: pd.DataFrame, bucket_width: float = 0.01, *, x: str = X_DEFAULT, y: str = Y_DEFAULT,
+                           run_col: str = "run_id") -> pd.DataFrame:
+    """Rows (original order and index) where a run first reaches a new bucket floor(y / w) of validation reward,
+    scanning each run in increasing x. w = 0: every strict new maximum. The first point of a run is always kept."""
+    if bucket_width < 0:
+        raise UserError(f"bucket_width must be >= 0, got {bucket_width}")
+    require_columns(df, (x, y, run_col))
+    keep = np.zeros(len(df), dtype=bool)
+    xs = df[x].to_numpy(float)
+    ys = df[y].to_numpy(float)
+    runs = df[run_col].to_numpy()
+    for r in pd.unique(runs):
+        rows = np.flatnonzero(runs == r)
+        rows = rows[np.argsort(xs[rows], kind="stable")]  # compute order within the run
+        best = -math.inf
+        for i in rows:
+            level = math.floor(ys[i] / bucket_width) if bucket_width > 0 else ys[i]
+            if level > best:
+                keep[i] = True
+                best = level
+    return df[keep]
+
+
+def running_max_envelope(df: pd.DataFrame, C_grid: np.ndarray, *, x: str = X_DEFAULT, y: str = Y_DEFAULT,
+                         by: str = "n") -> tuple[np.ndarray, np.ndarray]:
+    """Empirical frontier: at each C, the best reward any point with x <= C reached, and the n that reached it
+    (the smallest n on ties; NaN where no point yet). Used to check record extraction against all points."""
+    xs = df[x].to_numpy(float)
+    ys = df[y].to_numpy(float)
+    ns = df[by].to_numpy(float)
+    best = np.full(len(C_grid), np.nan)
+    who = np.full(len(C_grid), np.nan)
+    for i, C in enumerate(C_grid):
+        m = xs <= C
+        if m.any():
+            j = np.flatnonzero(m)
+            top = ys[j].max()
+            best[i] = top
+            who[i] = ns[j][ys[j] == top].min()
+    return best, who
+
+
+def fit_per_n(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT, huber_delta=None,
+              B_max: float = 20.0) -> dict:
+    """{n: fitted SigmoidLaw} on the given points (usually record points), no bootstrap."""
+    fits = {}
+    for n, g in df.groupby(by, sort=True):
+        if len(g) <= 4:
+            raise UserError(f"{by}={n}: {len(g)} point(s); the per-{by} sigmoid has 4 parameters and needs >= 5 "
+                            "(use a smaller --bucket-width or validate more often)")
+        fits[_key(n)] = SigmoidLaw(huber_delta=huber_delta, B_max=B_max).fit(g[x].to_numpy(float),
+                                                                          g[y].to_numpy(float))
+    return fits
+
+
+def _key(n):
+    f = float(n)
+    return int(f) if f.is_integer() else f
+
+
+def curves(params_by_n: dict, C_grid: np.ndarray) -> tuple[list, np.ndarray]:
+    """(sorted ns, matrix (len(ns), len(C_grid)) of fitted rewards) from {n: {R0, A, C_mid, B}}."""
+    from rlscale.scaling.laws import sigmoid_law
+
+    ns = sorted(params_by_n)
+    R = np.array([sigmoid_law(C_grid, **params_by_n[n]) for n in ns])
+    return ns, R
+
+
+def frontier(params_by_n: dict, C_grid: np.ndarray) -> pd.DataFrame:
+    """Upper envelope of the fitted curves: columns C, reward, n_star (smallest n on exact ties)."""
+    ns, R = curves(params_by_n, C_grid)
+    j = np.argmax(R, axis=0)
+    return pd.DataFrame({"C": C_grid, "reward": R[j, np.arange(len(C_grid))], "n_star": np.array(ns)[j]})
+
+
+def fit_n_star(front: pd.DataFrame, huber_delta: float = 0.25) -> SigmoidLaw:
+    """Sigmoid of log2 n*(C) in log C on the frontier grid (R0/A = log2 n* at small/large C)."""
+    return SigmoidLaw(huber_delta=huber_delta).fit(front["C"].to_numpy(float),
+                                                    np.log2(front["n_star"].to_numpy(float)))
+
+
+def n_star_from_fit(C, params: dict) -> np.ndarray:
+    """n*(C) = 2 ** sigmoid(C) from the n* sigmoid params."""
+    from rlscale.scaling.laws import sigmoid_law
+
+    return 2.0 ** sigmoid_law(np.asarray(C, float), **params)
+
+
+def transitions(params_by_n: dict, C_grid: np.ndarray, epochs_per_rollout: dict | None = None) -> list[dict]:
+    """For each pair of adjacent n (sorted), the compute C where the larger n's curve overtakes the smaller one
+    (first sign change of f_big - f_small from <= 0 to > 0 on the grid, refined by bisection), with the reward
+    there and epochs spent by each n (C * epochs_per_rollout[n])."""
+    from scipy.optimize import brentq
+
+    from rlscale.scaling.laws import sigmoid_law
+
+    ns = sorted(params_by_n)
+    out = []
+    for small, big in zip(ns, ns[1:]):
+        def diff(C, small=small, big=big):
+            return float(sigmoid_law(C, **params_by_n[big]) - sigmoid_law(C, **params_by_n[small]))
+
+        d = np.array([diff(C) for C in C_grid])
+        idx = np.flatnonzero((d[:-1] <= 0) & (d[1:] > 0))
+        if not idx.size:
+            continue
+        i = idx[0]
+        C = C_grid[i] if d[i] == 0 else math.exp(brentq(lambda u: diff(math.exp(u)), math.log(C_grid[i]),
+                                                        math.log(C_grid[i + 1]), xtol=1e-10))
+        row = {"from_n": small, "to_n": big, "C": float(C),
+               "reward": float(sigmoid_law(C, **params_by_n[big]))}
+        if epochs_per_rollout:
+            row["epochs_from"] = float(C * epochs_per_rollout[small]) if small in epochs_per_rollout else None
+            row["epochs_to"] = float(C * epochs_per_rollout[big]) if big in epochs_per_rollout else None
+        out.append(row)
+    return out
+
+
+def epochs_per_rollout(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT,
+                       train_set_size: int | None = None) -> dict | None:
+    """{n: epochs per rollout}: median of epochs / x from an `epochs` column, else 1 / (n * train_set_size)."""
+    if "epochs" in df.columns:
+        out = {}
+        for n, g in df.groupby(by):
+            r = (g["epochs"].to_numpy(float) / g[x].to_numpy(float))
+            r = r[np.isfinite(r)]
+            if r.size:
+                out[_key(n)] = float(np.median(r))
+        return out
+    if train_set_size:
+        return {_key(n): 1.0 / (float(n) * train_set_size) for n in df[by].unique()}
+    return None
+
+
+class IsoCompute:
+    """The whole workflow; settings in __init__, `fit(df)` returns self; fitted: `records_`, `per_n_` {n: SigmoidLaw},
+    `frontier_` (DataFrame), `n_star_fit_` (SigmoidLaw of log2 n*), `transitions_`, `params_`/`ci_` (n* sigmoid)."""
+
+    name = "isocompute"
+
+    def __init__(self, x: str = X_DEFAULT, y: str = Y_DEFAULT, by: str = "n", run_col: str = "run_id",
+                 bucket_width: float = 0.01, n_grid: int = 200, n_bootstrap: int = 0, ci_level: float = 0.95,
+                 seed: int = 0, huber_delta: float | None = None, train_set_size: int | None = None,
+                 min_runs_for_run_bootstrap: int = 5):
+        self.x, self.y, self.by, self.run_col = x, y, by, run_col
+        self.bucket_width = bucket_width
+        self.n_grid = n_grid
+        self.n_bootstrap = n_bootstrap
+        self.ci_level = ci_level
+        self.seed = seed
+        self.huber_delta = huber_delta
+        self.train_set_size = train_set_size
+        self.min_runs_for_run_bootstrap = min_runs_for_run_bootstrap
+
+    def fit(self, df: pd.DataFrame) -> IsoCompute:
+        with one_blas_thread():
+            return self._fit(df)
+
+    def _fit(self, df: pd.DataFrame) -> IsoCompute:
+        require_columns(df, (self.x, self.y, self.by, self.run_col))
+        check_values(df, self.x, self.y)
+        if df[self.by].nunique() < 2:
+            raise UserError(f"isocompute needs runs at >= 2 values of '{self.by}', got {df[self.by].nunique()}")
+        self.records_ = record_breaking_points(df, self.bucket_width, x=self.x, y=self.y, run_col=self.run_col)
+        self.per_n_ = fit_per_n(self.records_, by=self.by, x=self.x, y=self.y, huber_delta=self.huber_delta)
+        xs = df[self.x].to_numpy(float)
+        self.C_grid_ = np.geomspace(xs.min(), xs.max(), self.n_grid)
+        params = {n: f.params_ for n, f in self.per_n_.items()}
+        self.frontier_ = frontier(params, self.C_grid_)
+        self.n_star_fit_ = fit_n_star(self.frontier_)
+        self.params_ = self.n_star_fit_.params_
+        self.epochs_per_rollout_ = epochs_per_rollout(df, by=self.by, x=self.x, train_set_size=self.train_set_size)
+        self.transitions_ = transitions(params, self.C_grid_, self.epochs_per_rollout_)
+        self.ci_, self.per_n_ci_, self.bootstrap_ = {}, {}, {}
+        self.bootstrap_unit_ = {}
+        if self.n_bootstrap > 0:
+            self._bootstrap()
+        return self
+
+    def _bootstrap(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        rec = self.records_
+        pools = {}
+        for n, g in rec.groupby(self.by, sort=True):
+            n = _key(n)
+            runs = g[self.run_col].to_numpy()
+            uniq = pd.unique(runs)
+            if len(uniq) >= self.min_runs_for_run_bootstrap:
+                pools[n] = ("runs", [np.flatnonzero(runs == r) for r in uniq], g)
+            else:
+                pools[n] = ("points", None, g)
+            self.bootstrap_unit_[n] = pools[n][0]
+        names = ("R0", "A", "C_mid", "B")
+        per_n_samples = {n: [] for n in pools}
+        star_samples = []
+        for _ in range(self.n_bootstrap):
+            params = {}
+            for n, (unit, members, g) in pools.items():
+                if unit == "runs":
+                    pick = rng.integers(0, len(members), len(members))
+                    idx = np.concatenate([members[k] for k in pick])
+                else:
+                    idx = rng.integers(0, len(g), len(g))
+                est = self.per_n_[n]
+                F = est._prepare(g[self.x].to_numpy(float)[idx][:, None])
+                theta, _ = est._minimise(F, g[self.y].to_numpy(float)[idx], [est.theta_],
+                                         est._bounds(F, g[self.y].to_numpy(float)[idx]))
+                params[n] = est._to_params(theta)
+                per_n_samples[n].append([params[n][k] for k in names])
+            front = frontier(params, self.C_grid_)
+            ns_est = self.n_star_fit_
+            zb = np.log2(front["n_star"].to_numpy(float))
+            Fb = ns_est._prepare(front["C"].to_numpy(float)[:, None])
+            theta, _ = ns_est._minimise(Fb, zb, [ns_est.theta_], ns_est._bounds(Fb, zb))
+            star_samples.append([ns_est._to_params(theta)[k] for k in names])
+        q = (1.0 - self.ci_level) / 2.0
+        star = np.array(star_samples)
+        self.ci_ = {k: [float(np.quantile(star[:, j], q)), float(np.quantile(star[:, j], 1 - q))]
+                    for j, k in enumerate(names)}
+        for n, rows in per_n_samples.items():
+            arr = np.array(rows)
+            self.per_n_ci_[n] = {k: [float(np.quantile(arr[:, j], q)), float(np.quantile(arr[:, j], 1 - q))]
+                                 for j, k in enumerate(names)}
+            self.bootstrap_[n] = arr
+
+    def to_dict(self) -> dict:
+        """JSON-ready result for fit.json."""
+        per_n = {}
+        for n, f in self.per_n_.items():
+            d = f.to_dict()
+            d["ci"] = self.per_n_ci_.get(n, {})
+            d["n_runs"] = int(self.records_[self.records_[self.by] == n][self.run_col].nunique())
+            d["bootstrap_unit"] = self.bootstrap_unit_.get(n)
+            d["bootstrap_samples"] = self.bootstrap_[n].tolist() if n in self.bootstrap_ else []
+            per_n[str(n)] = d
+        nsf = self.n_star_fit_
+        return {
+            "law": "isocompute", "x": self.x, "y": self.y, "by": self.by,
+            "params": self.params_, "ci": self.ci_, "ci_level": self.ci_level,
+            "r2": nsf.r2_, "rmse": nsf.rmse_, "n_points": int(len(self.records_)),
+            "n_star_fit": {"space": "log2 n*", "params": nsf.params_, "ci": self.ci_, "r2": nsf.r2_,
+                           "rmse": nsf.rmse_},
+            "per_n": per_n,
+            "frontier": self.frontier_.to_dict(orient="records"),
+            "transitions": self.transitions_,
+            "epochs_per_rollout": {str(k): v for k, v in (self.epochs_per_rollout_ or {}).items()},
+            "x_range": [float(self.C_grid_[0]), float(self.C_grid_[-1])],
+            "bucket_width": self.bucket_width, "n_bootstrap": self.n_bootstrap, "seed": self.seed,
+        }
+
+    def summary(self) -> str:
+        lines = [f"isocompute: {len(self.records_)} record points, n in {sorted(self.per_n_)}"]
+        for n, f in self.per_n_.items():
+            p = f.params_
+            lines.append(f"  n={n}: R0={p['R0']:.3f} A={p['A']:.3f} C_mid={p['C_mid']:.4g} B={p['B']:.3f} "
+                         f"R^2={f.r2_:.3f}")
+        p = self.params_
+        lines.append(f"  log2 n*(C): {p['R0']:.2f} -> {p['A']:.2f}, C_mid={p['C_mid']:.4g}, B={p['B']:.3f}")
+        for t in self.transitions_:
+            lines.append(f"  n={t['from_n']} -> {t['to_n']} at C={t['C']:.4g}")
+        return "\n".join(lines)

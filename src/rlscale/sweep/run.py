@@ -1,0 +1,347 @@
+"""Run a sweep's grid, each run in its own process, on local workers or as Ray tasks; resumable.
+
+SWEEPDIR layout:
+  spec.toml|spec.yaml     copy of the spec file of the latest invocation
+  sweep.json              spec hash, sweep identity, resolved spec, current runs with status, spec history
+  configs/<run_id>.json   resolved trainer config of each run
+  runs/<run_id>/          the run store written by the trainer (summary.json present = finished)
+  logs/<run_id>.log       stdout/stderr of the run's worker process
+  locks/                  driver.lock (one driver per SWEEPDIR) and <run_id>.lock (held by the run's worker)
+
+Resume: re-running the same command skips finished runs, resumes interrupted ones (the trainer resumes from its
+checkpoints; the worker's lock guarantees one writer per run store) and refuses a spec whose sweep identity
+(model, task, data, seeds) differs from the one that created SWEEPDIR. A changed run config has a new run id, so
+records of different configs never mix. Workers die with the driver (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlscale.errors import UserError
+from rlscale.io import atomic_write_json, atomic_write_text
+from rlscale.sweep.export import read_store, run_finished
+from rlscale.sweep.plan import format_duration
+from rlscale.sweep.spec import RunSpec, SweepSpec
+from rlscale.sweep.worker import PARENT_ENV, TRAINER_ENV, lock_held
+
+
+@dataclass
+class SweepResult:
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished before this invocation
+    wall_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- sweep dir
+
+
+def _identity_diff(old: dict, new: dict) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def check_sweepdir(spec: SweepSpec, out: Path) -> dict | None:
+    """The existing sweep.json of SWEEPDIR (None for a new/empty dir); UserError if its identity conflicts."""
+    sweep_json = out / "sweep.json"
+    if sweep_json.is_file():
+        old = json.loads(sweep_json.read_text(encoding="utf-8"))
+        diff = _identity_diff(old["identity"], spec.identity())
+        if diff:
+            k = diff[0]
+            raise UserError(f"{out}: holds a sweep with a different {k} ({old['identity'].get(k)!r} vs "
+                            f"{spec.identity().get(k)!r}); use a new --out directory")
+        return old
+    # a driver killed between taking its lock and writing sweep.json leaves only locks/
+    if out.exists() and (not out.is_dir() or any(p.name != "locks" for p in out.iterdir())):
+        raise UserError(f"{out}: exists and is not a sweep directory (no sweep.json); use a new or empty --out")
+    return None
+
+
+def prepare_sweepdir(spec: SweepSpec, out: Path, old: dict | None) -> dict:
+    """Write sweep.json (first: it makes SWEEPDIR a sweep directory), the spec copy and the run configs."""
+    history = list(old.get("history", [])) if old else []
+    if spec.spec_hash() not in history:
+        history.append(spec.spec_hash())
+    sweep = {"spec_hash": spec.spec_hash(), "identity": spec.identity(), "spec": spec.resolved(),
+             "history": history,
+             "runs": {r.run_id: {"n": r.n, "problems_per_batch": r.problems_per_batch, "iterations": r.iterations,
+                                 "budget": r.budget, "seed": r.seed, "train": spec.train,
+                                 "status": "done" if run_finished(out / "runs" / r.run_id) else "queued"}
+                      for r in spec.runs}}
+    atomic_write_json(out / "sweep.json", sweep)
+    for sub in ("configs", "runs", "logs", "locks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    from_file = spec.path.is_file()
+    ext = ".toml" if from_file and spec.path.suffix.lower() == ".toml" else ".yaml"
+    for stale in ("spec.toml", "spec.yaml"):
+        if stale != f"spec{ext}" and (out / stale).exists():
+            (out / stale).unlink()
+    if from_file:
+        atomic_write_text(out / f"spec{ext}", spec.path.read_text(encoding="utf-8"))
+    else:  # a spec built in code: its resolved form
+        import yaml
+
+        atomic_write_text(out / "spec.yaml", yaml.safe_dump(spec.resolved(), sort_keys=False))
+    for run in spec.runs:
+        cfg_path = out / "configs" / f"{run.run_id}.json"
+        if not cfg_path.exists():
+            atomic_write_json(cfg_path, run.config)
+    return sweep
+
+
+def _lock_driver(out: Path):
+    f = open(out / "locks" / "driver.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UserError(f"{out}: another `rlscale sweep run` is running on this directory; wait for it or stop "
+                        f"it") from None
+    return f
+
+
+def worker_env(threads: int = 1, trainer: str | None = None) -> dict:
+    """Environment overrides of a worker process (applied over the environment of the process starting it, so
+    Ray's CUDA_VISIBLE_DEVICES survives): `threads` torch/OpenMP threads (the spec's cpus), the trainer override."""
+    threads = str(max(1, int(threads)))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+           "TOKENIZERS_PARALLELISM": "false"}
+    trainer = trainer or os.environ.get(TRAINER_ENV)
+    if trainer:
+        env[TRAINER_ENV] = trainer
+    src = str(Path(__file__).resolve().parents[2])  # so a worker imports this rlscale even when not installed
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def worker_cmd(out: Path, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "rlscale.sweep.worker", str(out / "runs" / run_id),
+            str(out / "configs" / f"{run_id}.json"), str(out / "locks" / f"{run_id}.lock")]
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Runs done/running/queued, rollouts spent and ETA on stderr (one line; rewritten in place on a TTY)."""
+
+    def __init__(self, runs: list[RunSpec], out: Path, enabled: bool = True, stream=None):
+        self.runs, self.out, self.enabled = runs, out, enabled
+        self.stream = stream or sys.stderr
+        self.total = sum(r.rollouts for r in runs)
+        self.t0 = time.monotonic()
+        self.spent0: float | None = None
+        self.last_line, self.last_t, self._cache = "", 0.0, {}
+
+    def _spent(self, run: RunSpec, running: bool) -> float:
+        rundir = self.out / "runs" / run.run_id
+        if run_finished(rundir):
+            return float(run.rollouts)
+        if not running and run.run_id in self._cache:
+            return self._cache[run.run_id]
+        spent = 0.0
+        if rundir.is_dir():
+            try:
+                steps, _ = read_store(rundir)
+                if len(steps) and "compute/rollouts" in steps.columns:
+                    spent = float(steps["compute/rollouts"].max())
+            except Exception:  # store not created yet, or mid-write
+                spent = self._cache.get(run.run_id, 0.0)
+        self._cache[run.run_id] = spent
+        return spent
+
+    def update(self, status: dict[str, str], force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_t < 2.0:
+            return
+        self.last_t = now
+        counts = {s: sum(1 for v in status.values() if v == s) for s in ("done", "running", "queued", "failed")}
+        spent = sum(self._spent(r, status[r.run_id] == "running") for r in self.runs)
+        if self.spent0 is None:
+            self.spent0 = spent
+        elapsed = now - self.t0
+        rate = (spent - self.spent0) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - spent) / rate if rate > 0 else float("nan")
+        line = (f"[sweep] done {counts['done']}/{len(self.runs)}  running {counts['running']}  queued "
+                f"{counts['queued']}  failed {counts['failed']}  rollouts {int(spent)}/{self.total}  "
+                f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
+        if line.split("  elapsed")[0] == self.last_line.split("  elapsed")[0] and not self.stream.isatty() \
+                and not force:
+            return
+        self.last_line = line
+        end = "\r" if self.stream.isatty() and not force else "\n"
+        print(line.ljust(100) if end == "\r" else line, end=end, file=self.stream, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- execution
+
+
+def _record(out: Path, sweep: dict, status: dict[str, str]) -> None:
+    for rid, st in status.items():
+        sweep["runs"][rid]["status"] = st
+    atomic_write_json(out / "sweep.json", sweep)
+
+
+def _run_local(todo: list[RunSpec], out: Path, workers: int, env: dict, status: dict, on_change) -> None:
+    queue = list(todo)
+    procs: dict[str, tuple[subprocess.Popen, object]] = {}
+    env = {**os.environ, **env, PARENT_ENV: str(os.getpid())}
+    try:
+        while queue or procs:
+            while queue and len(procs) < workers:
+                run = queue.pop(0)
+                log = open(out / "logs" / f"{run.run_id}.log", "ab")
+                procs[run.run_id] = (subprocess.Popen(worker_cmd(out, run.run_id), env=env, stdout=log,
+                                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log)
+                status[run.run_id] = "running"
+                on_change(True)
+            for rid, (proc, log) in list(procs.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    del procs[rid]
+                    ok = proc.returncode == 0 and run_finished(out / "runs" / rid)
+                    status[rid] = "done" if ok else "failed"
+                    on_change(True)
+            on_change(False)
+            time.sleep(0.2)
+    finally:
+        for proc, _log in procs.values():
+            proc.terminate()
+        for rid, (proc, log) in procs.items():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            status[rid] = "queued"
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """UserError unless host:port of a Ray address (host:port or ray://host:port) accepts a TCP connection."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray '{address}': expected HOST:PORT, ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"--ray '{address}': Ray cluster unreachable ({e.strerror or e}); start it with "
+                        f"`ray start --head` or use --ray auto") from None
+
+
+def _ray_task(cmd: list[str], env: dict, log_path: str) -> int:
+    """Body of the Ray task: the same worker process as locally, so each run has its own process."""
+    with open(log_path, "ab") as log:
+        return subprocess.run(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+
+
+def _run_ray(todo: list[RunSpec], out: Path, spec: SweepSpec, address: str, workers: int, env: dict,
+             status: dict, on_change) -> None:
+    import ray
+
+    if address == "auto":
+        ray.init(address="local", num_cpus=max(spec.cpus, 1) * workers, num_gpus=0 if not spec.gpus else None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(_ray_task).options(num_cpus=spec.cpus, num_gpus=spec.gpus, max_retries=0)
+        refs = {remote.remote(worker_cmd(out, r.run_id), env, str(out / "logs" / f"{r.run_id}.log")): r.run_id
+                for r in todo}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in ready:
+                rid = refs[ref]
+                try:
+                    rc = ray.get(ref)
+                except Exception:  # a worker node died: the run is resumable
+                    rc = 1
+                status[rid] = "done" if rc == 0 and run_finished(out / "runs" / rid) else "failed"
+                on_change(True)
+            for ref in pending:  # a run is running when its worker holds the run lock
+                rid = refs[ref]
+                status[rid] = "running" if lock_held(out / "locks" / f"{rid}.lock") else "queued"
+            on_change(False)
+    finally:
+        for rid, st in status.items():
+            if st == "running":
+                status[rid] = "queued"
+        ray.shutdown()
+
+
+def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, ray_address: str | None = None,
+              trainer: str | None = None, progress: bool = True) -> SweepResult:
+    """Run every unfinished run of the spec into SWEEPDIR `out`; see the module docstring for the layout."""
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if ray_address is not None and ray_address != "auto":
+        check_ray_address(ray_address)
+    if ray_address is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError("--ray needs the ray package: pip install 'rlscale[ray]'") from None
+    out = Path(out).resolve()
+    old = check_sweepdir(spec, out)
+    (out / "locks").mkdir(parents=True, exist_ok=True)
+    driver_lock = _lock_driver(out)
+    try:
+        sweep = prepare_sweepdir(spec, out, old)
+    except BaseException:
+        driver_lock.close()
+        raise
+    t0 = time.monotonic()
+    result = SweepResult()
+    try:
+        runs = list(spec.runs)
+        status = {r.run_id: ("done" if run_finished(out / "runs" / r.run_id) else "queued") for r in runs}
+        result.skipped = [rid for rid, s in status.items() if s == "done"]
+        todo = [r for r in runs if status[r.run_id] != "done"]
+        view = Progress(runs, out, enabled=progress)
+
+        def on_change(changed: bool) -> None:
+            if changed:
+                _record(out, sweep, status)
+            view.update(status, force=False)
+
+        _record(out, sweep, status)
+        view.update(status, force=True)
+        env = worker_env(spec.cpus, trainer)
+        if ray_address is None:
+            _run_local(todo, out, workers, env, status, on_change)
+        else:
+            _run_ray(todo, out, spec, ray_address, workers, env, status, on_change)
+        view.update(status, force=True)
+        result.done = [rid for rid, s in status.items() if s == "done" and rid not in result.skipped]
+        result.failed = [rid for rid, s in status.items() if s == "failed"]
+    finally:
+        _record(out, sweep, status)
+        driver_lock.close()
+    result.wall_s = time.monotonic() - t0
+    return result
+
+
+def failure_message(out: Path, failed: list[str]) -> str:
+    """One line per failed run with the last line of its log."""
+    lines = []
+    for rid in failed:
+        log = out / "logs" / f"{rid}.log"
+        tail = ""
+        if log.is_file():
+            text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            tail = text[-1] if text else ""
+        lines.append(f"run {rid} failed (log: {log}): {tail}")
+    return "\n".join(lines)

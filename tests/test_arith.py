@@ -1,0 +1,168 @@
+"""Tests of the generated arith task: format, determinism, splits, balanced answers, multiple solutions."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from rlscale.errors import UserError
+from rlscale.tasks.arith import (
+    ALPHABET,
+    ArithConfig,
+    ArithProblem,
+    Step,
+    constant_answer_baseline,
+    corpus_stream,
+    extract_answer,
+    format_solution,
+    generate_problem,
+    generate_problems,
+    is_correct,
+    load_arith,
+    parse_question,
+    solutions,
+)
+from rlscale.tasks.base import Problem, get_task
+
+STEP_RE = re.compile(r"^([a-z])=([a-z])([+*-])([a-z]|\d+)=(\d+)([+*-])(\d+)=(\d+)$")
+
+
+def check_solution(question: str, solution: str, answer: str) -> None:
+    """Independent checker: every step restates a definition of the question, substitutes known values, computes."""
+    defs, target = question.rstrip("?").split(";")
+    known = {defs.split(",")[0].split("=")[0]: int(defs.split(",")[0].split("=")[1])}
+    definitions = {d.split("=")[0]: d.split("=")[1] for d in defs.split(",")[1:]}
+    *steps, end = solution.split(";")
+    assert end == f"####{answer}"
+    assert sorted(s.split("=")[0] for s in steps) == sorted(definitions)
+    for s in steps:
+        m = STEP_RE.match(s)
+        assert m, s
+        name, left, op, right, lv, op2, rv, val = m.groups()
+        assert definitions[name] == f"{left}{op}{right}" and op2 == op
+        assert int(lv) == known[left]
+        assert int(rv) == (known[right] if right.isalpha() else int(right))
+        assert int(val) == eval(f"{lv}{op}{rv}")  # noqa: S307 (digits and one operator)
+        known[name] = int(val)
+    assert known[target] == int(answer)
+
+
+def test_lab_notes_format_exact():
+    p = ArithProblem("a", 7, (Step("b", "a", "*", "3", 21), Step("c", "b", "+", "5", 26)))
+    assert p.question == "a=7,b=a*3,c=b+5;c?"
+    assert format_solution(p) == "b=a*3=7*3=21;c=b+5=21+5=26;####26"
+    assert format_solution(p, alt_format=True) == "b=a*3=7*3=21;c=b+5=21+5=26;answer: 26"
+
+
+def test_generated_problems_are_correct_and_in_alphabet():
+    cfg = ArithConfig()
+    for p in generate_problems(300, seed=5, cfg=cfg, uniform_steps=True):
+        check_solution(p.question, p.solution, p.answer)
+        assert set(p.question + p.solution) <= set(ALPHABET)
+        assert 1 <= p.meta["steps"] <= cfg.max_steps
+        assert p.question.count(",") == p.meta["steps"]
+        assert 0 <= int(p.answer) <= cfg.max_value
+
+
+def test_same_seed_same_problems_different_seed_differs():
+    a = generate_problems(50, seed=1)
+    assert a == generate_problems(50, seed=1)
+    assert [p.question for p in a] != [p.question for p in generate_problems(50, seed=2)]
+    assert generate_problem(random.Random(3), ArithConfig(), 4) == generate_problem(random.Random(3), ArithConfig(), 4)
+
+
+def test_step_weights_follow_config():
+    docs = [d for d, _ in zip(corpus_stream(0, ArithConfig()), range(6000))]
+    counts = Counter(d.split("?")[0].count(",") for d in docs)
+    freqs = [counts[k] / len(docs) for k in range(1, 7)]
+    assert all(abs(f - wk) < 0.02 for f, wk in zip(freqs, ArithConfig().step_weights))  # harder rarer
+
+
+def test_splits_fixed_disjoint_and_balanced():
+    test, val = load_arith("test"), load_arith("val")
+    train = load_arith("train", limit=5000)
+    assert len(test) == 2000 and len(val) == 2000 and len(load_arith("train")) == 20000
+    qs = [set(p.question for p in s) for s in (test, val, load_arith("train"))]
+    assert not (qs[0] & qs[1]) and not (qs[0] & qs[2]) and not (qs[1] & qs[2])
+    assert load_arith("test", limit=10) == test[:10]
+    steps = Counter(p.meta["steps"] for p in test)
+    assert min(steps.values()) > 200  # eval splits cover every difficulty (uniform k)
+    for s in (test, train):
+        assert constant_answer_baseline(s) < 0.05  # no answer dominates (LAB_NOTES: 22% zeros was a trap)
+
+
+def test_constant_answer_baseline_bruteforce():
+    probs = [Problem(str(i), "q", a) for i, a in enumerate(["1", "2", "2", "3", "2", "1"])]
+    best = max(sum(p.answer == c for p in probs) / len(probs) for c in {"1", "2", "3", "0"})
+    assert constant_answer_baseline(probs) == best == 0.5
+    assert constant_answer_baseline([]) == 0.0
+
+
+def test_alt_format_fraction():
+    docs = [d for d, _ in zip(corpus_stream(0, ArithConfig(alt_format_frac=0.3)), range(3000))]
+    frac = sum("answer: " in d for d in docs) / len(docs)
+    assert 0.27 < frac < 0.33
+    assert all(d.endswith(("####" + d.split("#")[-1], )) or "answer: " in d for d in docs)
+    assert not any("answer:" in d for _, d in zip(range(500), corpus_stream(0, ArithConfig())))
+
+
+def test_corpus_excludes_heldout():
+    excl = frozenset(p.question for p in generate_problems(2000, seed=9, cfg=ArithConfig(max_steps=1,
+                                                                                         step_weights=(1.0,))))
+    docs = [d for d, _ in zip(corpus_stream(0, ArithConfig(max_steps=1, step_weights=(1.0,)), exclude=excl),
+                              range(2000))]
+    assert not any(d.split("?")[0] + "?" in excl for d in docs)
+
+
+def test_multiple_distinct_solutions():
+    # b and c both depend only on a; d on both: exactly two topological orders
+    p = ArithProblem("a", 3, (Step("b", "a", "+", "1", 4), Step("c", "a", "*", "2", 6), Step("d", "b", "+", "c", 10)))
+    prob = Problem("x", p.question, "10")
+    sols = solutions(prob, 5, seed=0)
+    assert len(sols) == 2 and len(set(sols)) == 2
+    assert sols[0] == format_solution(p)
+    for s in sols:
+        check_solution(p.question, s, "10")
+    chain = Problem("y", "a=2,b=a+1,c=b*2;c?", "6")
+    assert solutions(chain, 4) == ["b=a+1=2+1=3;c=b*2=3*2=6;####6"]  # a pure chain allows one order
+    many = [p for p in load_arith("test", limit=200) if p.meta["steps"] == 6]
+    assert any(len(solutions(p, 4, seed=1)) == 4 for p in many)
+    assert solutions(many[0], 3, seed=1) == solutions(many[0], 3, seed=1)
+
+
+def test_parse_question_roundtrip_and_errors():
+    for p in generate_problems(100, seed=3):
+        assert format_solution(parse_question(p.question)) == p.solution
+    with pytest.raises(UserError):
+        parse_question("what is 2+2?")
+
+
+def test_load_from_jsonl(tmp_path):
+    path = tmp_path / "cur.jsonl"
+    rows = [{"id": "p1", "question": "a=1,b=a+2;b?", "answer": 3, "meta": {"steps": 1}},
+            {"id": "p2", "question": "a=2,b=a*3;b?", "answer": "6"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    probs = load_arith("train", data_path=str(path))
+    assert [p.id for p in probs] == ["p1", "p2"] and probs[0].answer == "3" and probs[0].meta["steps"] == 1
+    path.write_text('{"id": "p1", "question": "a=1;b?"}\n')
+    with pytest.raises(UserError):
+        load_arith("train", data_path=str(path))
+
+
+def test_bad_split_and_registry():
+    with pytest.raises(UserError, match="valid splits"):
+        load_arith("dev")
+    task = get_task("arith")
+    assert task.load("val", limit=3) == load_arith("val", limit=3)
+
+
+def test_extract_answer_modes():
+    assert extract_answer("b=1;####12") == "12"
+    assert extract_answer("b=1;answer: 12") == "12"
+    assert extract_answer("b=1;answer: 12", strict=True) is None
+    assert extract_answer("b=1=") is None
+    assert is_correct("x;####07", "7") and not is_correct("x;####8", "7")

@@ -1,0 +1,264 @@
+"""GRPO loop: learning at small scale (lab model and tiny HF model), exact resume after kill -9, bad input,
+finished runs not re-run, config plumbing. Policies are built in code (random init, fixed seed)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlscale.cli import main
+from rlscale.errors import UserError
+from rlscale.rl.grpo import GRPOConfig, field_docs, problem_indices, train
+from rlscale.store import RunStore
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_policy(seed=0, d=32):
+    from rlscale.models.tiny import TinyConfig, TinyPolicy
+    from rlscale.models.tokenizer import CharTokenizer
+    from rlscale.tasks.arith import ALPHABET
+
+    tok = CharTokenizer(ALPHABET)
+    return TinyPolicy.create(TinyConfig(vocab_size=tok.vocab_size, d_model=d, n_layers=1, n_heads=2, d_ff=2 * d),
+                             tok, seed=seed)
+
+
+def seven_set(path: Path, n=64) -> str:
+    """A learnable toy set: every answer is 7 (the policy only has to learn to end with a 7)."""
+    rows = [{"id": f"q{i}", "question": f"a={i % 10},b=a+{i % 5};b?", "answer": "7"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def small_cfg(tmp_path, **kw):
+    base = dict(model="in-memory", task="arith", train_set=seven_set(tmp_path / "train.jsonl"),
+                val_set=seven_set(tmp_path / "val.jsonl", 16), rollouts_per_problem=4, problems_per_batch=4,
+                iterations=4, max_new_tokens=6, val_every=2, val_n=2, val_limit=8, checkpoint_every=2,
+                micro_batch_size=8, reward="flexible")
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def params_vec(policy):
+    return torch.cat([p.detach().flatten() for p in policy.module.parameters()]).clone()
+
+
+def test_learning_lab_model(tmp_path):
+    """Reward rises and parameters move on the toy set (LR high enough to see it in a few steps)."""
+    pol = tiny_policy()
+    before = params_vec(pol)
+    cfg = small_cfg(tmp_path, iterations=30, rollouts_per_problem=8, problems_per_batch=8, lr=1e-2,
+                    val_every=0, checkpoint_every=100)
+    s = train(cfg, tmp_path / "run", progress=False, policy=pol)
+    rows = RunStore.open(tmp_path / "run").steps()
+    r = [x["rollout/reward_mean"] for x in rows]
+    assert s["steps"] == 30 and len(rows) == 30
+    assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.15, r
+    assert (params_vec(pol) - before).abs().max() > 1e-3
+    assert s["val_after"] > s["val_before"]
+    # compute is cumulative and counts every rollout
+    assert rows[-1]["compute/rollouts"] == 30 * 64
+    assert rows[-1]["compute/flops"] == pytest.approx(rows[-1]["compute/flops_gen"] + rows[-1]["compute/flops_train"])
+
+
+def test_learning_tiny_hf_model(tmp_path):
+    from hf_fixtures import make_tiny_hf_model
+
+    from rlscale.models.hf import HFPolicy
+
+    pol = HFPolicy.load(make_tiny_hf_model(tmp_path / "hf"))
+    with torch.no_grad():  # back to the default init scale: a 7 gets sampled now and then
+        pol.module.lm_head.weight.div_(20.0)
+    before = params_vec(pol)
+    cfg = small_cfg(tmp_path, model=str(tmp_path / "hf"), iterations=15, rollouts_per_problem=8,
+                    problems_per_batch=8, lr=1e-2, val_every=0, checkpoint_every=100, max_new_tokens=6)
+    s = train(cfg, tmp_path / "run", progress=False, policy=pol)
+    rows = RunStore.open(tmp_path / "run").steps()
+    r = [x["rollout/reward_mean"] for x in rows]
+    assert s["steps"] == 15
+    assert sum(r[-4:]) / 4 > sum(r[:4]) / 4 + 0.05, r
+    assert (params_vec(pol) - before).abs().max() > 1e-4
+    from rlscale.models import load_policy
+    assert load_policy(str(tmp_path / "run" / "model")).num_params() == pol.num_params()
+
+
+def test_resume_in_process_is_exact(tmp_path, monkeypatch):
+    """Interrupt after step 3 (checkpoint at 2): the resumed run rolls back step 3 and ends identical."""
+    cfg = small_cfg(tmp_path, kl_coef=0.05, entropy_coef=0.01, lr=3e-3)
+    ref = train(cfg, tmp_path / "ref", progress=False, policy=tiny_policy())
+    import rlscale.store.run_store as rs
+
+    orig = rs.RunStore.log_step
+
+    def boom(self, step, metrics, passes=()):
+        orig(self, step, metrics, passes)
+        if step == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(rs.RunStore, "log_step", boom)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    monkeypatch.setattr(rs.RunStore, "log_step", orig)
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    got = train(cfg, tmp_path / "run", resume=True, progress=False, policy=tiny_policy())
+    a, b = RunStore.open(tmp_path / "ref"), RunStore.open(tmp_path / "run")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
+    assert strip(a.steps()) == strip(b.steps())
+    assert [e["step"] for e in a.evals()] == [e["step"] for e in b.evals()] == [0, 2, 4]
+    assert a.problem_passes() == b.problem_passes()
+    assert got["steps"] == ref["steps"] == 4 and got["val_after"] == ref["val_after"]
+    # finished: never re-run, same summary back
+    again = train(cfg, tmp_path / "run", resume=True, progress=False, policy=tiny_policy())
+    assert again == got
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_grpo import tiny_policy
+    from rlscale.rl.grpo import GRPOConfig, train
+    cfg = GRPOConfig.from_dict(json.loads(open(sys.argv[1]).read()))
+    print(json.dumps(train(cfg, sys.argv[2], resume=True, progress=False, policy=tiny_policy())))
+""")
+
+
+def _crash_run(tmp_path, kills, seed):
+    cfg = small_cfg(tmp_path, iterations=12, checkpoint_every=2, val_every=3, kl_coef=0.02)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    script = tmp_path / "crash_worker.py"
+    script.write_text(CRASH_SCRIPT.format(tests=str(Path(__file__).parent)))
+    cmd = [sys.executable, str(script), str(tmp_path / "cfg.json")]
+    subprocess.run(cmd + [str(tmp_path / "ref")], check=True, capture_output=True)
+    rng = random.Random(seed)
+    run = tmp_path / "run"
+    killed = 0
+    for _ in range(kills * 4):
+        if killed >= kills:
+            break
+        p = subprocess.Popen(cmd + [str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(2.0, 6.0))  # python + torch start-up takes ~2 s
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+            killed += 1
+        else:
+            p.communicate()
+            break
+    assert killed >= 1
+    subprocess.run(cmd + [str(run)], check=True, capture_output=True)
+    a, b = RunStore.open(tmp_path / "ref"), RunStore.open(run)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
+    assert [r["step"] for r in b.steps()] == list(range(1, 13))
+    assert strip(a.steps()) == strip(b.steps())
+    assert [e["step"] for e in a.evals()] == [e["step"] for e in b.evals()]
+    assert a.problem_passes() == b.problem_passes()
+    for _, path in b.checkpoints():
+        assert torch.load(path / "state.pt", weights_only=False)["step"] >= 10
+
+
+def test_crash_kill9_resume(tmp_path):
+    _crash_run(tmp_path, kills=1, seed=0)
+
+
+@pytest.mark.slow
+def test_crash_kill9_resume_10_times(tmp_path):
+    _crash_run(tmp_path, kills=10, seed=1)
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--rollouts-per-problem", "1", "--iterations", "2"], "rollouts_per_problem must be >= 2"),
+    (["--rollouts-per-problem", "8", "--batch-rollouts", "60", "--iterations", "2"], "whole groups"),
+    (["--rollouts-per-problem", "8", "--problems-per-batch", "4", "--budget-rollouts", "16"], "smaller than one step"),
+    (["--iterations", "2", "--preset", "healthy-medium"], "healthy-easy"),
+    (["--iterations", "2", "--loss-aggregation", "sum"], "token-mean"),
+])
+def test_bad_input_exit_2(tmp_path, capsys, flags, msg):
+    out = tmp_path / "run"
+    rc = main(["train", "grpo", "--model", str(tmp_path), "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_changed_config_on_resume_refused(tmp_path, capsys):
+    cfg = small_cfg(tmp_path, iterations=2)
+    train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    before = _tree(tmp_path / "run")
+    with pytest.raises(UserError, match="config differs"):
+        train(small_cfg(tmp_path, iterations=3), tmp_path / "run", resume=True, progress=False,
+              policy=tiny_policy())
+    assert _tree(tmp_path / "run") == before
+    # through the CLI: exit 2, one line, nothing overwritten
+    d = small_cfg(tmp_path, iterations=2, model=str(tmp_path / "lab")).to_dict()
+    tiny_policy().save(str(tmp_path / "lab"))
+    toml = "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items() if v is not None)
+    (tmp_path / "c.toml").write_text(toml)
+    rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "cli"), "--json",
+               "--quiet"])
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0 and json.loads(out)["steps"] == 2
+    assert {"val_before", "val_after", "rollouts", "steps", "wall_s"} <= set(json.loads(out))
+    snap = _tree(tmp_path / "cli")
+    rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--lr", "0.5", "--out", str(tmp_path / "cli"),
+               "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "config differs" in err and "lr" in err and len(err.strip().splitlines()) == 1
+    assert _tree(tmp_path / "cli") == snap
+    # finished: the same command returns the stored summary, nothing re-run
+    rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "cli"), "--json",
+               "--quiet"])
+    assert rc == 0 and _tree(tmp_path / "cli") == snap
+
+
+def test_config_plumbing():
+    docs = field_docs(GRPOConfig)
+    assert all(docs.get(f) for f in GRPOConfig.__dataclass_fields__)
+    c = GRPOConfig(model="m", rollouts_per_problem=4, problems_per_batch=8, budget_rollouts=100)
+    assert c.num_steps == 3 and c.rollouts_per_step == 32
+    assert GRPOConfig.from_dict(c.to_dict()) == c
+    assert GRPOConfig(model="m", batch_rollouts=64, rollouts_per_problem=8, iterations=1).B_problem == 8
+    assert GRPOConfig(model="m", preset="healthy-easy", iterations=1).kl > 0
+    assert GRPOConfig(model="m", preset="healthy-easy", kl_coef=0.0, iterations=1).kl == 0
+    assert GRPOConfig(model="m", preset="healthy-hard", iterations=1).entropy == 0
+    with pytest.raises(UserError, match="unknown GRPO config field"):
+        GRPOConfig.from_dict({"bogus": 1})
+    # decoupled baseline generates n_est per problem: the budget counts them
+    c2 = GRPOConfig(model="m", rollouts_per_problem=4, baseline_rollouts=8, problems_per_batch=2, budget_rollouts=64)
+    assert c2.num_steps == 4
+
+
+def test_problem_order_epochs():
+    seen = [i for s in range(5) for i in problem_indices(s, 4, 10, seed=3)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert seen[:10] != list(range(10))
+    assert problem_indices(2, 4, 10, 3) == seen[8:12]  # the cursor is the step: resumable
+
+
+@pytest.mark.slow
+def test_learning_briefly_pretrained_lab_model(tmp_path):
+    """The lab path end to end: pretrain an xs model briefly, then GRPO raises the reward and moves parameters."""
+    from rlscale.lab.pretrain import PretrainConfig, pretrain
+
+    pol = pretrain(PretrainConfig(size="xs", tokens=200_000), str(tmp_path / "lab"), progress=False)
+    before = params_vec(pol)
+    cfg = small_cfg(tmp_path, model=str(tmp_path / "lab"), iterations=25, rollouts_per_problem=8,
+                    problems_per_batch=8, lr=3e-3, val_every=0, checkpoint_every=100, max_new_tokens=24)
+    train(cfg, tmp_path / "run", progress=False, policy=pol)
+    r = [x["rollout/reward_mean"] for x in RunStore.open(tmp_path / "run").steps()]
+    assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.1, r
+    assert (params_vec(pol) - before).abs().max() > 1e-3

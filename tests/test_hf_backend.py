@@ -1,0 +1,197 @@
+"""HFPolicy / HFSampler on a tiny Llama built in code: log-probs, seeds, greedy = HF generate, top-p, stop strings,
+truncation, save/load, FLOPs; evaluate() and the eval/profile CLI end to end; the vLLM import guard."""
+
+import json
+
+import pytest
+import torch
+from hf_fixtures import make_tiny_hf_model
+
+from rlscale.cli import main
+from rlscale.engine.base import SamplingParams
+from rlscale.errors import UserError
+from rlscale.evals.evaluate import evaluate
+from rlscale.models.hf import HFPolicy
+from rlscale.tasks import get_task
+
+torch.set_num_threads(1)
+PROMPTS = ["a=7,b=a*3;b?", "hi", "a=1,b=a+2,c=b*3;c?"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_hf_model(tmp_path_factory.mktemp("tiny_hf") / "model")
+
+
+@pytest.fixture(scope="module")
+def policy(model_dir):
+    return HFPolicy.load(model_dir)
+
+
+def test_load_policy_dispatches_to_hf(model_dir):
+    from rlscale.models import load_policy
+
+    p = load_policy(model_dir)
+    assert isinstance(p, HFPolicy) and p.kind == "hf"
+    assert p.tokenizer.decode(p.tokenizer.encode("a=1;\nb?")) == "a=1;\nb?"
+
+
+def test_token_logprobs_match_direct_computation(policy):
+    tok = policy.tokenizer
+    seqs = [tok.encode("a=7,b=a*3;b?b=21"), tok.encode("hello")]
+    T = max(map(len, seqs))
+    ids = torch.full((2, T), tok.pad_id)
+    mask = torch.zeros((2, T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    for temp in (1.0, 0.7):
+        logp, ent = policy.token_logprobs(ids, mask, temperature=temp, with_entropy=True)
+        assert logp.shape == (2, T - 1) and ent.shape == (2, T - 1)
+        for i, s in enumerate(seqs):  # each sequence alone, no padding
+            logits = policy.module(torch.tensor([s])).logits[0, :-1].float() / temp
+            ref = torch.log_softmax(logits, -1)
+            want = ref.gather(-1, torch.tensor(s[1:])[:, None]).squeeze(-1)
+            assert torch.allclose(logp[i, :len(s) - 1], want, atol=1e-5)
+            want_ent = -(ref.exp() * ref).sum(-1)
+            assert torch.allclose(ent[i, :len(s) - 1], want_ent, atol=1e-5)
+
+
+def test_same_seed_same_tokens_whatever_the_batch(policy):
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=16, seed=7)
+    full = policy.sampler().generate(PROMPTS, params)
+    again = policy.sampler(max_batch=2).generate(PROMPTS, params)
+    alone = policy.sampler().generate(PROMPTS[1:2], params, seeds=[[r.seed for r in full[1]]])
+    assert [[r.token_ids for r in g] for g in full] == [[r.token_ids for r in g] for g in again]
+    assert [r.token_ids for r in alone[0]] == [r.token_ids for r in full[1]]
+    other = policy.sampler().generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=16, seed=8))
+    assert [[r.token_ids for r in g] for g in other] != [[r.token_ids for r in g] for g in full]
+    assert len({tuple(r.token_ids) for r in full[0]}) > 1  # samples of one prompt differ
+
+
+def test_sampled_logprobs_match_token_logprobs(policy):
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=12, seed=1)
+    for group in policy.sampler().generate(PROMPTS[:2], params):
+        for r in group:
+            seq = torch.tensor([r.prompt_ids + r.token_ids])
+            logp, _ = policy.token_logprobs(seq, torch.ones_like(seq), temperature=0.8)
+            want = logp[0, len(r.prompt_ids) - 1:]
+            assert torch.allclose(torch.tensor(r.logprobs), want, atol=1e-4)
+
+
+def test_greedy_equals_hf_generate(policy):
+    rolls = policy.sampler().generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=12))
+    hf = policy.tokenizer.hf
+    enc = hf(PROMPTS, return_tensors="pt", padding=True)
+    ref = policy.module.generate(**enc, do_sample=False, max_new_tokens=12, pad_token_id=hf.pad_token_id)
+    ref = ref[:, enc["input_ids"].shape[1]:].tolist()
+    for g, want in zip(rolls, ref):
+        got = g[0].token_ids
+        assert got == want[:len(got)]
+        if len(got) < 12:  # ended on EOS; HF pads after it
+            assert got[-1] == policy.tokenizer.eos_id
+
+
+def test_tiny_top_p_is_greedy(policy):
+    greedy = policy.sampler().generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=10))
+    nucleus = policy.sampler().generate(PROMPTS, SamplingParams(n=2, temperature=1.5, top_p=1e-6,
+                                                                max_new_tokens=10))
+    for g, s in zip(greedy, nucleus):
+        assert all(r.token_ids == g[0].token_ids for r in s)
+
+
+def test_truncation_and_stop_strings(policy):
+    rolls = policy.sampler().generate(PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=3, seed=2))
+    for g in rolls:
+        for r in g:
+            ended_eos = bool(r.token_ids) and r.token_ids[-1] == policy.tokenizer.eos_id
+            assert r.finished == ended_eos
+            assert len(r.token_ids) == 3 or ended_eos
+    assert any(not r.finished for g in rolls for r in g)
+    greedy = policy.sampler().generate(PROMPTS[:1], SamplingParams(n=1, temperature=0, max_new_tokens=20))[0][0]
+    text = greedy.text
+    assert len(text) >= 4, "the fixture model should not stop at once"
+    stop = text[2:4]
+    cut = policy.sampler().generate(PROMPTS[:1], SamplingParams(n=1, temperature=0, max_new_tokens=20,
+                                                                stop=(stop,)))[0][0]
+    assert cut.finished and cut.text == text[:text.index(stop) + len(stop)]
+
+
+def test_prompt_longer_than_context(policy):
+    with pytest.raises(UserError, match="context"):
+        policy.sampler().generate(["x" * 300], SamplingParams(n=1, max_new_tokens=4))
+
+
+def test_save_load_roundtrip_and_flops(policy, tmp_path):
+    policy.save(str(tmp_path / "copy"))
+    other = HFPolicy.load(str(tmp_path / "copy"))
+    ids = torch.tensor([policy.tokenizer.encode("a=7,b=a*3;b?")])
+    assert torch.equal(policy.module(ids).logits, other.module(ids).logits)
+    cfg = policy.config
+    emb = cfg.vocab_size * cfg.hidden_size
+    assert policy.num_params() == sum(p.numel() for p in policy.module.parameters())
+    assert policy.num_nonembedding_params() == policy.num_params() - emb
+    assert policy.flops_per_token(100) == 2 * (policy.num_params() - emb) + 2 * 2 * 100 * 32
+    with pytest.raises(UserError, match="config.json"):
+        HFPolicy.load(str(tmp_path))
+
+
+def test_evaluate_end_to_end(policy):
+    problems = get_task("arith").load("test", limit=4)
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=8, seed=0)
+    res = evaluate(problems, policy.sampler(), template="plain", params=params, modes=("strict", "flexible"),
+                   ks=(1, 4), progress=False, keep_text=True)
+    assert [r["problem_id"] for r in res.records] == [p.id for p in problems]
+    for rec in res.records:
+        assert rec["n"] == 4 and len(rec["completions"]) == 4 and len(rec["lengths"]) == 4
+        assert max(rec["lengths"]) <= 8 and rec["truncated"] <= sum(n == 8 for n in rec["lengths"])
+    assert sum(r["truncated"] for r in res.records) > 0  # a random model rarely stops within 8 tokens
+    s = res.summary("flexible")
+    assert {"avg", "avg_stderr", "pass@4", "worst@4", "maj@4", "maj@4_stderr"} <= set(s)
+    again = evaluate(problems, policy.sampler(), template="plain", params=params, modes=("flexible",), ks=(1,),
+                     progress=False, keep_text=True)
+    assert [r["completions"] for r in again.records] == [r["completions"] for r in res.records]
+
+
+def test_cli_eval_and_profile(model_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    rc = main(["eval", "--model", model_dir, "--task", "arith", "--limit", "3", "--n", "4", "--k", "1,2",
+               "--shots", "0,1", "--mode", "strict,flexible", "--max-new-tokens", "6", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "0-shot" in text and "1-shot" in text and "pass@2" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["results"]) == {"0", "1"} and {"strict", "flexible"} <= set(summary["results"]["1"])
+    assert len((out / "records_1shot.jsonl").read_text().splitlines()) == 3
+    prof = tmp_path / "prof.csv"
+    assert main(["profile", "--model", model_dir, "--task", "arith", "--limit", "5", "--n", "4",
+                 "--max-new-tokens", "6", "--out", str(prof), "--no-progress"]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(prof)
+    assert len(df) == 5 and {"problem_id", "n", "correct", "avg"} <= set(df.columns)
+    assert (tmp_path / "prof.hist.png").stat().st_size > 1000
+    assert "/4" in capsys.readouterr().out  # text histogram rows
+
+
+def test_cli_eval_bad_input(model_dir, capsys):
+    base = ["eval", "--model", model_dir, "--task", "arith", "--limit", "2", "--n", "4", "--no-progress"]
+    assert main(base + ["--k", "8"]) == 2
+    assert main(base + ["--mode", "nope"]) == 2
+    assert main(["eval", "--model", "/nonexistent", "--task", "arith"]) == 2
+    assert main(base[:4] + ["nope"] + base[5:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(e.startswith("rlscale eval: error:") for e in err)
+
+
+def test_vllm_import_guard():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        from rlscale.engine.vllm import VLLMSampler
+
+        with pytest.raises(UserError, match=r"pip install rlscale\[vllm\]"):
+            VLLMSampler("any")
+    else:
+        pytest.skip("vllm is installed")

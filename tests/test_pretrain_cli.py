@@ -1,0 +1,66 @@
+"""Pretraining: the LR schedule, batching, a few-second `rlscale pretrain` smoke run that must learn, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from rlscale.cli import main
+from rlscale.errors import UserError
+from rlscale.lab.pretrain import PretrainConfig, batches, encode_doc, lr_at, make_batch
+from rlscale.models.tiny import TinyPolicy
+from rlscale.models.tokenizer import CharTokenizer
+from rlscale.tasks.arith import ALPHABET, ArithConfig, corpus_stream
+
+torch.set_num_threads(1)
+
+
+def test_lr_schedule_closed_form():
+    assert lr_at(0.0, 1.0, 0.1, 0.1) == 0.0
+    assert lr_at(0.05, 1.0, 0.1, 0.1) == pytest.approx(0.5)
+    assert lr_at(0.1, 1.0, 0.1, 0.1) == pytest.approx(1.0)
+    assert lr_at(0.55, 1.0, 0.1, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(1.0, 1.0, 0.1, 0.1) == pytest.approx(0.1)
+
+
+def test_batches_bucketed_and_loss_on_solution():
+    tok = CharTokenizer(ALPHABET)
+    it = batches(corpus_stream(0, ArithConfig()), tok, 1024, __import__("random").Random(0), pool=256)
+    for _ in range(10):
+        docs = next(it)
+        ids, tgt = make_batch(docs, tok.pad_id)
+        assert ids.shape[1] % 8 == 0 and ids.numel() <= 1024 + ids.shape[1]
+        for b, (d, q_end) in enumerate(docs):
+            # targets: exactly the solution tokens and EOS (shifted by one)
+            assert tgt[b][tgt[b] != -100].tolist() == d[q_end:]
+    d, q_end = encode_doc(tok, "a=1,b=a+2;b?b=a+2=1+2=3;####3")
+    assert tok.decode(d[:q_end]) == "a=1,b=a+2;b?" and d[-1] == tok.eos_id
+
+
+def test_pretrain_smoke_learns(tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert main(["pretrain", "--size", "xs", "--tokens", "150000", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    meta = json.loads((out / "rlscale_model.json").read_text())
+    assert meta["size"] == "xs" and meta["compute"]["tokens"] >= 150000 and meta["compute"]["flops"] > 0
+    assert meta["data_recipe"]["arith"]["alt_format_frac"] == 0.3
+    assert meta["heldout_loss"] < 0.75 * math.log(meta["config"]["vocab_size"])  # it learned something
+    pol = TinyPolicy.load(str(out))
+    assert pol.meta["compute"]["wall_s"] > 0
+    assert main(["sample", "--model", str(out), "--n", "2", "--limit", "2", "--max-new-tokens", "16"]) == 0
+
+
+def test_pretrain_bad_input(tmp_path, capsys):
+    assert main(["pretrain", "--size", "xl", "--tokens", "10", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown size 'xl'" in err and len(err.strip().splitlines()) == 1
+    assert main(["pretrain", "--tokens", "-5", "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse: --tokens and --minutes are mutually exclusive
+        main(["pretrain", "--tokens", "5", "--minutes", "1"])
+    assert e.value.code == 2
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(UserError, match="alt-format-frac"):
+        PretrainConfig(alt_format_frac=2.0).validate()

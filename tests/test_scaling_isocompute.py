@@ -1,0 +1,160 @@
+"""Iso-compute workflow: record-breaking points, per-n fits, frontier, n*(C), transitions, epochs.
+Run: .venv/bin/python -m pytest tests/test_scaling_isocompute.py -q"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlscale.errors import UserError
+from rlscale.scaling.isocompute import (IsoCompute, epochs_per_rollout, frontier, record_breaking_points,
+                                        running_max_envelope, transitions)
+from rlscale.scaling.laws import sigmoid_law
+
+TRAIN_SET = 100
+
+
+def family(shift: float = 1.3) -> dict:
+    """Larger n: higher ceiling, later midpoint -> n*(C) rises with C (known exactly from these params)."""
+    return {n: {"R0": 0.05, "A": 0.45 + 0.1 * np.log2(n), "C_mid": 300.0 * n**shift, "B": 1.4}
+            for n in (2, 4, 8, 16, 32)}
+
+
+def sweep_table(seed: int, fam: dict, runs_per_n: int = 2, points: int = 40, noise: float = 0.01) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n, p in fam.items():
+        for r in range(runs_per_n):
+            C = np.geomspace(50, 3e5, points)
+            y = sigmoid_law(C, **p) + rng.normal(0, noise, points)
+            for step, (c, v) in enumerate(zip(C, y)):
+                rows.append({"run_id": f"n{n}-r{r}", "n": n, "step": step, "compute/rollouts": c, "val/avg": v,
+                             "epochs": c / (n * TRAIN_SET)})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed)  # shuffled: order must not matter
+
+
+def brute_records(df, w):
+    """Reference: scan each run in compute order, keep a point iff its bucket beats every earlier one."""
+    keep = []
+    for _, g in df.groupby("run_id"):
+        g = g.sort_values("compute/rollouts")
+        seen = []
+        for idx, v in zip(g.index, g["val/avg"]):
+            b = np.floor(v / w) if w > 0 else v
+            if all(b > s for s in seen):
+                keep.append(idx)
+            seen.append(b)
+    return sorted(keep)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.01, 0.05])
+def test_record_points_match_brute_force_and_keep_order(w):
+    df = sweep_table(0, family())
+    rec = record_breaking_points(df, w)
+    assert sorted(rec.index) == brute_records(df, w)
+    # order-preserving: a subsequence of the input rows in their original order
+    pos = [df.index.get_loc(i) for i in rec.index]
+    assert pos == sorted(pos)
+    # within a run, record rewards strictly rise with compute
+    for _, g in rec.groupby("run_id"):
+        assert np.all(np.diff(g.sort_values("compute/rollouts")["val/avg"].to_numpy()) > 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_empirical_frontier_from_records_equals_frontier_from_all_points(seed):
+    df = sweep_table(seed, family())
+    rec = record_breaking_points(df, 0.0)
+    grid = np.geomspace(50, 3e5, 97)
+    b_all, n_all = running_max_envelope(df, grid)
+    b_rec, n_rec = running_max_envelope(rec, grid)
+    np.testing.assert_array_equal(b_all, b_rec)
+    np.testing.assert_array_equal(n_all, n_rec)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fitted_frontier_from_records_equals_from_all_points(seed):
+    df = sweep_table(seed, family())
+    a = IsoCompute(bucket_width=0.01).fit(df)
+    b = IsoCompute(bucket_width=0.0).fit(df)
+    c = IsoCompute(bucket_width=-0.0 + 1e-12).fit(df)  # every point is a new bucket: all monotone points
+    for other in (b, c):
+        agree = (a.frontier_["n_star"].to_numpy() == other.frontier_["n_star"].to_numpy()).mean()
+        assert agree >= 0.97
+
+
+def test_frontier_and_n_star_recovered():
+    fam = family()
+    df = sweep_table(0, fam)
+    iso = IsoCompute(n_bootstrap=40, seed=0).fit(df)
+    true = frontier(fam, iso.C_grid_)
+    agree = (true["n_star"].to_numpy() == iso.frontier_["n_star"].to_numpy()).mean()
+    assert agree >= 0.95
+    np.testing.assert_allclose(iso.frontier_["reward"], true["reward"], atol=0.02)
+    # transitions between adjacent n: within 15% of the true crossing compute
+    true_t = transitions(fam, iso.C_grid_)
+    assert [(t["from_n"], t["to_n"]) for t in iso.transitions_] == [(t["from_n"], t["to_n"]) for t in true_t]
+    for got, want in zip(iso.transitions_, true_t):
+        assert got["C"] == pytest.approx(want["C"], rel=0.15)
+        # epochs = C / (n * train set size), read from the epochs column
+        assert got["epochs_to"] == pytest.approx(got["C"] / (got["to_n"] * TRAIN_SET), rel=1e-9)
+    # n*(C) rises: the log2 n* sigmoid goes from ~1 (n=2) to ~5 (n=32)
+    p = iso.params_
+    assert p["R0"] < 1.5 and p["A"] > 4.5 and p["B"] > 0
+    lo, hi = iso.ci_["A"]
+    assert lo <= hi
+
+
+def test_transition_is_a_true_crossing():
+    fam = family()
+    grid = np.geomspace(50, 3e5, 200)
+    for t in transitions(fam, grid):
+        a = sigmoid_law(t["C"], **fam[t["from_n"]])
+        b = sigmoid_law(t["C"], **fam[t["to_n"]])
+        assert a == pytest.approx(b, abs=1e-9)
+        assert sigmoid_law(t["C"] * 1.1, **fam[t["to_n"]]) > sigmoid_law(t["C"] * 1.1, **fam[t["from_n"]])
+
+
+def test_flat_family_keeps_smallest_n():
+    """A family where n does not matter (identical curves but larger n is slower) has n* = smallest n."""
+    fam = {n: {"R0": 0.05, "A": 0.7, "C_mid": 300.0 * n, "B": 1.4} for n in (2, 4, 8)}
+    iso = IsoCompute().fit(sweep_table(3, fam))
+    assert set(iso.frontier_["n_star"]) == {2}
+    assert iso.transitions_ == []
+
+
+def test_epochs_from_train_set_size_without_column():
+    df = sweep_table(0, family()).drop(columns="epochs")
+    e = epochs_per_rollout(df, train_set_size=TRAIN_SET)
+    assert e[4] == pytest.approx(1 / (4 * TRAIN_SET))
+    assert epochs_per_rollout(df) is None
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    iso = IsoCompute(n_bootstrap=5).fit(sweep_table(0, family()))
+    d = json.loads(json.dumps(iso.to_dict()))
+    assert set(d["per_n"]) == {"2", "4", "8", "16", "32"}
+    assert len(d["per_n"]["8"]["bootstrap_samples"]) == 5
+    assert d["per_n"]["8"]["bootstrap_unit"] == "points"  # 2 runs per n < 5: points are resampled
+    assert "n=2" in iso.summary()
+
+
+def test_bad_input():
+    df = sweep_table(0, family())
+    with pytest.raises(UserError, match="no column 'val/avg'"):
+        IsoCompute().fit(df.drop(columns="val/avg"))
+    bad = df.copy()
+    bad.loc[bad.index[3], "val/avg"] = np.nan
+    with pytest.raises(UserError, match="column 'val/avg': 1 NaN"):
+        IsoCompute().fit(bad)
+    bad = df.copy()
+    bad.loc[bad.index[0], "compute/rollouts"] = 0
+    with pytest.raises(UserError, match="column 'compute/rollouts': 1 non-positive"):
+        IsoCompute().fit(bad)
+    few = df[df["step"] < 3]
+    with pytest.raises(UserError, match="needs >= 5"):
+        IsoCompute().fit(few)
+    with pytest.raises(UserError, match=">= 2 values of 'n'"):
+        IsoCompute().fit(df[df["n"] == 4])

@@ -1,0 +1,82 @@
+"""Sweeps through the real GRPO trainer (rlscale.rl.grpo) on a tiny lab model: run + export + resume, and
+(slow) kill -9 of the driver and workers at random moments versus an uninterrupted sweep."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlscale.cli import main
+from rlscale.sweep.export import load_sweep_table
+
+SPEC = """model = "{model}"
+task = "arith"
+train_set = "train.jsonl"
+val_set = "val.jsonl"
+n = [2, 4]
+problems_per_batch = [4]
+B_max = 16
+budgets_rollouts = [{budget}]
+val_every_rollouts = 8
+seeds = [0]
+[train]
+lr = 1e-4
+val_limit = 8
+val_n = 2
+max_new_tokens = 24
+checkpoint_every = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Path:
+    """A tiny (untrained) lab model and small train/val sets: the sweep machinery, not learning, is tested here."""
+    from rlscale.lab.pretrain import build_policy
+    from rlscale.tasks.arith import generate_problems
+
+    root = tmp_path_factory.mktemp("lab")
+    build_policy("xs", seed=0).save(str(root / "model"))
+    for name, count, seed in (("train", 64, 11), ("val", 8, 22)):
+        rows = [{"id": p.id, "question": p.question, "answer": p.answer}
+                for p in generate_problems(count, seed, uniform_steps=True, prefix=name)]
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def write_spec(lab: Path, budget: int) -> Path:
+    path = lab / f"spec_{budget}.toml"
+    path.write_text(SPEC.format(model="model", budget=budget))
+    return path
+
+
+def test_real_trainer_sweep(lab, capsys):
+    spec = write_spec(lab, 16)  # (n=2, M=2) and (n=4, M=1)
+    out = lab / "sweep"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    assert "2 run(s) finished now" in capsys.readouterr().out
+    df = load_sweep_table(out)
+    assert sorted(df.groupby("n")["step"].apply(list).to_dict().items()) == [(2, [0, 1, 2]), (4, [0, 1])]
+    assert (df["compute/rollouts"] == df["step"] * df["B"]).all()  # the trainer's own count, joined by step
+    assert (df.loc[df["step"] > 0, "compute/tokens_generated"] > 0).all()
+    assert df["val/avg"].between(0, 1).all() and "val/pass@1" in df.columns
+    assert not any(c.startswith("time/") for c in df.columns)
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "0 run(s) finished now, 2 already finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_trainer_kill_and_resume(lab, monkeypatch):
+    from test_sweep_run import _kill_cycle
+
+    spec = write_spec(lab, 64)  # M = 8 and 4 steps, a checkpoint after every step
+    killed = lab / "killed"
+    finished = _kill_cycle(spec, killed, random.Random(1), cycles=5, wait=(2.0, 12.0))
+    assert finished[0] < 2, finished
+    assert main(["sweep", "run", str(spec), "--out", str(killed), "--workers", "2", "--no-progress"]) == 0
+    clean = lab / "clean"
+    assert main(["sweep", "run", str(spec), "--out", str(clean), "--workers", "2", "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(load_sweep_table(killed), load_sweep_table(clean))

@@ -1,0 +1,55 @@
+"""A fake GRPO trainer and run store for the sweep tests (no tests here; imported by worker processes).
+
+fake_train(config, out_dir, resume, progress) has the trainer's signature: it takes config['iterations'] steps of
+n * B_problem rollouts, logs deterministic metrics (a function of seed, step and grid point only), validates every
+config['val_every'] steps and at step 0 into a real rlscale.store.RunStore (each step is one transaction, so the steps table is its own
+checkpoint) and writes summary.json last. RLSCALE_FAKE_STEP_S sleeps per step (kill tests); RLSCALE_FAKE_FAIL=<n>
+makes runs with that n fail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rlscale.seeds import derive_seed
+from rlscale.store import RunStore
+
+
+def _val(seed: int, n: int, bp: int, step: int) -> float:
+    noise = derive_seed(seed, n, bp, step) % 1000 / 1e5
+    return round(0.2 + 0.3 * (1 - 1 / (1 + step * n * bp / 2000)) + noise, 6)
+
+
+def fake_train(config: dict, out_dir: str, resume: bool = True, progress: bool = False) -> dict:
+    n, bp, m, seed = (config["rollouts_per_problem"], config["problems_per_batch"], config["iterations"],
+                      config["seed"])
+    if str(n) == os.environ.get("RLSCALE_FAKE_FAIL"):
+        raise RuntimeError(f"fake failure for n={n}")
+    val_every = config.get("val_every") or m
+    if RunStore.exists(out_dir):
+        assert resume, "run exists and resume is off"
+        store = RunStore.open(out_dir)
+    else:
+        store = RunStore.create(out_dir, config)
+    done = [s["step"] for s in store.steps()]
+    last = max(done, default=0)
+    store.truncate_after(last)  # an eval logged before its step was: redo both
+    if not store.evals():
+        store.log_eval(0, {"val/avg": _val(seed, n, bp, 0), "epochs": 0.0})
+    delay = float(os.environ.get("RLSCALE_FAKE_STEP_S", "0"))
+    for step in range(last + 1, m + 1):
+        time.sleep(delay)
+        rollouts = step * n * bp
+        if step % val_every == 0 or step == m:
+            store.log_eval(step, {"val/avg": _val(seed, n, bp, step), "val/pass@4": min(1.0, 2 * _val(seed, n, bp, step)),
+                                  "epochs": rollouts / n / 1000})
+        store.log_step(step, {"compute/rollouts": rollouts, "compute/tokens_generated": 7 * rollouts,
+                              "compute/tokens_prompt": 11 * rollouts, "compute/flops": 1000.0 * rollouts,
+                              "time/wall_s": time.time(), "rollout/reward_mean": _val(seed, n, bp, step) / 2})
+    evals = store.evals()
+    summary = {"steps": m, "rollouts": m * n * bp, "val_before": evals[0]["val/avg"], "val_after": evals[-1]["val/avg"],
+               "wall_s": 0.0}
+    store.write_summary(summary)
+    store.close()
+    return summary

@@ -1,0 +1,242 @@
+"""Sweep execution with a fake trainer (tests/test_sweep_fakes.py, writing a real RunStore): run, resume, changed
+specs, failures, kill -9 of driver and workers, export table, Ray. The end-to-end test with the real GRPO trainer
+lives in tests/test_sweep_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlscale.cli import main
+from rlscale.sweep.export import load_sweep_table, status_rows
+from rlscale.sweep.spec import load_spec
+
+TESTS = Path(__file__).resolve().parent
+SPEC = """model = "model"
+task = "arith"
+seeds = [SEEDS]
+n = [2, 4]
+problems_per_batch = [4, 8]
+B_max = 64
+budgets_rollouts = [256]
+val_every_rollouts = 64
+[train]
+lr = LR
+"""
+
+
+@pytest.fixture(autouse=True)
+def fake_trainer(monkeypatch):
+    monkeypatch.setenv("RLSCALE_SWEEP_TRAINER", "test_sweep_fakes:fake_train")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("RLSCALE_FAKE_FAIL", raising=False)
+    monkeypatch.delenv("RLSCALE_FAKE_STEP_S", raising=False)
+
+
+def make_spec(tmp_path: Path, lr: str = "1e-4", seeds: str = "0", name: str = "s.toml") -> Path:
+    (tmp_path / "model").mkdir(exist_ok=True)
+    path = tmp_path / name
+    path.write_text(SPEC.replace("LR", lr).replace("SEEDS", seeds))
+    return path
+
+
+def expected_rows(spec_path: Path) -> int:
+    """Validation points: step 0 plus every val_every steps (and the last step)."""
+    total = 0
+    for r in load_spec(spec_path).runs:
+        ve = r.config["val_every"]
+        total += 1 + len({s for s in range(1, r.iterations + 1) if s % ve == 0 or s == r.iterations})
+    return total
+
+
+def test_run_export_status_and_resume(tmp_path, capsys):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "4 run(s) finished now" in captured.out and "[sweep] done 4/4" in captured.err
+    sweep = json.loads((out / "sweep.json").read_text())
+    ids = [r.run_id for r in load_spec(spec).runs]
+    assert sorted(sweep["runs"]) == sorted(ids) and all(v["status"] == "done" for v in sweep["runs"].values())
+    assert (out / "spec.toml").read_text() == spec.read_text()
+    for rid in ids:
+        assert (out / "runs" / rid / "summary.json").is_file()
+
+    df = load_sweep_table(out)
+    assert len(df) == expected_rows(spec) and df["run_id"].nunique() == 4
+    assert (df["compute/rollouts"] == df["step"] * df["n"] * df["problems_per_batch"]).all()
+    assert (df["compute/tokens_generated"] == 7 * df["compute/rollouts"]).all()
+    assert (df["B"] * df["iterations"] == df["budget"]).all() and (df["lr"] == 1e-4).all()
+    assert not any(c.startswith("time/") for c in df.columns)
+    assert {"val/avg", "val/pass@4", "epochs"} <= set(df.columns)
+    assert df.equals(df.sort_values(["budget", "n", "problems_per_batch", "seed", "run_id", "step"])
+                     .reset_index(drop=True))
+    # the same compute points across runs of the budget: every 64 rollouts
+    assert set(df["compute/rollouts"]) == {0, 64, 128, 192, 256}
+
+    assert main(["sweep", "export", str(out), "--format", "csv", "--output", str(tmp_path / "t.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), df, check_dtype=False)
+    assert main(["sweep", "export", str(out), "--output", str(tmp_path / "t.parquet")]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), df)
+    assert main(["sweep", "status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "4 runs: 4 done" in status and "256/256" in status
+
+    # resume: nothing is re-run
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2"]) == 0
+    assert "0 run(s) finished now, 4 already finished" in capsys.readouterr().out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+
+
+def test_changed_spec_new_ids_and_conflict_refused(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(make_spec(tmp_path)), "--out", str(out), "--no-progress"]) == 0
+    old_ids = set(json.loads((out / "sweep.json").read_text())["runs"])
+    # a changed run config: new run ids, old records never mixed into the export
+    spec2 = make_spec(tmp_path, lr="3e-4", name="s2.toml")
+    assert main(["sweep", "run", str(spec2), "--out", str(out), "--no-progress"]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert not set(sweep["runs"]) & old_ids and len(sweep["history"]) == 2
+    df = load_sweep_table(out)
+    assert set(df["run_id"]) == set(sweep["runs"]) and (df["lr"] == 3e-4).all()
+    # a conflicting sweep identity (seed set) is refused, nothing written
+    before = (out / "sweep.json").read_text()
+    capsys.readouterr()
+    assert main(["sweep", "run", str(make_spec(tmp_path, seeds="0, 1", name="s3.toml")), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different seeds" in err and "\n" not in err
+    assert (out / "sweep.json").read_text() == before
+    # a directory that is not a sweep is refused
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    assert main(["sweep", "run", str(spec2), "--out", str(tmp_path / "other")]) == 2
+
+
+def test_failed_run_reported_then_resumed(tmp_path, monkeypatch, capsys):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "sweep"
+    monkeypatch.setenv("RLSCALE_FAKE_FAIL", "4")
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("failed (log:") == 2 and "fake failure for n=4" in err
+    assert main(["sweep", "status", str(out)]) == 0
+    assert "2 done, 0 running, 0 queued, 2 failed, 0 interrupted" in capsys.readouterr().out
+    monkeypatch.delenv("RLSCALE_FAKE_FAIL")
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "2 run(s) finished now, 2 already finished" in capsys.readouterr().out
+    clean = tmp_path / "clean"
+    assert main(["sweep", "run", str(spec), "--out", str(clean), "--workers", "2", "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(load_sweep_table(out), load_sweep_table(clean))
+
+
+def test_bad_ray_address_and_workers(tmp_path, capsys):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--ray", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unreachable" in err and "\n" not in err
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--ray", "nonsense"]) == 2
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "0"]) == 2
+    assert not out.exists()
+    assert main(["sweep", "status", str(tmp_path)]) == 2
+    assert main(["sweep", "export", str(out), "--output", str(tmp_path / "x.txt")]) == 2
+
+
+def test_driver_killed_before_sweep_json(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    (out / "locks").mkdir(parents=True)
+    (out / "locks" / "driver.lock").write_text("")
+    assert main(["sweep", "run", str(make_spec(tmp_path)), "--out", str(out), "--no-progress"]) == 0
+
+
+def test_one_driver_per_sweepdir(tmp_path, monkeypatch, capsys):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "sweep"
+    monkeypatch.setenv("RLSCALE_FAKE_STEP_S", "0.05")
+    driver = subprocess.Popen([sys.executable, "-m", "rlscale", "sweep", "run", str(spec), "--out", str(out)],
+                              stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(out.glob("logs/*.log")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main(["sweep", "run", str(spec), "--out", str(out)]) == 2
+        assert "another `rlscale sweep run`" in capsys.readouterr().err
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def _kill_cycle(spec: Path, out: Path, rng: random.Random, cycles: int,
+                wait: tuple[float, float] = (0.3, 1.5)) -> list[int]:
+    """Start the driver, kill -9 it (or one of its workers) at a random moment, `cycles` times.
+    Returns the number of finished runs after each kill."""
+    finished = []
+    for i in range(cycles):
+        driver = subprocess.Popen([sys.executable, "-m", "rlscale", "sweep", "run", str(spec), "--out", str(out),
+                                   "--workers", "2", "--no-progress"],
+                                  stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # past the driver's start-up (slow on a loaded machine), then at random
+        while not (out / "sweep.json").exists() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(*wait))
+        if i % 2 == 1:  # kill a worker, let the driver carry on with the others, then kill the driver too
+            pids = subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True, text=True).stdout.split()
+            if pids:
+                os.kill(int(rng.choice(pids)), signal.SIGKILL)
+            time.sleep(rng.uniform(0.1, 0.5))
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        finished.append(len(list(out.glob("runs/*/summary.json"))))
+    return finished
+
+
+def test_kill_driver_and_workers_then_resume(tmp_path, monkeypatch):
+    spec = make_spec(tmp_path, seeds="0, 1")
+    monkeypatch.setenv("RLSCALE_FAKE_STEP_S", "0.05")
+    out = tmp_path / "killed"
+    finished = _kill_cycle(spec, out, random.Random(0), cycles=5)
+    assert finished[-1] < 8, finished  # the kills interrupted the sweep (8 runs, ~7 s of steps on 2 workers)
+    deadline = time.monotonic() + 10  # workers die with the driver (PR_SET_PDEATHSIG): their run locks free up
+    while "running" in (status := {r["run_id"]: r["status"] for r in status_rows(out)}).values():
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert "interrupted" in status.values(), status
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    monkeypatch.setenv("RLSCALE_FAKE_STEP_S", "0")
+    clean = tmp_path / "clean"
+    assert main(["sweep", "run", str(spec), "--out", str(clean), "--workers", "2", "--no-progress"]) == 0
+    killed_df, clean_df = load_sweep_table(out), load_sweep_table(clean)
+    assert len(clean_df) == expected_rows(spec)
+    pd.testing.assert_frame_equal(killed_df, clean_df)
+
+
+def test_spec_built_in_code(tmp_path):
+    from rlscale.sweep.run import run_sweep
+    from rlscale.sweep.spec import parse_spec
+
+    (tmp_path / "model").mkdir()
+    data = {"model": "model", "task": "arith", "n": [2], "problems_per_batch": [4], "B_max": 8,
+            "budgets_rollouts": [16], "train": {"lr": 1e-4}}
+    spec = parse_spec(data, tmp_path / "inline.yaml")
+    result = run_sweep(spec, tmp_path / "sweep", workers=1, progress=False)
+    assert len(result.done) == 1 and not result.failed
+    assert "budgets_rollouts" in (tmp_path / "sweep" / "spec.yaml").read_text()
+    assert list(load_sweep_table(tmp_path / "sweep")["step"]) == [0, 2]
+
+
+def test_ray_auto_equals_local(tmp_path):
+    spec = make_spec(tmp_path)
+    assert main(["sweep", "run", str(spec), "--out", str(tmp_path / "local"), "--workers", "2", "--no-progress"]) == 0
+    assert main(["sweep", "run", str(spec), "--out", str(tmp_path / "ray"), "--workers", "2", "--ray", "auto",
+                 "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(load_sweep_table(tmp_path / "ray"), load_sweep_table(tmp_path / "local"))

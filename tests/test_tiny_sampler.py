@@ -1,0 +1,152 @@
+"""Tests of the KV-cache TinySampler: exactness vs uncached decoding, seeds, temperature 0, truncation, stops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlscale.cli import main
+from rlscale.engine.base import SamplingParams
+from rlscale.engine.tiny_sampler import TinySampler
+from rlscale.errors import UserError
+from rlscale.lab.presets import get_size
+from rlscale.models.tiny import TinyConfig, TinyPolicy
+from rlscale.models.tokenizer import CharTokenizer
+from rlscale.tasks.arith import ALPHABET, load_arith
+
+torch.set_num_threads(1)
+PROMPTS = [p.question for p in load_arith("test", limit=12)]
+
+
+@pytest.fixture(scope="module")
+def pol() -> TinyPolicy:
+    s = get_size("xs")
+    tok = CharTokenizer(ALPHABET)
+    p = TinyPolicy.create(TinyConfig(tok.vocab_size, s.d_model, s.n_layers, s.n_heads, s.d_ff, max_seq_len=96), tok,
+                          seed=1)
+    with torch.no_grad():  # sharper than init so that sampling is far from uniform and EOS does occur
+        for w in p.module.parameters():
+            w.mul_(6.0)
+        p.module.model.embed_tokens.weight[p.tokenizer.eos_id] *= 1.5
+    p.module.eval()
+    return p
+
+
+def uncached_greedy(pol: TinyPolicy, prompt: str, max_new: int) -> tuple[list[int], list[float]]:
+    ids, out, lps = pol.tokenizer.encode(prompt), [], []
+    for _ in range(max_new):
+        with torch.no_grad():
+            logits = pol.module(torch.tensor([ids + out]))[0, -1]
+        nxt = int(logits.argmax())
+        out.append(nxt)
+        lps.append(float(torch.log_softmax(logits, -1)[nxt]))
+        if nxt == pol.tokenizer.eos_id:
+            break
+    return out, lps
+
+
+def test_greedy_matches_uncached_argmax(pol):
+    out = pol.sampler().generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=40))
+    for prompt, (r,) in zip(PROMPTS, out):
+        ids, lps = uncached_greedy(pol, prompt, 40)
+        assert r.token_ids == ids
+        assert r.logprobs == pytest.approx(lps, abs=1e-4)
+        assert r.finished == (ids[-1] == pol.tokenizer.eos_id)
+        assert r.text == pol.tokenizer.decode(ids)
+
+
+def test_sampled_logprobs_match_full_forward(pol):
+    out = pol.sampler().generate(PROMPTS[:4], SamplingParams(n=2, temperature=0.8, max_new_tokens=30, seed=3))
+    for rs in out:
+        for r in rs:
+            seq = torch.tensor([r.prompt_ids + r.token_ids])
+            with torch.no_grad():
+                logp, _ = pol.token_logprobs(seq, torch.ones_like(seq), temperature=0.8)
+            ref = logp[0, len(r.prompt_ids) - 1:]
+            assert torch.allclose(torch.tensor(r.logprobs), ref, atol=1e-4)
+
+
+def test_same_seed_same_tokens_regardless_of_batch(pol):
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=7)
+    full = pol.sampler().generate(PROMPTS, params)
+    again = TinySampler(pol, max_batch=5, compact_every=1).generate(PROMPTS, params)
+    alone = pol.sampler().generate([PROMPTS[4]], params, seeds=[[r.seed for r in full[4]]])
+    assert [[r.token_ids for r in rs] for rs in full] == [[r.token_ids for r in rs] for rs in again]
+    assert [r.token_ids for r in alone[0]] == [r.token_ids for r in full[4]]
+    other = pol.sampler().generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=8))
+    assert [[r.token_ids for r in rs] for rs in full] != [[r.token_ids for r in rs] for rs in other]
+    assert len({tuple(r.token_ids) for r in full[0]}) > 1  # samples of one prompt differ
+
+
+def test_temperature_zero_and_tiny_top_p_are_greedy(pol):
+    greedy = pol.sampler().generate(PROMPTS, SamplingParams(n=2, temperature=0.0, max_new_tokens=25, seed=1))
+    nucleus = pol.sampler().generate(PROMPTS, SamplingParams(n=2, temperature=1.3, top_p=1e-6, max_new_tokens=25))
+    for g, t in zip(greedy, nucleus):
+        assert g[0].token_ids == g[1].token_ids == t[0].token_ids == t[1].token_ids
+
+
+def test_sampling_frequencies_match_softmax(pol):
+    prompt = PROMPTS[0]
+    with torch.no_grad():
+        probs = torch.softmax(pol.module(torch.tensor([pol.tokenizer.encode(prompt)]))[0, -1] / 1.5, -1)
+    n = 3000
+    out = pol.sampler().generate([prompt], SamplingParams(n=n, temperature=1.5, max_new_tokens=1, seed=0))
+    counts = torch.bincount(torch.tensor([r.token_ids[0] for r in out[0]]), minlength=probs.numel()).float()
+    se = (probs * (1 - probs) / n).sqrt()
+    assert bool(((counts / n - probs).abs() <= 5 * se + 1e-3).all())
+
+
+def test_top_p_restricts_to_nucleus(pol):
+    prompt = PROMPTS[1]
+    with torch.no_grad():
+        probs = torch.softmax(pol.module(torch.tensor([pol.tokenizer.encode(prompt)]))[0, -1], -1)
+    sp, si = probs.sort(descending=True)
+    keep = set(si[: int(((sp.cumsum(0) - sp) < 0.6).sum())].tolist())
+    out = pol.sampler().generate([prompt], SamplingParams(n=400, temperature=1.0, top_p=0.6, max_new_tokens=1))
+    assert {r.token_ids[0] for r in out[0]} <= keep
+
+
+def test_truncation_flag_and_budget(pol):
+    out = pol.sampler().generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=3, seed=2))
+    for rs in out:
+        for r in rs:
+            assert len(r.token_ids) <= 3 and len(r.logprobs) == len(r.token_ids)
+            ended_by_eos = r.token_ids[-1] == pol.tokenizer.eos_id
+            assert r.finished == ended_by_eos
+            assert ended_by_eos or len(r.token_ids) == 3
+    assert any(not r.finished for rs in out for r in rs)
+
+
+def test_stop_strings(pol):
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=40, stop=("=",), seed=5)
+    out = pol.sampler().generate(PROMPTS, params)
+    free = pol.sampler().generate(PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=5))
+    for rs, fs in zip(out, free):
+        for r, f in zip(rs, fs):
+            assert f.token_ids[: len(r.token_ids)] == r.token_ids  # same seed: a prefix of the free run
+            if "=" in f.text and (pol.tokenizer.eos_id not in f.token_ids or
+                                  f.text.index("=") < len(f.token_ids) - 1):
+                assert r.text == f.text[: f.text.index("=") + 1] and r.finished
+
+
+def test_context_limit(pol):
+    with pytest.raises(UserError, match="context is 96"):
+        pol.sampler().generate(["a=1" * 40], SamplingParams())
+    out = pol.sampler().generate(["a=1" * 30], SamplingParams(temperature=0.0, max_new_tokens=64))
+    assert len(out[0][0].token_ids) <= 96 - 90  # the budget is cut at the context
+    with pytest.raises(UserError):
+        pol.sampler().generate(PROMPTS[:1], SamplingParams(n=0))
+
+
+def test_cli_too_long_prompt_exits_2(pol, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    pol.save(str(ck))
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"id": "x", "question": "a=1," * 30 + "b?", "answer": "1"}) + "\n")
+    assert main(["sample", "--model", str(ck), "--data", str(data), "--n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "context" in err
+    assert main(["sample", "--model", str(ck), "--limit", "2", "--n", "2", "--max-new-tokens", "8"]) == 0
+    assert "accuracy" in capsys.readouterr().out
