@@ -22,7 +22,7 @@ def exported(tmp_path_factory):
     pol = TinyPolicy.create(TinyConfig(tok.vocab_size, s.d_model, s.n_layers, s.n_heads, s.d_ff), tok, seed=2)
     with torch.no_grad():
         for w in pol.module.parameters():
-            w.mul_(3.0)
+            w.mul_(6.0)
     pol.module.eval()
     d = tmp_path_factory.mktemp("exp")
     pol.save(str(d / "ck"))
@@ -43,7 +43,11 @@ def test_logits_and_greedy_match(exported, monkeypatch):
     assert enc["input_ids"][0].tolist()[-len(prompts[0]):] == pol.tokenizer.encode(prompts[0])
     with torch.no_grad():
         ours = pol.module(enc["input_ids"], enc["attention_mask"])
-        theirs = model(**enc).logits
+        # with left padding, pass the positions HF generate uses (real tokens count from 0); without position_ids
+        # a plain HF forward counts pads too, equal up to RoPE rounding (attention depends on relative positions)
+        theirs = model(**enc, position_ids=(enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits
+        one = torch.tensor([pol.tokenizer.encode(prompts[0])])
+        assert (model(one).logits - pol.module(one)).abs().max() < 1e-4
     real = enc["attention_mask"].bool()
     assert (ours[real] - theirs[real]).abs().max() < 1e-4
     with torch.no_grad():

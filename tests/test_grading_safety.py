@@ -35,6 +35,12 @@ PATHOLOGICAL = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_workers():
+    """Start the symbolic workers once (a one-time start-up per process, not part of any item's grading time)."""
+    assert score(r"\boxed{\sqrt{4}}", "2", "math").reason == "correct"
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
 def test_pathological_item_grades_fast_with_a_reason(name, mode):
@@ -48,8 +54,9 @@ def test_pathological_item_grades_fast_with_a_reason(name, mode):
 def test_payloads_execute_nothing():
     import os
 
-    for text in PATHOLOGICAL.values():
-        score(text, "5", "math")
+    for name in ("import payload", "import payload as anchor", "eval payload"):
+        for mode in MODES:
+            score(PATHOLOGICAL[name], "5", mode)
     assert not os.path.exists(MARKER)
 
 
@@ -95,3 +102,14 @@ def test_slow_symbolic_comparison_that_passes_the_screen_times_out():
     t0 = time.monotonic()
     r = score(PATHOLOGICAL["hard integral"], "5", "math", timeout_s=1.0)
     assert r.reason == "timeout" and r.reward == 0.0 and time.monotonic() - t0 < 5.0
+
+
+def test_symbolic_grading_works_off_the_main_thread():
+    # Math-Verify's own timeouts use signal.alarm and raise ValueError outside the main thread; ours do not.
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("r", score(r"\boxed{\sqrt{4}}", "2", "math")))
+    thread.start()
+    thread.join(30)
+    assert out["r"].reason == "correct"

@@ -262,3 +262,34 @@ def test_learning_briefly_pretrained_lab_model(tmp_path):
     r = [x["rollout/reward_mean"] for x in RunStore.open(tmp_path / "run").steps()]
     assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.1, r
     assert (params_vec(pol) - before).abs().max() > 1e-3
+
+
+def test_zero_variance_drop_counts_generation_not_training(tmp_path):
+    """Filtered groups still count as generated rollouts; they skip the update, so they cost no training FLOPs."""
+    rows = [{"id": f"u{i}", "question": f"a={i % 10};a?", "answer": "-98765"} for i in range(16)]
+    (tmp_path / "never.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # reward 0 always
+    for filt, filtered in (("drop", 16), ("off", 0)):
+        cfg = small_cfg(tmp_path, iterations=2, zero_variance_filter=filt, val_every=0,
+                        train_set=str(tmp_path / "never.jsonl"))
+        train(cfg, tmp_path / filt, progress=False, policy=tiny_policy())
+        for r in RunStore.open(tmp_path / filt).steps():
+            assert r["rollout/frac_all_wrong"] == 1.0 and r["rollout/frac_zero_variance"] == 1.0
+            assert r["compute/rollouts"] == 16 * r["step"]
+            assert r["compute/rollouts_filtered"] == filtered * r["step"]
+            assert r["compute/rollouts_used"] == (16 - filtered) * r["step"]
+            assert (r["compute/flops_train"] == 0) == (filt == "drop")
+            assert r["compute/flops_gen"] > 0
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "sequence-mean", "constant-length"])
+def test_loop_micro_batching_does_not_change_training(tmp_path, agg):
+    """1, 2 and 4 micro-batches per step (16 rollouts) give the same weights after two steps."""
+    finals = []
+    for mb in (16, 8, 4):
+        pol = tiny_policy()
+        cfg = small_cfg(tmp_path, iterations=2, micro_batch_size=mb, loss_aggregation=agg, val_every=0, lr=1e-2,
+                        kl_coef=0.1, entropy_coef=0.01)
+        train(cfg, tmp_path / f"mb{mb}{agg}", progress=False, policy=pol)
+        finals.append(params_vec(pol))
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only
+    torch.testing.assert_close(finals[0], finals[2], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only

@@ -80,3 +80,12 @@ def test_real_trainer_kill_and_resume(lab, monkeypatch):
     clean = lab / "clean"
     assert main(["sweep", "run", str(spec), "--out", str(clean), "--workers", "2", "--no-progress"]) == 0
     pd.testing.assert_frame_equal(load_sweep_table(killed), load_sweep_table(clean))
+
+
+@pytest.mark.slow
+def test_plan_calibrate(lab, capsys):
+    assert main(["sweep", "plan", str(write_spec(lab, 16)), "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "(calibrated)" in out and "2 runs, 32 rollouts" in out
+    ms = float(out.split("costs: ")[1].split(" ms/rollout")[0])
+    assert 0 < ms < 1000

@@ -62,6 +62,14 @@ def table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def kv_table(d: dict, floatfmt: str = "{:.4g}") -> str:
+    """A two-column (key, value) table of a flat dict; lists and dicts are shown as compact JSON."""
+    import json
+
+    rows = [{"field": k, "value": json.dumps(v) if isinstance(v, (list, dict, tuple)) else v} for k, v in d.items()]
+    return table(rows, ["field", "value"], floatfmt)
+
+
 def para(text: str, cls: str = "") -> str:
     c = f' class="{cls}"' if cls else ""
     return f"<p{c}>{html.escape(text)}</p>"
@@ -84,4 +92,5 @@ def page(title: str, sections: list[Section], subtitle: str = "") -> str:
     )
     sub = f"<p>{html.escape(subtitle)}</p>" if subtitle else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            '<link rel="icon" href="data:,">'  # no favicon request (a file:// page would log a 404)
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{sub}{body}</body></html>\n")

@@ -87,7 +87,7 @@ def fit_table(df, args) -> tuple[dict, list]:
 
     from rlscale.scaling import plots
     from rlscale.scaling.estimators import LAWS, PowerLaw, SigmoidLaw
-    from rlscale.scaling.isocompute import IsoCompute, require_columns
+    from rlscale.scaling.isocompute import IsoCompute, drop_initial_points, require_columns
 
     x0, x20, y0 = DEFAULT_COLUMNS[args.law]
     x, x2, y = args.x or x0, args.x2 or x20, args.y or y0
@@ -97,6 +97,7 @@ def fit_table(df, args) -> tuple[dict, list]:
     if args.law == "isocompute":
         need += [args.by, args.group]
     require_columns(df, need, f"table ({args.source})")
+    df = drop_initial_points(df, x)  # step-0 evaluations at zero compute
     if args.drop_highest:
         df = df.sort_values(y, kind="stable").iloc[: len(df) - args.drop_highest] if args.drop_highest < len(df) \
             else df.iloc[:0]
@@ -136,8 +137,6 @@ def fit_table(df, args) -> tuple[dict, list]:
     est = cls(**kwargs).fit(X, yv, groups)
     out = est.to_dict()
     out.update({"columns": {"x": x, "x2": x2, "y": y}, "bootstrap_unit": "groups" if groups is not None else "rows"})
-    if cls is SigmoidLaw:
-        out["profile_ci"] = est.profile_ci_
     if not args.no_plots:
         group = df[args.by].to_numpy(float) if args.by in df.columns else (X[:, 1] if X.shape[1] > 1 else None)
         figs = [("fit.png", plots.law_fit(X[:, 0], yv, est.predict(X), group=group, xlabel=x, ylabel=y,

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 
@@ -149,6 +150,8 @@ def _check_powers(text: str) -> str | None:
 Job = tuple  # picklable arguments of the worker function
 TIMEOUT = "timeout"
 ERROR = "error"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # .../src
+PIPELINE = 2  # jobs queued per worker
 WORKER_START_S = 120.0  # a worker must import sympy/Math-Verify and report ready within this (contended machine)
 
 
@@ -156,26 +159,27 @@ class _Worker:
     """One `python -m rlscale.grading.worker` subprocess talking over two pipes (pickled messages).
 
     A fresh interpreter (not fork/forkserver) so nothing of the caller is inherited or re-imported: it works from
-    any thread, from scripts without a `__main__` guard, and next to torch.  state: starting -> idle <-> busy."""
+    any thread, from scripts without a `__main__` guard, and next to torch."""
 
     def __init__(self, func_path: str):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         cmd = [sys.executable, "-m", "rlscale.grading.worker", func_path, str(to_child_r), str(from_child_w),
                str(WORKER_MEMORY_BYTES)]
+        env = dict(os.environ)  # the child must import this very rlscale even if it is only on the caller's sys.path
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, close_fds=True)
+                                     stdout=subprocess.DEVNULL, close_fds=True, env=env)
         os.close(to_child_r)
         os.close(from_child_w)
         self.send_conn = Connection(to_child_w, readable=False)
         self.recv_conn = Connection(from_child_r, writable=False)
-        self.state = "starting"
-        self.job: int | None = None
-        self.deadline = time.monotonic() + WORKER_START_S
+        self.ready = False  # True once it has imported everything and said so
+        self.inflight: deque[int] = deque()  # job ids sent, in order; the first one is running
+        self.deadline = time.monotonic() + WORKER_START_S  # start-up, then the running job's hard limit
 
-    def send(self, job_id: int, soft_s: float, args: Job, hard_s: float) -> None:
-        self.job, self.state = job_id, "busy"
-        self.deadline = time.monotonic() + hard_s
+    def send(self, job_id: int, soft_s: float, args: Job) -> None:
+        self.inflight.append(job_id)
         self.send_conn.send((job_id, soft_s, args))
 
     def kill(self) -> None:
@@ -220,43 +224,60 @@ class SymbolicPool:
         while len(self.workers) < self.size:  # all of them, so a spare is warm while a killed one restarts
             self.workers.append(_Worker(self.func_path))
         soft_s = max(0.05, 0.8 * timeout_s)
-        next_job, remaining = 0, len(jobs)
+        todo = deque(range(len(jobs)))
+        remaining = len(jobs)
         while remaining:
             for w in self.workers:
-                if w.state == "idle" and next_job < len(jobs):
+                # Keep PIPELINE jobs queued per worker, so it never waits for this (possibly descheduled) process.
+                while w.ready and todo and len(w.inflight) < PIPELINE:
+                    job = todo.popleft()
                     try:
-                        w.send(next_job, soft_s, jobs[next_job], timeout_s)
-                        next_job += 1
-                    except OSError:  # died while idle: replace; the job goes to the next free worker
-                        self._replace(w)
-            pending = [w for w in self.workers if w.state != "idle"]
-            wait_s = max(0.0, min(w.deadline for w in pending) - time.monotonic())
-            ready = wait([w.recv_conn for w in pending], timeout=wait_s)
-            for w in pending:
+                        w.send(job, soft_s, jobs[job])
+                    except OSError:  # died while idle: requeue its jobs and replace it
+                        w.inflight.pop()
+                        todo.appendleft(job)
+                        self._drop(w, todo)
+                        break
+                    if len(w.inflight) == 1:
+                        w.deadline = time.monotonic() + timeout_s
+            watched = [w for w in self.workers if not w.ready or w.inflight]
+            wait_s = max(0.0, min(w.deadline for w in watched) - time.monotonic())
+            ready = wait([w.recv_conn for w in watched], timeout=wait_s)
+            for w in watched:
                 if w.recv_conn in ready:
                     try:
                         msg = w.recv_conn.recv()
                     except (EOFError, OSError):
                         msg = None
-                    if w.state == "starting":
+                    if not w.ready:
                         if msg != "ready":
                             raise RuntimeError(f"grading worker failed to start (exit code {w.proc.poll()})")
-                        w.state = "idle"
+                        w.ready, w.deadline = True, math.inf
                         continue
-                    if msg is None:  # crashed mid-job (e.g. killed by the OS): the job is a timeout
-                        results[w.job] = TIMEOUT
-                        self._replace(w)
-                    else:
-                        results[msg[0]] = msg[1]
-                        w.state, w.job = "idle", None
+                    if msg is None:  # crashed mid-job (e.g. killed by the OS): the running job is a timeout
+                        results[w.inflight.popleft()] = TIMEOUT
+                        remaining -= 1
+                        self._drop(w, todo)
+                        continue
+                    job_id, result = msg
+                    w.inflight.popleft()
+                    results[job_id] = result
                     remaining -= 1
+                    # the next queued job started at the latest now: its hard limit counts from here
+                    w.deadline = time.monotonic() + timeout_s if w.inflight else math.inf
                 elif time.monotonic() >= w.deadline:
-                    if w.state == "starting":
+                    if not w.ready:
                         raise RuntimeError(f"grading worker did not start within {WORKER_START_S:.0f} s")
-                    results[w.job] = TIMEOUT
+                    results[w.inflight.popleft()] = TIMEOUT
                     remaining -= 1
-                    self._replace(w)
+                    self._drop(w, todo)
         return results
+
+    def _drop(self, worker: _Worker, todo: deque) -> None:
+        """Kill worker, put its queued (not yet running) jobs back at the front of todo, start a replacement."""
+        todo.extendleft(reversed(worker.inflight))
+        worker.inflight.clear()
+        self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

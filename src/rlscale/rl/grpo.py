@@ -563,8 +563,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         w_pg = aggregation_weights(cmask, keep_pg, cfg.loss_aggregation, cfg.max_new_tokens)
         w_reg = aggregation_weights(cmask, keep_reg, cfg.loss_aggregation, cfg.max_new_tokens)
         # micro-batches over rows sorted by length (less padding); each padded to a multiple of 8 of its own length
-        order = sorted(range(N), key=lambda i: lens[i])
-        chunks = [order[c:c + cfg.micro_batch_size] for c in range(0, N, cfg.micro_batch_size)]
+        # rollouts that no loss term uses (filtered) skip the forward/backward: no training FLOPs spent or counted
+        order = sorted((i for i in range(N) if keep_pg[i] or keep_reg[i]), key=lambda i: lens[i])
+        chunks = [order[c:c + cfg.micro_batch_size] for c in range(0, len(order), cfg.micro_batch_size)]
         # ---- update ---------------------------------------------------------------------------------------
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
@@ -636,10 +637,10 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             "rollout/len_mean": float(gen_lens.mean()), "rollout/len_max": float(gen_lens.max()),
             "rollout/truncation_rate": float(np.mean([not r.finished for r in flat])),
             "adv/mean": float(A.mean()), "adv/std": float(A.std(unbiased=False)), "adv/abs_max": float(A.abs().max()),
-            "train/loss": sums["loss"], "train/pg_loss": sums["pg"],
+            "train/loss": sums.get("loss", 0.0), "train/pg_loss": sums.get("pg", 0.0),
             "train/kl": sums.get("kl_tok", 0.0) / ntok if use_ref else 0.0,
-            "train/entropy": sums["ent_tok"] / ntok,
-            "train/clip_frac_low": sums["clip_low"], "train/clip_frac_high": sums["clip_high"],
+            "train/entropy": sums.get("ent_tok", float("nan")) / ntok,
+            "train/clip_frac_low": sums.get("clip_low", 0.0), "train/clip_frac_high": sums.get("clip_high", 0.0),
             "train/grad_norm": grad_norms[0], "train/grad_norm_last": grad_norms[-1], "train/lr": lr,
             "train/steps_per_batch": cfg.updates_per_batch,
         })

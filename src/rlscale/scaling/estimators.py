@@ -340,6 +340,13 @@ class SigmoidLaw(LawEstimator):
         if self.profile:
             self.profile_ci_["A"] = list(profile_interval(self, F, z, bounds, 1, self.ci_level))
 
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        # an interval side that never closes within the bounds is null (JSON has no infinity)
+        d["profile_ci"] = {k: [v if math.isfinite(v) else None for v in iv]
+                           for k, iv in getattr(self, "profile_ci_", {}).items()}
+        return d
+
 
 def profile_interval(est: LawEstimator, F: dict, z: np.ndarray, bounds, j: int, level: float) -> tuple[float, float]:
     """Profile-likelihood interval for theta_j: {t : n log(SSE(t) / SSE_min) <= chi2_1(level)}, SSE(t) minimised
@@ -396,7 +403,7 @@ def profile_interval(est: LawEstimator, F: dict, z: np.ndarray, bounds, j: int, 
             out.append(-math.inf if direction < 0 else math.inf)
             continue
         a, b, x0 = found
-        out.append(optimize.brentq(lambda t: dev(t, x0)[0], a, b, xtol=1e-10 * max(1.0, abs(theta[j]))))
+        out.append(optimize.brentq(lambda t, x0=x0: dev(t, x0)[0], a, b, xtol=1e-10 * max(1.0, abs(theta[j]))))
     return out[0], out[1]
 
 

@@ -2,13 +2,15 @@
 
 1. `record_breaking_points`: per run, in compute order, keep the first point reaching each new bucket of validation
    reward (bucket width w; w = 0 keeps every strict new maximum). Order-preserving: rows keep their table order.
+   An n left with <= 4 record points (runs that barely improve) is fitted on all its points instead.
 2. `fit_per_n`: a saturating sigmoid R(C) (laws.sigmoid_law) per n on the record points.
 3. `frontier`: the upper envelope of the fitted curves on a log-spaced C grid and n*(C), the n attaining it.
 4. `fit_n_star`: a sigmoid of log2 n*(C) in log C (R0 = log2 n* at small C, A = at large C).
 5. `transitions`: C where the curve of the next larger n overtakes the smaller one, with the epochs each n has
    spent there (epochs = rollouts / (n * train_set_size), or the `epochs` column's epochs-per-rollout when present).
 
-`IsoCompute` runs all of it with a joint bootstrap over runs (points when an n has fewer than `min_runs_for_run_bootstrap`
+Step-0 evaluations with zero compute (before training) are dropped (`drop_initial_points`); other non-positive
+compute, NaN metrics or missing columns are one-line UserErrors. `IsoCompute` runs all of it with a joint bootstrap over runs (points when an n has fewer than `min_runs_for_run_bootstrap`
 runs) and gives `to_dict()` for fit.json. Tests: tests/test_scaling_isocompute.py.
 """
 
@@ -31,6 +33,15 @@ def require_columns(df: pd.DataFrame, cols, what: str = "table") -> None:
     for c in cols:
         if c not in df.columns:
             raise UserError(f"{what} has no column '{c}' (columns: {', '.join(map(str, df.columns))})")
+
+
+def drop_initial_points(df: pd.DataFrame, x: str = X_DEFAULT) -> pd.DataFrame:
+    """Drop the before-training evaluations (step 0 with zero compute): log C is undefined there. Any other
+    non-positive compute is left for check_values to reject."""
+    if "step" not in df.columns or x not in df.columns:
+        return df
+    initial = (pd.to_numeric(df[x], errors="coerce") == 0) & (pd.to_numeric(df["step"], errors="coerce") == 0)
+    return df[~initial.to_numpy()]
 
 
 def check_values(df: pd.DataFrame, x: str, y: str) -> None:
@@ -88,15 +99,16 @@ def running_max_envelope(df: pd.DataFrame, C_grid: np.ndarray, *, x: str = X_DEF
 
 
 def fit_per_n(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT, huber_delta=None,
-              B_max: float = 20.0) -> dict:
-    """{n: fitted SigmoidLaw} on the given points (usually record points), no bootstrap."""
+              B_max: float = 20.0, profile: bool = False) -> dict:
+    """{n: fitted SigmoidLaw} on the given points (usually record points), no bootstrap; `profile` adds the
+    profile-likelihood interval of each asymptote A."""
     fits = {}
     for n, g in df.groupby(by, sort=True):
         if len(g) <= 4:
             raise UserError(f"{by}={n}: {len(g)} point(s); the per-{by} sigmoid has 4 parameters and needs >= 5 "
                             "(use a smaller --bucket-width or validate more often)")
-        fits[_key(n)] = SigmoidLaw(huber_delta=huber_delta, B_max=B_max).fit(g[x].to_numpy(float),
-                                                                          g[y].to_numpy(float))
+        fits[_key(n)] = SigmoidLaw(huber_delta=huber_delta, B_max=B_max, profile=profile).fit(
+            g[x].to_numpy(float), g[y].to_numpy(float))
     return fits
 
 
@@ -189,7 +201,7 @@ class IsoCompute:
     def __init__(self, x: str = X_DEFAULT, y: str = Y_DEFAULT, by: str = "n", run_col: str = "run_id",
                  bucket_width: float = 0.01, n_grid: int = 200, n_bootstrap: int = 0, ci_level: float = 0.95,
                  seed: int = 0, huber_delta: float | None = None, train_set_size: int | None = None,
-                 min_runs_for_run_bootstrap: int = 5):
+                 min_runs_for_run_bootstrap: int = 5, profile: bool = True):
         self.x, self.y, self.by, self.run_col = x, y, by, run_col
         self.bucket_width = bucket_width
         self.n_grid = n_grid
@@ -199,6 +211,7 @@ class IsoCompute:
         self.huber_delta = huber_delta
         self.train_set_size = train_set_size
         self.min_runs_for_run_bootstrap = min_runs_for_run_bootstrap
+        self.profile = profile
 
     def fit(self, df: pd.DataFrame) -> IsoCompute:
         with one_blas_thread():
@@ -206,11 +219,17 @@ class IsoCompute:
 
     def _fit(self, df: pd.DataFrame) -> IsoCompute:
         require_columns(df, (self.x, self.y, self.by, self.run_col))
+        df = drop_initial_points(df, self.x)
         check_values(df, self.x, self.y)
         if df[self.by].nunique() < 2:
             raise UserError(f"isocompute needs runs at >= 2 values of '{self.by}', got {df[self.by].nunique()}")
-        self.records_ = record_breaking_points(df, self.bucket_width, x=self.x, y=self.y, run_col=self.run_col)
-        self.per_n_ = fit_per_n(self.records_, by=self.by, x=self.x, y=self.y, huber_delta=self.huber_delta)
+        records = record_breaking_points(df, self.bucket_width, x=self.x, y=self.y, run_col=self.run_col)
+        # an n whose runs barely improve has too few record points for a 4-parameter sigmoid: use all its points
+        few = [n for n, g in records.groupby(self.by) if len(g) <= 4]
+        self.points_used_ = {_key(n): ("all" if n in few else "records") for n in df[self.by].unique()}
+        self.records_ = pd.concat([records[~records[self.by].isin(few)], df[df[self.by].isin(few)]])
+        self.per_n_ = fit_per_n(self.records_, by=self.by, x=self.x, y=self.y, huber_delta=self.huber_delta,
+                                profile=self.profile)
         xs = df[self.x].to_numpy(float)
         self.C_grid_ = np.geomspace(xs.min(), xs.max(), self.n_grid)
         params = {n: f.params_ for n, f in self.per_n_.items()}
@@ -279,6 +298,7 @@ class IsoCompute:
             d["ci"] = self.per_n_ci_.get(n, {})
             d["n_runs"] = int(self.records_[self.records_[self.by] == n][self.run_col].nunique())
             d["bootstrap_unit"] = self.bootstrap_unit_.get(n)
+            d["points_used"] = self.points_used_.get(n)
             d["bootstrap_samples"] = self.bootstrap_[n].tolist() if n in self.bootstrap_ else []
             per_n[str(n)] = d
         nsf = self.n_star_fit_
@@ -307,3 +327,12 @@ class IsoCompute:
         for t in self.transitions_:
             lines.append(f"  n={t['from_n']} -> {t['to_n']} at C={t['C']:.4g}")
         return "\n".join(lines)
+
+
+def _fitters() -> dict:
+    from rlscale.scaling.estimators import LAWS
+
+    return {**LAWS, "isocompute": IsoCompute}
+
+
+FITTERS: dict = _fitters()  # every law estimator plus the isocompute workflow, by CLI name

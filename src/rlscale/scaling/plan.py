@@ -130,7 +130,7 @@ def emit_trl(p: Plan, num_processes: int = 1) -> str:
 
 def emit_verl(p: Plan) -> str:
     """verl (main_ppo) Hydra overrides: prompts per step, rollouts per prompt, steps, learning rate."""
-    parts = [f"algorithm.adv_estimator=grpo", f"data.train_batch_size={p.problems_per_batch}",
+    parts = ["algorithm.adv_estimator=grpo", f"data.train_batch_size={p.problems_per_batch}",
              f"actor_rollout_ref.rollout.n={p.n}", f"actor_rollout_ref.actor.ppo_mini_batch_size={p.problems_per_batch}",
              f"trainer.total_training_steps={p.iterations}"]
     if p.lr is not None:

@@ -1,5 +1,5 @@
 """Figures for scaling fits (matplotlib, Agg). Plot functions take data + fit dicts and return a Figure; no I/O
-inside them; `save(fig, path)` writes a PNG. Tests: tests/test_scaling_plots.py (via the fit command)."""
+inside them; `save(fig, path)` writes a PNG. Tests: tests/test_scaling_plan.py (figures written by the fit command)."""
 
 from __future__ import annotations
 

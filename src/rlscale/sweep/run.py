@@ -251,11 +251,15 @@ def _run_ray(todo: list[RunSpec], out: Path, spec: SweepSpec, address: str, work
              status: dict, on_change) -> None:
     import ray
 
-    if address == "auto":
-        ray.init(address="local", num_cpus=max(spec.cpus, 1) * workers, num_gpus=0 if not spec.gpus else None,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        if address == "auto":
+            ray.init(address="local", num_cpus=max(spec.cpus, 1) * workers, num_gpus=0 if not spec.gpus else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except Exception as e:  # ConnectionError, RuntimeError, ...: one line, not a traceback
+        msg = " ".join(str(e).split())[:300]
+        raise UserError(f"--ray {address}: could not start/connect to Ray ({type(e).__name__}: {msg})") from None
     try:
         remote = ray.remote(_ray_task).options(num_cpus=spec.cpus, num_gpus=spec.gpus, max_retries=0)
         refs = {remote.remote(worker_cmd(out, r.run_id), env, str(out / "logs" / f"{r.run_id}.log")): r.run_id

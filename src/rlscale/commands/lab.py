@@ -1,0 +1,37 @@
+"""`rlscale lab`: pretrain -> profile -> curate Easy/Hard -> iso-compute sweeps -> fit -> plan -> report, on a CPU."""
+
+from __future__ import annotations
+
+HELP = "run the whole compute-optimal RL study on a tiny lab model end to end (resumable) and write a report"
+DESCRIPTION = HELP + (
+    "\n\nStages: pretrain, profile (avg@16 of the arith pool), curate (Easy [0.3,0.6], Hard [0,0.0625] with"
+    "\nheld-out validation), sweep_easy, sweep_hard (n at fixed B_problem), export, fit (frontier, n*(C)), plan"
+    "\n(4x the spent budget), report. Finished stages are reused; re-run the same command to resume."
+    "\nPresets: quick (<= 15 min on 2 cores), full (<= 2 h). Knobs: rlscale.lab.pipeline.PRESETS."
+)
+
+
+def add_arguments(parser) -> None:
+    from rlscale.lab.pipeline import PRESETS
+
+    parser.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="lab preset")
+    parser.add_argument("--out", default="lab_out", help="output directory (reused and resumed when it exists)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (profile and sweeps)")
+    parser.add_argument("--json", action="store_true", help="print stages.json as JSON at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from rlscale.lab.pipeline import get_preset, run_lab
+
+    stages = run_lab(get_preset(args.preset), args.out, progress=not args.quiet, workers=args.workers)
+    report = Path(args.out).resolve() / "report.html"
+    if args.json:
+        print(json.dumps({"report": str(report), "stages": stages}, indent=2, sort_keys=True))
+    else:
+        wall = sum(float(s.get("wall_s") or 0.0) for s in stages.values())
+        print(f"lab '{args.preset}' finished ({wall:.0f} s of stage time in total); report: {report}")
+    return 0

@@ -1,0 +1,619 @@
+"""`rlscale lab`: the whole compute-optimal RL study on a CPU, end to end, resumable stage by stage.
+
+    pretrain -> profile (avg@16 of the arith training pool) -> curate (Easy / Hard, held-out val splits)
+    -> sweep_easy, sweep_hard (iso-compute sweeps over n at fixed B_problem, rlscale.sweep)
+    -> export (tidy tables) -> fit (rlscale.scaling.isocompute per set) -> plan (4x the spent budget) -> report
+
+OUT layout:
+    lab.json                 the preset (a changed preset on an existing OUT is refused)
+    stages.json              per stage: status, wall_s, rollouts, tokens, flops (written atomically)
+    model/                   the pretrained lab model (reused when present)
+    profile.parquet          per-problem avg@n of the pool (+ profile.hist.png); profile_parts/ = resumable chunks
+    sets/{easy,hard}/{train,val}.jsonl, sets/manifest.json
+    specs/{easy,hard}.yaml   the sweep specs (built from the preset)
+    sweeps/{easy,hard}/      sweep directories (rlscale.sweep.run); table.parquet after export
+    fits/{easy,hard}/        fit.json + PNGs
+    plan.json                the planner's prescription per set
+    report.html              rlscale.report.build_report(OUT)
+
+A stage is skipped when stages.json marks it done and its outputs exist; a stage that ran invalidates the later
+ones. The sweep layer resumes interrupted runs, so kill -9 mid-sweep and re-running continues. Presets are plain
+frozen dataclasses: copy one with dataclasses.replace to change a knob. Tests: tests/test_lab.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlscale.errors import UserError
+from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+SETS = ("easy", "hard")
+STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "report")
+STAGES_FILE = "stages.json"
+LAB_FILE = "lab.json"
+
+# Throughput guesses for the ETA only (1 thread, Zen 4, quiet machine; LAB_NOTES). Corrected on the fly by the
+# ratio of measured to estimated time of the stages that ran.
+SAMPLE_ROLLOUTS_PER_S = 400.0
+TRAIN_ROLLOUTS_PER_S = 150.0
+PRETRAIN_TOKENS_PER_S = 35_000.0
+
+
+@dataclass(frozen=True)
+class LabPreset:
+    """Every knob of the lab. Defaults are the `quick` preset's."""
+
+    name: str = "quick"
+    # ---- pretraining
+    size: str = "s"
+    """model size (rlscale.lab.presets.SIZES)"""
+    pretrain_tokens: int | None = 5_000_000
+    """pretraining tokens (or pretrain_minutes)"""
+    pretrain_minutes: float | None = None
+    pretrain_seed: int = 0
+    # ---- profiling
+    pool_size: int = 1500
+    """first problems of the arith train split that are profiled"""
+    profile_n: int = 16
+    """samples per problem of the profile (avg@16)"""
+    max_new_tokens: int = 64
+    """generation budget for profiling, training and validation"""
+    grading_mode: str = "flexible"
+    """profile grading mode = training reward = validation grader"""
+    # ---- curation
+    easy_bounds: tuple[float, float] = (0.3, 0.6)
+    hard_bounds: tuple[float, float] = (0.0, 0.0625)
+    val_size: int = 100
+    """held-out validation problems per set"""
+    train_size: int = 400
+    """training problems per set at most"""
+    curate_seed: int = 0
+    # ---- the iso-compute sweep per set (fixed B_problem, trade n against M)
+    n_grid: tuple[int, ...] = (2, 4, 8, 16)
+    problems_per_batch: int = 8
+    max_rollouts: int = 8192
+    """budget C of every run in rollouts; validation points span C / val_points .. C"""
+    val_points: int = 16
+    """validate every max_rollouts / val_points rollouts (>= 16 gives a 16x compute span)"""
+    val_n: int = 4
+    val_ks: tuple[int, ...] = (1, 4)
+    seeds: tuple[int, ...] = (0,)
+    lr: float | None = None
+    """RL learning rate at lr_ref_batch rollouts per step (default rlscale.lab.presets.RL_LR[size])"""
+    lr_ref_batch: int = 128
+    lr_scaling: str = "sqrt"
+    temperature: float = 1.0
+    checkpoint_every: int = 25
+    B_max: int = 256
+    """hardware batch limit n * B_problem (sweep and planner)"""
+    # ---- fit and plan
+    bucket_width: float = 0.01
+    """record-breaking bucket width of validation reward"""
+    n_bootstrap: int = 200
+    fit_seed: int = 0
+    plan_factor: float = 4.0
+    """the planner prescribes for plan_factor x the largest budget a run spent"""
+    extra_train: dict = field(default_factory=dict)
+    """further GRPOConfig fields for every run"""
+
+    @property
+    def rl_lr(self) -> float:
+        from rlscale.lab.presets import RL_LR
+
+        return self.lr if self.lr is not None else RL_LR.get(self.size, 1e-4)
+
+    @property
+    def val_every_rollouts(self) -> int:
+        return max(1, self.max_rollouts // self.val_points)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["rl_lr"] = self.rl_lr
+        return json.loads(json.dumps(d))  # tuples -> lists
+
+    def validate(self) -> LabPreset:
+        from rlscale.lab.presets import get_size
+
+        get_size(self.size)
+        if (self.pretrain_tokens is None) == (self.pretrain_minutes is None):
+            raise UserError(f"preset {self.name}: give exactly one of pretrain_tokens and pretrain_minutes")
+        if len(self.n_grid) < 2:
+            raise UserError(f"preset {self.name}: n_grid needs >= 2 values, got {list(self.n_grid)}")
+        if self.pool_size < 1 or self.val_size < 1 or self.train_size < 1:
+            raise UserError(f"preset {self.name}: pool_size, val_size and train_size must be >= 1")
+        if max(self.n_grid) * self.problems_per_batch > self.B_max:
+            raise UserError(f"preset {self.name}: n={max(self.n_grid)} x problems_per_batch="
+                            f"{self.problems_per_batch} exceeds B_max={self.B_max}")
+        if self.max_rollouts < max(self.n_grid) * self.problems_per_batch:
+            raise UserError(f"preset {self.name}: max_rollouts={self.max_rollouts} is less than one step of the "
+                            f"largest n")
+        if any(k > self.val_n for k in self.val_ks):
+            raise UserError(f"preset {self.name}: val_ks {list(self.val_ks)} must be <= val_n={self.val_n}")
+        return self
+
+
+PRESETS: dict[str, LabPreset] = {
+    # ~9 min on a quiet 2-core machine: 4 runs per set of 8192 rollouts, 16 validation points each (16x span)
+    "quick": LabPreset(),
+    # ~1-1.5 h: longer pretraining, bigger pool and val sets, 5 values of n (16x), 4x budget, 2 seeds
+    "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=4000, val_size=200, train_size=1000,
+                      n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=32, seeds=(0, 1), n_bootstrap=500),
+}
+
+
+def get_preset(name: str) -> LabPreset:
+    if name not in PRESETS:
+        raise UserError(f"unknown lab preset '{name}'; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ------------------------------------------------------------------------------------------------ stage records
+def _fmt(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = max(0.0, s)
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
+    """Rough wall-time guess per stage (for the ETA before a stage has run)."""
+    pre = p.pretrain_tokens / PRETRAIN_TOKENS_PER_S if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
+    evals = p.val_points + 1
+    per_run = (p.max_rollouts / TRAIN_ROLLOUTS_PER_S + evals * p.val_n * p.val_size / SAMPLE_ROLLOUTS_PER_S + 5.0)
+    runs = len(p.n_grid) * len(p.seeds)
+    sweep = math.ceil(runs / workers) * per_run
+    return {"pretrain": pre + 5.0, "profile": p.pool_size * p.profile_n / (SAMPLE_ROLLOUTS_PER_S * workers) + 8.0,
+            "curate": 1.0, "sweep_easy": sweep, "sweep_hard": sweep, "export": 2.0,
+            "fit": 2.0 + 0.02 * p.n_bootstrap * len(p.n_grid), "plan": 0.5, "report": 8.0}
+
+
+class StageLog:
+    """stages.json: {stage: {status, wall_s, rollouts, tokens, flops, ...}}, rewritten atomically on every change."""
+
+    def __init__(self, out: Path):
+        self.path = out / STAGES_FILE
+        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, stage: str) -> dict:
+        return self.data.get(stage, {})
+
+    def set(self, stage: str, **fields) -> None:
+        self.data[stage] = {**self.data.get(stage, {}), **fields}
+        atomic_write_json(self.path, self.data)
+
+
+class LabProgress:
+    """The lab's progress view on stderr: stage i/N, name, elapsed, ETA (estimates scaled by measured speed)."""
+
+    def __init__(self, estimates: dict[str, float], enabled: bool = True):
+        self.est, self.enabled = estimates, enabled
+        self.t0 = time.monotonic()
+        self.measured, self.estimated = 0.0, 0.0
+
+    def eta(self, remaining: list[str]) -> float:
+        speed = self.measured / self.estimated if self.estimated > 30.0 else 1.0
+        return speed * sum(self.est[s] for s in remaining)
+
+    def line(self, i: int, stage: str, what: str, remaining: list[str]) -> None:
+        if self.enabled:
+            print(f"[lab {i}/{len(STAGES)}] {stage}: {what} | elapsed {_fmt(time.monotonic() - self.t0)} | "
+                  f"ETA {_fmt(self.eta(remaining))}", file=sys.stderr, flush=True)
+
+    def ran(self, stage: str, wall_s: float) -> None:
+        self.measured += wall_s
+        self.estimated += self.est[stage]
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def stage_pretrain(p: LabPreset, out: Path, progress: bool) -> dict:
+    model = out / "model"
+    if not (model / "rlscale_model.json").exists():
+        from rlscale.lab.pretrain import PretrainConfig, pretrain
+
+        pretrain(PretrainConfig(size=p.size, tokens=p.pretrain_tokens, minutes=p.pretrain_minutes,
+                                seed=p.pretrain_seed), out=str(model), progress=progress)
+    meta = json.loads((model / "rlscale_model.json").read_text())
+    c = meta.get("compute", {})
+    return {"rollouts": 0, "tokens": c.get("tokens", 0), "flops": c.get("flops", 0.0),
+            "model_wall_s": c.get("wall_s"), "num_params": meta.get("num_params"),
+            "heldout_loss": meta.get("heldout_loss")}
+
+
+def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: int, seed: int, mode: str,
+                  path: str) -> None:
+    """Worker: evaluate a chunk of the pool and write {records, compute} to path (atomically)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from rlscale.compute import cumulative_forward_flops, generation_flops
+    from rlscale.engine.base import SamplingParams
+    from rlscale.evals.evaluate import build_prompts, evaluate
+    from rlscale.models import load_policy
+    from rlscale.prompts import stop_strings
+    from rlscale.tasks.base import Problem
+
+    probs = [Problem(**d) for d in problems]
+    policy = load_policy(model_dir)
+    params = SamplingParams(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                            stop=tuple(stop_strings("plain")), seed=seed)
+    res = evaluate(probs, policy.sampler(), template="plain", params=params, modes=(mode,), ks=(1,),
+                   progress=False)
+    prompt_lens = [len(policy.tokenizer.encode(t)) for t in build_prompts(probs, "plain", 0, ())]
+    P = [prompt_lens[i] for i, r in enumerate(res.records) for _ in r["lengths"]]
+    G = [g for r in res.records for g in r["lengths"]]
+    F = cumulative_forward_flops(policy.flops_per_token, max(P) + max(G) + 1)
+    compute = {"rollouts": len(G), "tokens": sum(P) + sum(G), "tokens_generated": sum(G),
+               "flops": generation_flops(P, G, F)}
+    atomic_write_text(path, json.dumps({"records": res.records, "compute": compute}))
+
+
+def _profile_worker_main(jobs_file: str) -> None:
+    """Entry of a profile worker process: run the jobs listed in jobs_file (JSON list of _profile_part args)."""
+    for job in json.loads(Path(jobs_file).read_text()):
+        if not Path(job[-1]).exists():
+            _profile_part(*job)
+
+
+def _run_profile_workers(jobs: list, parts_dir: Path, workers: int, n_parts: int, progress: bool) -> None:
+    """Split the jobs over `workers` subprocesses (one torch thread each) and wait, showing chunks done."""
+    import subprocess
+
+    from rlscale.sweep.run import worker_env
+
+    procs = []
+    for w in range(min(workers, len(jobs))):
+        jf = parts_dir / f"jobs_{w}.json"
+        atomic_write_text(jf, json.dumps(jobs[w::workers]))
+        cmd = [sys.executable, "-c", f"from rlscale.lab.pipeline import _profile_worker_main as m; m({str(jf)!r})"]
+        procs.append(subprocess.Popen(cmd, env={**os.environ, **worker_env(1)}, stdin=subprocess.DEVNULL))
+    t0, last = time.monotonic(), 0.0
+    try:
+        while any(pr.poll() is None for pr in procs):
+            time.sleep(0.5)
+            if progress and time.monotonic() - last > 10.0:
+                last = time.monotonic()
+                done = len(list(parts_dir.glob("part_*.json")))
+                new = done - (n_parts - len(jobs))
+                el = time.monotonic() - t0
+                eta = el / new * (n_parts - done) if new > 0 else float("nan")
+                print(f"[profile] {done}/{n_parts} chunks | ETA {_fmt(eta)}", file=sys.stderr, flush=True)
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.kill()
+                pr.wait()
+    bad = [pr.returncode for pr in procs if pr.returncode != 0]
+    if bad:
+        raise UserError(f"profile: a worker process failed (exit code {bad[0]}); re-run to resume")
+
+
+def stage_profile(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
+    from rlscale.evals.difficulty import plot_histogram, profile_table
+    from rlscale.evals.evaluate import EvalResult
+    from rlscale.io import write_table
+    from rlscale.tasks.arith import load_arith
+
+    problems = load_arith("train", limit=p.pool_size)
+    parts_dir = out / "profile_parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    chunk = max(8, min(128, -(-len(problems) // max(workers, 1))))  # a function of the preset: parts resume
+    jobs = []
+    for k, lo in enumerate(range(0, len(problems), chunk)):
+        path = parts_dir / f"part_{k:05d}_{chunk}.json"
+        if not path.exists():
+            dicts = [dataclasses.asdict(q) for q in problems[lo:lo + chunk]]
+            jobs.append((str(out / "model"), dicts, p.profile_n, p.max_new_tokens, p.pretrain_seed,
+                         p.grading_mode, str(path)))
+    n_parts = -(-len(problems) // chunk)
+    if jobs:
+        _run_profile_workers(jobs, parts_dir, workers, n_parts, progress)
+    records, compute = [], {"rollouts": 0, "tokens": 0, "tokens_generated": 0, "flops": 0.0}
+    for k in range(n_parts):
+        d = json.loads((parts_dir / f"part_{k:05d}_{chunk}.json").read_text())
+        records += d["records"]
+        for key in compute:
+            compute[key] += d["compute"][key]
+    df = profile_table(EvalResult(records=records, modes=(p.grading_mode,), ks=(1,)), problems, p.grading_mode)
+    write_table(df, out / "profile.parquet")
+    plot_histogram(df["avg"].to_numpy(), p.profile_n, out / "profile.hist.png",
+                   title=f"arith train pool ({len(df)} problems), avg@{p.profile_n}")
+    return {**compute, "mean_avg": float(df["avg"].mean())}
+
+
+def stage_curate(p: LabPreset, out: Path) -> dict:
+    import numpy as np
+
+    from rlscale.commands.curate import rows_for
+    from rlscale.evals.difficulty import Bucket, check_profile
+    from rlscale.io import read_table
+
+    df = read_table(out / "profile.parquet")
+    check_profile(df, str(out / "profile.parquet"))
+    manifest = {"profile": "profile.parquet", "problems": len(df), "seed": p.curate_seed, "sets": {}}
+    for name, (lo, hi) in (("easy", p.easy_bounds), ("hard", p.hard_bounds)):
+        b = Bucket(name, lo, hi)
+        ids = sorted(df["problem_id"][b.mask(df)].astype(str))
+        if len(ids) < 2:
+            raise UserError(f"curate: the {name} bucket {b.describe()} holds {len(ids)} of {len(df)} problems; "
+                            f"widen {name}_bounds or raise pool_size")
+        perm = [ids[i] for i in np.random.default_rng(p.curate_seed).permutation(len(ids))]
+        n_val = min(p.val_size, len(ids) // 2)  # never hold out more than half
+        # whole batches per epoch: a step never straddles two epochs, so no problem appears twice in a step
+        n_train = min(p.train_size, len(ids) - n_val) // p.problems_per_batch * p.problems_per_batch
+        if n_train < p.problems_per_batch:
+            raise UserError(f"curate: the {name} bucket {b.describe()} holds {len(ids)} of {len(df)} problems, "
+                            f"too few for {n_val} validation + one batch of {p.problems_per_batch}; widen "
+                            f"{name}_bounds or raise pool_size")
+        val, train = perm[:n_val], perm[n_val:n_val + n_train]
+        atomic_write_jsonl(out / "sets" / name / "train.jsonl", rows_for(df, train))
+        atomic_write_jsonl(out / "sets" / name / "val.jsonl", rows_for(df, val))
+        avg = df.set_index(df["problem_id"].astype(str)).loc[train + val, "avg"]
+        manifest["sets"][name] = {"bounds": b.describe(), "bucket_size": len(ids), "train": len(train),
+                                  "val": len(val), "avg_min": float(avg.min()), "avg_max": float(avg.max()),
+                                  "train_mean_avg": float(avg.loc[train].mean()),
+                                  "val_mean_avg": float(avg.loc[val].mean())}
+    atomic_write_json(out / "sets" / "manifest.json", manifest)
+    return {"sets": manifest["sets"]}
+
+
+def sweep_spec_dict(p: LabPreset, name: str, val_size: int) -> dict:
+    """The sweep spec of one set (paths relative to OUT/specs/)."""
+    train = {"lr": p.rl_lr, "lr_scaling": p.lr_scaling, "lr_ref_batch": p.lr_ref_batch,
+             "reward": p.grading_mode, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
+             "val_n": p.val_n, "val_ks": list(p.val_ks), "val_limit": val_size,
+             "checkpoint_every": p.checkpoint_every, **p.extra_train}
+    return {"name": f"lab_{p.name}_{name}", "model": "../model", "task": "arith",
+            "train_set": f"../sets/{name}/train.jsonl", "val_set": f"../sets/{name}/val.jsonl",
+            "n": list(p.n_grid), "problems_per_batch": [p.problems_per_batch], "B_max": p.B_max,
+            "max_rollouts": p.max_rollouts, "val_every_rollouts": p.val_every_rollouts, "seeds": list(p.seeds),
+            "resources": {"cpus": 1, "gpus": 0}, "train": train}
+
+
+def load_set_spec(p: LabPreset, out: Path, name: str):
+    import yaml
+
+    from rlscale.sweep.spec import load_spec
+
+    manifest = json.loads((out / "sets" / "manifest.json").read_text())
+    path = out / "specs" / f"{name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(sweep_spec_dict(p, name, manifest["sets"][name]["val"]),
+                                           sort_keys=False))
+    return load_spec(path)
+
+
+def sweep_compute(sweepdir: Path) -> dict:
+    """Training compute (last step of every run store) and validation rollouts of a sweep directory."""
+    from rlscale.store import RunStore
+
+    tot = {"rollouts": 0.0, "tokens": 0.0, "flops": 0.0, "val_rollouts": 0.0, "runs": 0, "runs_finished": 0}
+    for rundir in sorted((sweepdir / "runs").glob("*")):
+        if not RunStore.exists(rundir):
+            continue
+        with RunStore.open(rundir) as store:
+            steps = store.steps()
+            evals = store.evals()
+            cfg = store.config
+            tot["runs"] += 1
+            tot["runs_finished"] += int(store.is_finished())
+        if steps:
+            last = steps[-1]
+            tot["rollouts"] += last.get("compute/rollouts", 0.0)
+            tot["tokens"] += last.get("compute/tokens_generated", 0.0) + last.get("compute/tokens_prompt", 0.0)
+            tot["flops"] += last.get("compute/flops", 0.0)
+        tot["val_rollouts"] += len(evals) * cfg.get("val_n", 0) * (cfg.get("val_limit") or 0)
+    return tot
+
+
+def stage_sweep(p: LabPreset, out: Path, name: str, workers: int, progress: bool) -> dict:
+    from rlscale.sweep.run import failure_message, run_sweep
+
+    spec = load_set_spec(p, out, name)
+    sweepdir = out / "sweeps" / name
+    res = run_sweep(spec, sweepdir, workers=workers, progress=progress)
+    if res.failed:
+        raise UserError(f"sweep {name}: {len(res.failed)} run(s) failed; re-run to resume\n"
+                        + failure_message(sweepdir, res.failed))
+    return {**sweep_compute(sweepdir), "skipped_runs": len(res.skipped)}
+
+
+def stage_export(out: Path) -> dict:
+    from rlscale.io import write_table
+    from rlscale.sweep.export import load_sweep_table
+
+    rows = {}
+    for name in SETS:
+        df = load_sweep_table(out / "sweeps" / name)
+        write_table(df, out / "sweeps" / name / "table.parquet")
+        rows[name] = len(df)
+    return {"rows": rows}
+
+
+def fit_table(df, p: LabPreset, train_size: int | None) -> dict:
+    """IsoCompute on the validation points with compute > 0 (the step-0 point has none)."""
+    from rlscale.scaling.isocompute import IsoCompute
+
+    df = df[df["compute/rollouts"].astype(float) > 0]
+    iso = IsoCompute(bucket_width=p.bucket_width, n_bootstrap=p.n_bootstrap, seed=p.fit_seed,
+                     train_set_size=train_size).fit(df)
+    fit = iso.to_dict()
+    fit["anchor"] = [p.rl_lr, float(p.lr_ref_batch)]
+    return fit
+
+
+def stage_fit(p: LabPreset, out: Path) -> dict:
+    from rlscale.io import read_table
+    from rlscale.scaling import plots
+
+    manifest = json.loads((out / "sets" / "manifest.json").read_text())
+    result = {}
+    for name in SETS:
+        df = read_table(out / "sweeps" / name / "table.parquet")
+        fdir = out / "fits" / name
+        try:
+            fit = fit_table(df, p, manifest["sets"][name]["train"])
+        except UserError as e:  # too few record points etc.: recorded, shown in the report
+            fit = {"law": "isocompute", "status": "failed", "error": str(e)}
+        fit["set"] = name
+        fit["source"] = f"sweeps/{name}/table.parquet"
+        atomic_write_json(fdir / "fit.json", fit)
+        if "error" not in fit:
+            pos = df[df["compute/rollouts"].astype(float) > 0]
+            plots.save(plots.reward_vs_compute(pos, fit, x=fit["x"], y=fit["y"]), fdir / "reward_vs_compute.png")
+            plots.save(plots.n_star_vs_compute(fit), fdir / "n_star.png")
+        result[name] = fit.get("error", "ok")
+    return {"fits": result}
+
+
+def stage_plan(p: LabPreset, out: Path) -> dict:
+    from rlscale.scaling.plan import plan
+
+    manifest = json.loads((out / "sets" / "manifest.json").read_text())
+    plans = {}
+    for name in SETS:
+        fit = json.loads((out / "fits" / name / "fit.json").read_text())
+        spent = sweep_max_run_rollouts(out / "sweeps" / name)
+        budget = p.plan_factor * spent
+        entry = {"spent_max_run_rollouts": spent, "plan_factor": p.plan_factor, "budget_rollouts": budget,
+                 "B_max": p.B_max, "problems": manifest["sets"][name]["train"]}
+        if "error" in fit:
+            entry["error"] = f"no fit: {fit['error']}"
+        else:
+            try:
+                entry["plan"] = plan(fit, budget, p.B_max, manifest["sets"][name]["train"],
+                                     lr_anchor=(p.rl_lr, float(p.lr_ref_batch))).to_dict()
+            except UserError as e:
+                entry["error"] = str(e)
+        plans[name] = entry
+    atomic_write_json(out / "plan.json", plans)
+    return {"plans": {k: ("error" not in v) for k, v in plans.items()}}
+
+
+def sweep_max_run_rollouts(sweepdir: Path) -> float:
+    """The largest rollouts any run of the sweep spent (from the run stores)."""
+    from rlscale.store import RunStore
+
+    best = 0.0
+    for rundir in (sweepdir / "runs").glob("*"):
+        if RunStore.exists(rundir):
+            with RunStore.open(rundir) as store:
+                steps = store.steps()
+            if steps:
+                best = max(best, float(steps[-1].get("compute/rollouts", 0.0)))
+    return best
+
+
+def stage_report(out: Path) -> dict:
+    from rlscale.report import build_report
+
+    path = build_report(out)
+    return {"report": str(path.relative_to(out))}
+
+
+def outputs_exist(stage: str, out: Path) -> bool:
+    if stage == "pretrain":
+        return (out / "model" / "rlscale_model.json").exists()
+    if stage == "profile":
+        return (out / "profile.parquet").exists()
+    if stage == "curate":
+        return (out / "sets" / "manifest.json").exists()
+    if stage.startswith("sweep_"):
+        return (out / "sweeps" / stage[6:] / "sweep.json").exists()
+    if stage == "export":
+        return all((out / "sweeps" / s / "table.parquet").exists() for s in SETS)
+    if stage == "fit":
+        return all((out / "fits" / s / "fit.json").exists() for s in SETS)
+    if stage == "plan":
+        return (out / "plan.json").exists()
+    return (out / "report.html").exists()
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def check_lab_dir(p: LabPreset, out: Path) -> None:
+    """Write lab.json for a new OUT; refuse an OUT made with a different preset (naming the first field)."""
+    path = out / LAB_FILE
+    new = {"preset": p.to_dict()}
+    if path.exists():
+        old = json.loads(path.read_text()).get("preset", {})
+        diff = [k for k in sorted(set(old) | set(new["preset"])) if old.get(k) != new["preset"].get(k)]
+        if diff:
+            raise UserError(f"{out}: holds a lab made with a different preset ({diff[0]}: {old.get(diff[0])!r} vs "
+                            f"{new['preset'].get(diff[0])!r}); use a new --out or the same preset")
+        return
+    atomic_write_json(path, new)
+
+
+def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True, workers: int = 2) -> dict:
+    """Run (or resume) every stage; returns {stage: record} as in stages.json."""
+    p = preset.validate()
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    check_lab_dir(p, out)
+    log = StageLog(out)
+    view = LabProgress(estimate_seconds(p, workers), progress)
+    dirty = False  # an earlier stage ran in this invocation: later outputs are stale
+    for i, stage in enumerate(STAGES, 1):
+        rest = list(STAGES[i - 1:])
+        rec = log.get(stage)
+        sweep_stage = stage.startswith("sweep_")
+        if not dirty and rec.get("status") == "done" and outputs_exist(stage, out):
+            view.line(i, stage, f"reused ({_fmt(rec.get('wall_s', 0.0))} when it ran)", rest[1:])
+            continue
+        if dirty and not sweep_stage and stage != "pretrain":
+            _clear_outputs(stage, out)
+        view.line(i, stage, "running", rest)
+        log.set(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        t0 = time.monotonic()
+        try:
+            info = _run_stage(stage, p, out, workers, progress)
+        except BaseException:
+            log.set(stage, status="failed", wall_s=rec.get("wall_s", 0.0) + time.monotonic() - t0)
+            raise
+        wall = time.monotonic() - t0
+        prev = rec.get("wall_s", 0.0) if rec.get("status") in ("running", "failed") else 0.0
+        log.set(stage, status="done", wall_s=prev + wall, **{k: v for k, v in info.items()},
+                finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        view.ran(stage, wall)
+        view.line(i, stage, f"done in {_fmt(wall)}", rest[1:])
+        if not sweep_stage or info.get("skipped_runs", 0) < info.get("runs", 0):
+            dirty = True
+    return log.data
+
+
+def _clear_outputs(stage: str, out: Path) -> None:
+    import shutil
+
+    if stage == "profile":
+        shutil.rmtree(out / "profile_parts", ignore_errors=True)
+        (out / "profile.parquet").unlink(missing_ok=True)
+    if stage == "curate" and (out / "sweeps").exists():
+        # new sets under the same paths: finished runs of the old sets must not be reused (their run ids would
+        # match), so the old sweeps are moved aside, never deleted
+        os.replace(out / "sweeps", out / f"sweeps.stale.{int(time.time())}")
+
+
+def _run_stage(stage: str, p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
+    if stage == "pretrain":
+        return stage_pretrain(p, out, progress)
+    if stage == "profile":
+        return stage_profile(p, out, workers, progress)
+    if stage == "curate":
+        return stage_curate(p, out)
+    if stage.startswith("sweep_"):
+        return stage_sweep(p, out, stage[6:], workers, progress)
+    if stage == "export":
+        return stage_export(out)
+    if stage == "fit":
+        return stage_fit(p, out)
+    if stage == "plan":
+        return stage_plan(p, out)
+    return stage_report(out)

@@ -1,0 +1,539 @@
+"""`rlscale report DIR`: a self-contained HTML page (PNG figures embedded, no network) built from the store alone.
+
+DIR is a lab directory (`rlscale lab --out DIR`: lab.json, stages.json, profile.parquet, sets/, sweeps/, fits/,
+plan.json) or a plain sweep directory (`rlscale sweep run --out DIR`: the sweep/fit sections only; the fit is read
+from DIR/fit/fit.json when present, else computed here from the sweep's run stores).
+
+Every number is read from the stored records: validation curves and diagnostics from the run stores (run.db, via
+rlscale.sweep.export / rlscale.store), fitted curves from fit.json, compute from stages.json, the prescription from
+plan.json. Nothing is taken from stdout or from inside a training loop. The statement about n*(C) is computed from
+the fits (`n_star_evidence`) and worded from its numbers. Tests: tests/test_report.py, tests/test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rlscale.errors import UserError
+from rlscale.html import Section, figure_png, img, kv_table, page, para, table
+
+X = "compute/rollouts"
+Y = "val/avg"
+REPORT_FILE = "report.html"
+
+
+# ------------------------------------------------------------------------------------------------ evidence (pure)
+def _frontier_n_star(params_by_n: dict, C: np.ndarray) -> np.ndarray:
+    from rlscale.scaling.isocompute import frontier
+
+    return frontier(params_by_n, C)["n_star"].to_numpy(float)
+
+
+def _saturation_C(C: np.ndarray, n_star: np.ndarray) -> float:
+    """Smallest C from which the frontier's n* stays at its value at the largest C."""
+    last = n_star[-1]
+    i = len(n_star) - 1
+    while i > 0 and n_star[i - 1] == last:
+        i -= 1
+    return float(C[i])
+
+
+def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> dict:
+    """Does n*(C) rise with C over the fitted range, and where does it saturate? From a fit.json dict.
+
+    Point estimates come from the stored frontier; uncertainty from the stored joint bootstrap samples of the
+    per-n sigmoids (sample i of every n is one resample): for each resample the frontier is recomputed and n* read
+    at the smallest and largest fitted compute. Returns n_lo, n_hi, C_lo, C_hi, C_sat (start of the final n*),
+    rise_frac / fall_frac (share of resamples with n*(C_hi) > / < n*(C_lo)), CIs of log2(n_hi / n_lo), n_hi and
+    C_sat, the n* sigmoid's plateau 2^A with its CI, and the verdict: rises | falls | flat | unresolved.
+    """
+    level = level or fit.get("ci_level", 0.95)
+    q = (1.0 - level) / 2.0
+    C_lo, C_hi = (float(v) for v in fit["x_range"])
+    C = np.geomspace(C_lo, C_hi, grid)
+    per_n = {float(k): v for k, v in fit["per_n"].items()}
+    point = {n: v["params"] for n, v in per_n.items()}
+    ns_point = _frontier_n_star(point, C)
+    out = {"C_lo": C_lo, "C_hi": C_hi, "n_lo": float(ns_point[0]), "n_hi": float(ns_point[-1]),
+           "C_sat": _saturation_C(C, ns_point), "level": level, "n_bootstrap": 0,
+           "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"])}
+    ci_A = (fit.get("ci") or {}).get("A")
+    out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
+    samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
+    B = min((len(s) for s in samples.values()), default=0)
+    if B:
+        lo, hi, sat = np.empty(B), np.empty(B), np.empty(B)
+        names = ("R0", "A", "C_mid", "B")
+        for i in range(B):
+            params = {n: dict(zip(names, s[i])) for n, s in samples.items()}
+            ns = _frontier_n_star(params, C)
+            lo[i], hi[i], sat[i] = ns[0], ns[-1], _saturation_C(C, ns)
+        ratio = np.log2(hi / lo)
+        out.update({"n_bootstrap": B, "rise_frac": float(np.mean(hi > lo)), "fall_frac": float(np.mean(hi < lo)),
+                    "log2_ratio_ci": [float(np.quantile(ratio, q)), float(np.quantile(ratio, 1 - q))],
+                    "n_hi_ci": [float(np.quantile(hi, q)), float(np.quantile(hi, 1 - q))],
+                    "C_sat_ci": [float(np.quantile(sat, q)), float(np.quantile(sat, 1 - q))],
+                    "n_hi_samples": hi.tolist()})
+        if out["rise_frac"] >= level:
+            out["verdict"] = "rises"
+        elif out["fall_frac"] >= level:
+            out["verdict"] = "falls"
+        elif np.mean(hi == lo) >= level:
+            out["verdict"] = "flat"
+        else:
+            out["verdict"] = "unresolved"
+    else:
+        out["verdict"] = ("rises" if out["n_hi"] > out["n_lo"] else "falls" if out["n_hi"] < out["n_lo"]
+                          else "flat") + " (point estimate, no bootstrap)"
+    return out
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _n(x: float) -> str:
+    return f"{x:g}" if float(x).is_integer() else f"{x:.2f}"
+
+
+def evidence_sentence(name: str, ev: dict) -> str:
+    """One paragraph worded from the numbers of n_star_evidence."""
+    pct = f"{round(100 * ev['level'])}%"
+    head = (f"{name}: over the fitted range C = {_g(ev['C_lo'])} to {_g(ev['C_hi'])} rollouts, the frontier's "
+            f"compute-optimal n goes from n* = {_n(ev['n_lo'])} to n* = {_n(ev['n_hi'])}")
+    if ev["n_bootstrap"]:
+        lr = ev["log2_ratio_ci"]
+        boot = (f"; in {ev['n_bootstrap']} bootstrap resamples n*(C_max) > n*(C_min) in {ev['rise_frac']:.0%} and "
+                f"< in {ev['fall_frac']:.0%} (log2 n*(C_max)/n*(C_min): {pct} CI [{lr[0]:.2f}, {lr[1]:.2f}])")
+    else:
+        boot = " (no bootstrap samples stored: no confidence interval)"
+    verdict = {"rises": f"so n*(C) rises with C at the {pct} level",
+               "falls": f"so n*(C) falls with C at the {pct} level",
+               "flat": f"so n*(C) stays at n* = {_n(ev['n_lo'])} over this range at the {pct} level",
+               "unresolved": "so the data do not resolve whether n*(C) rises with C on this set"
+               }.get(ev["verdict"], f"point estimate: n*(C) {ev['verdict']}")
+    sat = f" The frontier settles on n* = {_n(ev['n_hi'])} from C = {_g(ev['C_sat'])}"
+    if ev.get("C_sat_ci"):
+        sat += (f" ({pct} CI of that onset [{_g(ev['C_sat_ci'][0])}, {_g(ev['C_sat_ci'][1])}]; n* at C_max "
+                f"{pct} CI [{_n(ev['n_hi_ci'][0])}, {_n(ev['n_hi_ci'][1])}])")
+    sat += f"; the sigmoid fit of log2 n* plateaus at n = {ev['plateau_n']:.3g}"
+    if ev.get("plateau_n_ci"):
+        sat += f" ({pct} CI [{ev['plateau_n_ci'][0]:.3g}, {ev['plateau_n_ci'][1]:.3g}])"
+    return f"{head}{boot}, {verdict}.{sat}."
+
+
+def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
+    """Whether Hard saturates at a smaller n than Easy, from the n*(C_max) bootstrap samples of each."""
+    a, b = ev_easy.get("n_hi_samples"), ev_hard.get("n_hi_samples")
+    head = f"n* at the largest fitted compute: Easy {_n(ev_easy['n_hi'])}, Hard {_n(ev_hard['n_hi'])}"
+    if not a or not b:
+        return head + " (no bootstrap samples: no confidence statement)."
+    m = min(len(a), len(b))
+    a, b = np.asarray(a[:m]), np.asarray(b[:m])
+    smaller, larger = float(np.mean(b < a)), float(np.mean(b > a))
+    lvl = ev_easy["level"]
+    if smaller >= lvl:
+        word = "the Hard set saturates at a smaller n than the Easy set"
+    elif larger >= lvl:
+        word = "the Hard set saturates at a larger n than the Easy set"
+    else:
+        word = "the data do not resolve which set saturates at the smaller n"
+    return (f"{head}; pairing {m} independent bootstrap resamples, Hard < Easy in {smaller:.0%} and Hard > Easy in "
+            f"{larger:.0%}: {word}.")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
+
+
+def sweep_runs(sweepdir: Path) -> list[dict]:
+    """Runs of a sweep (from sweep.json) that have a run store: run_id, n, budget, seed, dir."""
+    from rlscale.sweep.export import read_sweep_json
+
+    sweep = read_sweep_json(sweepdir)
+    out = []
+    for rid, r in sweep["runs"].items():
+        d = sweepdir / "runs" / rid
+        if (d / "config.json").exists():
+            out.append({"run_id": rid, "n": r["n"], "budget": r["budget"], "seed": r["seed"],
+                        "problems_per_batch": r["problems_per_batch"], "dir": d})
+    return sorted(out, key=lambda r: (r["budget"], r["n"], r["seed"]))
+
+
+def diag_runs(sweepdir: Path) -> list[dict]:
+    """One run per n for the diagnostics: the largest budget, the smallest seed."""
+    runs = sweep_runs(sweepdir)
+    if not runs:
+        return []
+    top = max(r["budget"] for r in runs)
+    pick: dict[int, dict] = {}
+    for r in runs:
+        if r["budget"] == top and (r["n"] not in pick or r["seed"] < pick[r["n"]]["seed"]):
+            pick[r["n"]] = r
+    return [pick[n] for n in sorted(pick)]
+
+
+def load_run_records(run: dict) -> tuple:
+    """(steps DataFrame, problem_passes DataFrame) of a run store."""
+    import pandas as pd
+
+    from rlscale.store import RunStore
+
+    with RunStore.open(run["dir"]) as store:
+        steps = store.steps_df()
+        passes = pd.DataFrame(store.problem_passes(), columns=["step", "problem_id", "n", "correct"])
+    return steps, passes
+
+
+# ------------------------------------------------------------------------------------------------ figures (no I/O)
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(ns):
+    cmap = _plt().get_cmap("viridis")
+    k = max(len(ns) - 1, 1)
+    return {n: cmap(i / k) for i, n in enumerate(sorted(ns))}
+
+
+def fig_profile(avg: np.ndarray, n: int, bounds: dict):
+    from rlscale.evals.difficulty import histogram
+
+    plt = _plt()
+    counts, edges = histogram(avg, n)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black", color="tab:blue")
+    shade = {"easy": "tab:orange", "hard": "tab:red"}
+    for name, (lo, hi) in bounds.items():
+        ax.axvspan(lo, hi, alpha=0.15, color=shade.get(name, "grey"), label=f"{name} [{lo:g}, {hi:g}]")
+    ax.set_xlabel(f"per-problem pass rate of the base model (avg@{n})")
+    ax.set_ylabel("problems")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fig_bestworst(rows: list[dict], ks: list[int]):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    ns = [r["n"] for r in rows]
+    width = 0.8 / max(len(ks), 1)
+    for ax, kind in zip(axes, ("pass", "worst")):
+        for j, k in enumerate(ks):
+            vals = [np.nan if r.get(f"val/{kind}@{k}") is None else r[f"val/{kind}@{k}"] for r in rows]
+            ax.bar(np.arange(len(ns)) + j * width, vals, width=width, label=f"k={k}")
+        ax.set_xticks(np.arange(len(ns)) + width * (len(ks) - 1) / 2)
+        ax.set_xticklabels([f"n={n}" for n in ns])
+        ax.set_title("best@k (pass@k)" if kind == "pass" else "worst@k")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("validation, last point")
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(v: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    w = max(1, len(v) // 25)
+    return pd.Series(v).rolling(w, min_periods=1).mean().to_numpy()
+
+
+def fig_diagnostics(per_n: dict):
+    """per_n: {n: steps DataFrame}. Reward, entropy, all-wrong and all-right fractions vs step (smoothed)."""
+    plt = _plt()
+    keys = [("rollout/reward_mean", "training reward"), ("train/entropy", "entropy (nats/token)"),
+            ("rollout/frac_all_wrong", "fraction of all-wrong groups"),
+            ("rollout/frac_all_right", "fraction of all-right groups")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=False)
+    col = _colors(per_n)
+    for ax, (key, label) in zip(axes.ravel(), keys):
+        for n, steps in sorted(per_n.items()):
+            if key in steps.columns and len(steps):
+                ax.plot(steps["step"], _smooth(steps[key].to_numpy(float)), color=col[n], lw=1.1, label=f"n={n}")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pass_rate_phases(passes, phases: int = 3) -> list:
+    """Per-problem pass rates (sum correct / sum n) in each of `phases` equal step ranges of training."""
+    if passes is None or len(passes) == 0:
+        return []
+    last = int(passes["step"].max())
+    out = []
+    for i in range(phases):
+        lo, hi = last * i / phases, last * (i + 1) / phases
+        g = passes[(passes["step"] > lo) & (passes["step"] <= hi)].groupby("problem_id")[["n", "correct"]].sum()
+        g = g[g["n"] > 0]
+        out.append((lo, hi, (g["correct"] / g["n"]).to_numpy(float)))
+    return out
+
+
+def fig_pass_hist(per_n: dict):
+    """per_n: {n: problem_passes DataFrame}. Histogram of per-problem training pass@1 early / middle / late."""
+    plt = _plt()
+    ns = sorted(per_n)
+    fig, axes = plt.subplots(1, len(ns), figsize=(3.2 * len(ns), 3), sharey=True, squeeze=False)
+    bins = np.linspace(0, 1, 11)
+    for ax, n in zip(axes[0], ns):
+        for (lo, hi, rates), c in zip(pass_rate_phases(per_n[n]), ("tab:grey", "tab:blue", "tab:red")):
+            ax.hist(rates, bins=bins, histtype="step", lw=1.4, color=c,
+                    weights=np.full(len(rates), 1.0 / max(len(rates), 1)), label=f"steps {lo:.0f}-{hi:.0f}")
+        ax.set_title(f"n={n}", fontsize=10)
+        ax.set_xlabel("per-problem pass@1 in training")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("fraction of problems")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ sections
+def _ci(v) -> str:
+    return f"[{v[0]:.4g}, {v[1]:.4g}]" if v else ""
+
+
+def fit_tables(fit: dict) -> str:
+    rows = []
+    for n, d in sorted(fit["per_n"].items(), key=lambda kv: float(kv[0])):
+        p, ci = d["params"], d.get("ci") or {}
+        rows.append({"n": n, "R0": p["R0"], "A (asymptote)": p["A"], "A CI": _ci(ci.get("A")), "C_mid": p["C_mid"],
+                     "C_mid CI": _ci(ci.get("C_mid")), "B": p["B"], "R^2": d.get("r2"), "runs": d.get("n_runs"),
+                     "bootstrap": d.get("bootstrap_unit")})
+    ns = fit["n_star_fit"]
+    star = [{"param": k, "value": v, "CI": _ci((fit.get("ci") or {}).get(k))} for k, v in ns["params"].items()]
+    trans = table([{"from n": t["from_n"], "to n": t["to_n"], "at C": t["C"], "reward": t["reward"],
+                    "epochs (from n)": t.get("epochs_from"), "epochs (to n)": t.get("epochs_to")}
+                   for t in fit.get("transitions", [])]) if fit.get("transitions") else \
+        para("No crossing of adjacent per-n curves inside the fitted range.")
+    return ("<h3>Per-n sigmoid fits on record-breaking points</h3>" + table(rows)
+            + f"<h3>Sigmoid fit of log2 n*(C) (R^2 {ns.get('r2', float('nan')):.3f})</h3>" + table(star)
+            + "<h3>Transitions between adjacent n</h3>" + trans)
+
+
+def final_points(df) -> list[dict]:
+    """Last validation point of every run (sweep table rows)."""
+    if len(df) == 0:
+        return []
+    last = df.sort_values("step").groupby("run_id").tail(1)
+    cols = [c for c in last.columns if c.startswith("val/") and not c.endswith("_stderr") and "ci95" not in c]
+    keep = ["n", "problems_per_batch", "budget", "seed", "step", X, *sorted(cols)]
+    return last.sort_values(["budget", "n", "seed"])[[c for c in keep if c in last.columns]].to_dict("records")
+
+
+def best_worst_rows(df) -> tuple[list[dict], list[int]]:
+    """Per n, at the largest budget: mean over seeds of the last point's pass@k / worst@k / avg."""
+    rows = final_points(df)
+    if not rows:
+        return [], []
+    top = max(r["budget"] for r in rows)
+    rows = [r for r in rows if r["budget"] == top]
+    ks = sorted({int(c.split("@")[1]) for r in rows for c in r if c.startswith("val/pass@")})
+    out = []
+    for n in sorted({r["n"] for r in rows}):
+        g = [r for r in rows if r["n"] == n]
+        row = {"n": n, "budget": top, "seeds": len(g), X: float(np.mean([r[X] for r in g]))}
+        for c in ["val/avg", *[f"val/{m}@{k}" for k in ks for m in ("pass", "worst")]]:
+            vals = [r[c] for r in g if c in r and r[c] is not None]
+            row[c] = float(np.mean(vals)) if vals else None
+        out.append(row)
+    return out, ks
+
+
+def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = "") -> tuple[list[Section], dict]:
+    """Sections for one sweep (curves + fits, best/worst@k, diagnostics); returns (sections, evidence or {})."""
+    from rlscale.scaling import plots
+    from rlscale.sweep.export import load_sweep_table
+
+    df = load_sweep_table(sweepdir)
+    title = name.capitalize() if name in ("easy", "hard") else name
+    fits = Section(f"{title} set: reward vs compute and n*(C)")
+    ev: dict = {}
+    if fit_note:
+        fits.add(para(fit_note, "note"))
+    pos = df[df[X].astype(float) > 0] if len(df) and X in df.columns else df
+    if fit is None or "error" in fit:
+        fits.add(para(f"No fit: {fit.get('error') if fit else 'fit.json missing'}", "note"))
+    else:
+        ev = n_star_evidence(fit)
+        fits.add(para(evidence_sentence(title, ev), "note"))
+        fits.add('<div class="grid">'
+                 + img(figure_png(plots.reward_vs_compute(pos, fit, x=fit["x"], y=fit["y"])),
+                       f"{title}: validation {fit['y']} vs {fit['x']} per n (points), fitted sigmoids (lines), "
+                       "frontier (squares coloured by n*)")
+                 + img(figure_png(plots.n_star_vs_compute(fit)), f"{title}: n*(C) on the frontier and its sigmoid fit")
+                 + "</div>")
+        fits.add(fit_tables(fit))
+    fits.add("<h3>Last validation point of every run</h3>" + table(final_points(df)))
+    bw = Section(f"{title} set: best@k and worst@k at the largest budget")
+    rows, ks = best_worst_rows(df)
+    if rows:
+        bw.add(table(rows))
+        bw.add(img(figure_png(fig_bestworst(rows, ks)), f"{title}: best@k (coverage) and worst@k (sharpening) per n"))
+    else:
+        bw.add(para("No validation points recorded yet."))
+    diag = Section(f"{title} set: training diagnostics")
+    runs = diag_runs(sweepdir)
+    recs = {r["n"]: load_run_records(r) for r in runs}
+    if recs:
+        diag.add(para(f"Runs at budget {runs[0]['budget']} rollouts, seed {min(r['seed'] for r in runs)}; curves "
+                      "smoothed over ~4% of the steps."))
+        diag.add(img(figure_png(fig_diagnostics({n: s for n, (s, _) in recs.items()})),
+                     f"{title}: training reward, entropy and the fractions of all-wrong / all-right groups per n"))
+        diag.add(img(figure_png(fig_pass_hist({n: p for n, (_, p) in recs.items()})),
+                     f"{title}: per-problem pass@1 during training (from the stored per-problem pass counts), "
+                     "first / middle / last third of the steps"))
+    else:
+        diag.add(para("No run stores yet."))
+    return [fits, bw, diag], ev
+
+
+def lab_sections(root: Path) -> tuple[list[Section], str]:
+    from rlscale.io import read_table
+
+    lab = read_json(root / "lab.json") or {}
+    preset = lab.get("preset", {})
+    stages = read_json(root / "stages.json") or {}
+    sections = []
+    summary = Section("What the data shows")
+    sections.append(summary)
+
+    cfg = Section("Run configuration")
+    cfg.add(para(f"Preset '{preset.get('name', '?')}'. Every field below is read from lab.json."))
+    cfg.add(kv_table(preset))
+    pre = stages.get("pretrain", {})
+    model_meta = read_json(root / "model" / "rlscale_model.json") or {}
+    cfg.add("<h3>Lab model</h3>" + kv_table({
+        "size": model_meta.get("size"), "parameters": model_meta.get("num_params"),
+        "pretraining tokens": (model_meta.get("compute") or {}).get("tokens"),
+        "held-out loss": model_meta.get("heldout_loss"),
+        "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
+    manifest = read_json(root / "sets" / "manifest.json")
+    if manifest:
+        cfg.add("<h3>Curated sets</h3>" + table([{"set": k, **v} for k, v in manifest["sets"].items()]))
+    sections.append(cfg)
+
+    prof = Section("Difficulty profile of the training pool")
+    if (root / "profile.parquet").exists():
+        df = read_table(root / "profile.parquet")
+        n = int(df["n"].max())
+        bounds = {"easy": tuple(preset.get("easy_bounds", (0.3, 0.6))),
+                  "hard": tuple(preset.get("hard_bounds", (0.0, 0.0625)))}
+        avg = df["avg"].to_numpy(float)
+        prof.add(para(f"{len(df)} problems x {n} samples; mean avg@{n} = {avg.mean():.4f}; "
+                      f"{int((avg == 0).sum())} problems with no correct sample."))
+        prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the pretrained model, "
+                                                             "with the Easy and Hard bounds shaded"))
+    else:
+        prof.add(para("profile.parquet missing."))
+    sections.append(prof)
+
+    evidence = {}
+    for name in ("easy", "hard"):
+        sweepdir = root / "sweeps" / name
+        if not (sweepdir / "sweep.json").exists():
+            sections.append(Section(f"{name.capitalize()} set").add(para("The sweep has not started.")))
+            continue
+        secs, ev = set_sections(name, sweepdir, read_json(root / "fits" / name / "fit.json"))
+        sections += secs
+        if ev:
+            evidence[name] = ev
+    for name in ("easy", "hard"):
+        if name in evidence:
+            summary.add(para(evidence_sentence(name.capitalize(), evidence[name])))
+        else:
+            summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
+    if len(evidence) == 2:
+        summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
+
+    comp = Section("Compute per stage")
+    rows = []
+    for st, rec in stages.items():
+        rows.append({"stage": st, "status": rec.get("status"), "wall_s": rec.get("wall_s"),
+                     "rollouts": rec.get("rollouts"), "validation rollouts": rec.get("val_rollouts"),
+                     "tokens": rec.get("tokens"), "FLOPs": rec.get("flops")})
+    tot = {"stage": "total", "wall_s": sum(r["wall_s"] or 0 for r in rows),
+           "rollouts": sum(r["rollouts"] or 0 for r in rows),
+           "validation rollouts": sum(r["validation rollouts"] or 0 for r in rows),
+           "tokens": sum(r["tokens"] or 0 for r in rows), "FLOPs": sum(r["FLOPs"] or 0 for r in rows)}
+    comp.add(para("From stages.json. Rollouts and tokens of the sweeps are training compute (validation rollouts "
+                  "separately); pretraining tokens are training tokens; FLOPs count generation and training."))
+    comp.add(table(rows + [tot] if rows else []))
+    sections.append(comp)
+
+    plan_sec = Section("Planner: prescription for a larger budget")
+    plans = read_json(root / "plan.json")
+    if plans:
+        prow = []
+        for name, e in plans.items():
+            row = {"set": name, "largest run spent": e.get("spent_max_run_rollouts"), "factor": e.get("plan_factor"),
+                   "budget C": e.get("budget_rollouts")}
+            if "plan" in e:
+                pl = e["plan"]
+                ci = pl.get("ci")
+                row.update({"n": pl["n"], "n*(C) continuous": pl["n_star_continuous"],
+                            "B_problem": pl["problems_per_batch"], "M steps": pl["iterations"], "lr": pl["lr"],
+                            "predicted val reward": pl["predicted_reward"], "CI": _ci(ci),
+                            "warnings": "; ".join(pl.get("warnings", []))})
+            else:
+                row["warnings"] = e.get("error")
+            prow.append(row)
+        plan_sec.add(para("rlscale.scaling.plan on each set's fit for a budget of (factor x the largest budget a "
+                          "run spent), read from plan.json."))
+        plan_sec.add(table(prow))
+    else:
+        plan_sec.add(para("plan.json missing."))
+    sections.append(plan_sec)
+    return sections, f"rlscale lab report: preset '{preset.get('name', '?')}'"
+
+
+def sweep_sections(root: Path) -> tuple[list[Section], str]:
+    fit = read_json(root / "fit" / "fit.json")
+    note = "Fit read from fit/fit.json."
+    if fit is None:
+        from rlscale.scaling.isocompute import IsoCompute
+        from rlscale.sweep.export import load_sweep_table
+
+        df = load_sweep_table(root)
+        df = df[df[X].astype(float) > 0] if len(df) else df
+        try:
+            fit = IsoCompute(n_bootstrap=100).fit(df).to_dict()
+            note = "No stored fit: computed by the report from the run stores (IsoCompute, 100 bootstrap resamples)."
+        except UserError as e:
+            fit, note = {"error": str(e)}, ""
+    sweep = read_json(root / "sweep.json")
+    cfg = Section("Sweep configuration").add(kv_table({k: v for k, v in sweep["spec"].items() if k != "train"}))
+    cfg.add("<h3>Training config</h3>" + kv_table(sweep["spec"].get("train", {})))
+    secs, _ = set_sections(sweep["spec"].get("name", root.name), root, fit, note)
+    return [cfg, *secs], f"rlscale sweep report: {sweep['spec'].get('name', root.name)}"
+
+
+def build_report(path: str | Path) -> Path:
+    """(Re)build DIR/report.html from the store; returns its path."""
+    from rlscale.io import atomic_write_text
+
+    root = Path(path)
+    if (root / "lab.json").exists():
+        sections, title = lab_sections(root)
+    elif (root / "sweep.json").exists():
+        sections, title = sweep_sections(root)
+    else:
+        raise UserError(f"{root}: neither a lab directory (lab.json) nor a sweep directory (sweep.json)")
+    out = root / REPORT_FILE
+    atomic_write_text(out, page(title, sections, subtitle=f"built from the records in {root.resolve()}"))
+    return out

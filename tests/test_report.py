@@ -1,0 +1,159 @@
+"""`rlscale report`: built from a synthetic lab store (run stores written with the store API, then the lab's own
+export / fit / plan stages), the statement about n*(C) follows the data, and every number follows the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import numpy as np
+import pytest
+
+from rlscale.cli import main
+from rlscale.lab.pipeline import LabPreset, stage_export, stage_fit, stage_plan
+from rlscale.scaling.laws import sigmoid_law
+from rlscale.store import RunStore
+
+# Easy family: n*(C) rises 2 -> 8 over the range. Hard family: n = 2 dominates everywhere (n* flat at 2).
+FAMILIES = {
+    "easy": {2: (0.2, 0.45, 800.0, 1.5), 4: (0.2, 0.55, 2000.0, 1.5), 8: (0.2, 0.65, 5000.0, 1.5)},
+    "hard": {2: (0.02, 0.12, 1500.0, 1.5), 4: (0.02, 0.09, 3000.0, 1.5), 8: (0.02, 0.07, 6000.0, 1.5)},
+}
+BP, BUDGET, VAL_EVERY_ROLLOUTS, SEEDS = 8, 16384, 1024, (0, 1)
+PRESET = LabPreset(name="synthetic", size="xs", pretrain_tokens=1, n_grid=(2, 4, 8), problems_per_batch=BP,
+                   max_rollouts=BUDGET, val_points=16, B_max=64, n_bootstrap=60)
+
+
+def write_run(rundir, n: int, seed: int, params, rng) -> None:
+    M = BUDGET // (n * BP)
+    cfg = {"model": "synthetic", "task": "arith", "rollouts_per_problem": n, "problems_per_batch": BP,
+           "iterations": M, "seed": seed, "val_n": 4, "val_limit": 50, "lr": 1e-4}
+    with RunStore.create(rundir, cfg) as store:
+        every = max(1, VAL_EVERY_ROLLOUTS // (n * BP))
+        for step in range(0, M + 1):
+            C = step * n * BP
+            if step:
+                r = float(np.clip(sigmoid_law(C, *params) + rng.normal(0, 0.02), 0, 1))
+                passes = [(f"p{(step * BP + i) % 40}", n, int(rng.binomial(n, r))) for i in range(BP)]
+                store.log_step(step, {"compute/rollouts": float(C), "compute/tokens_generated": 20.0 * C,
+                                      "compute/tokens_prompt": 15.0 * C, "compute/flops": 1e6 * C,
+                                      "rollout/reward_mean": r, "train/entropy": 0.5 - 0.1 * step / M,
+                                      "rollout/frac_all_wrong": (1 - r) ** n, "rollout/frac_all_right": r ** n,
+                                      "epochs": step * BP / 300}, passes)
+            if step % every == 0 or step == M:
+                v = float(sigmoid_law(max(C, 1), *params) + rng.normal(0, 0.003))
+                store.log_eval(step, {"val/avg": v, "val/pass@1": v, "val/pass@4": min(1.0, 1.6 * v),
+                                      "val/worst@4": v ** 3, "epochs": step * BP / 300,
+                                      "compute/rollouts": float(C)})
+        store.write_summary({"val_after": v, "rollouts": float(M * n * BP)})
+
+
+def write_sweep(sweepdir, family, rng) -> None:
+    runs = {}
+    for n, params in family.items():
+        for seed in SEEDS:
+            rid = f"r{n}s{seed}"
+            write_run(sweepdir / "runs" / rid, n, seed, params, rng)
+            runs[rid] = {"n": n, "problems_per_batch": BP, "iterations": BUDGET // (n * BP), "budget": BUDGET,
+                         "seed": seed, "train": {"lr": 1e-4}, "status": "done"}
+    spec = {"name": sweepdir.name, "n": sorted(family), "problems_per_batch": [BP], "budgets_rollouts": [BUDGET],
+            "train": {"lr": 1e-4}}
+    (sweepdir / "sweep.json").write_text(json.dumps({"runs": runs, "spec": spec, "identity": {}}))
+
+
+@pytest.fixture(scope="module")
+def labdir(tmp_path_factory):
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("lab")
+    rng = np.random.default_rng(0)
+    (root / "lab.json").write_text(json.dumps({"preset": PRESET.to_dict()}))
+    avg = np.clip(rng.beta(0.6, 1.2, 300), 0, 1)
+    correct = np.round(avg * 16).astype(int)
+    pd.DataFrame({"problem_id": [f"p{i}" for i in range(300)], "n": 16, "correct": correct,
+                  "avg": correct / 16}).to_parquet(root / "profile.parquet")
+    (root / "sets").mkdir()
+    (root / "sets" / "manifest.json").write_text(json.dumps(
+        {"sets": {"easy": {"train": 300, "val": 50}, "hard": {"train": 300, "val": 50}}}))
+    for name, fam in FAMILIES.items():
+        write_sweep(root / "sweeps" / name, fam, rng)
+    stages = {"pretrain": {"status": "done", "wall_s": 12.5, "rollouts": 0, "tokens": 123456, "flops": 7.5e11}}
+    stage_export(root)
+    stage_fit(PRESET, root)
+    stage_plan(PRESET, root)
+    stages["sweep_easy"] = {"status": "done", "wall_s": 99.0, "rollouts": 98304.0, "tokens": 3.4e6, "flops": 9.8e10}
+    (root / "stages.json").write_text(json.dumps(stages))
+    return root
+
+
+def build(labdir) -> str:
+    assert main(["report", str(labdir)]) == 0
+    return (labdir / "report.html").read_text()
+
+
+def test_report_sections_and_statement(labdir):
+    html = build(labdir)
+    for title in ("What the data shows", "Run configuration", "Difficulty profile", "Easy set: reward vs compute",
+                  "Hard set: reward vs compute", "best@k and worst@k", "training diagnostics", "Compute per stage",
+                  "Planner"):
+        assert title in html, title
+    assert html.count("<img") >= 12  # profile + per set: curves, n*, best/worst, diagnostics, pass histogram
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+    summary = html.split("Run configuration")[0]
+    easy = re.search(r"Easy: over the fitted range.*?</p>", summary).group(0)
+    hard = re.search(r"Hard: over the fitted range.*?</p>", summary).group(0)
+    assert "n* = 2 to n* = 8" in easy and "rises with C at the 95% level" in easy
+    assert "stays at n* = 2" in hard
+    assert "the Hard set saturates at a smaller n than the Easy set" in summary
+    assert "123456" in html and "7.5e+11" in html  # compute table from stages.json
+
+
+def test_evidence_matches_brute_force_frontier(labdir):
+    from rlscale.report import n_star_evidence
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    ev = n_star_evidence(fit)
+    lo, hi = fit["x_range"]
+    best = {C: max(fit["per_n"], key=lambda n: sigmoid_law(C, **fit["per_n"][n]["params"])) for C in (lo, hi)}
+    assert (ev["n_lo"], ev["n_hi"]) == (float(best[lo]), float(best[hi]))
+    assert ev["n_bootstrap"] == 60 and ev["rise_frac"] >= 0.95 and ev["verdict"] == "rises"
+
+
+def test_report_changes_when_store_changes(labdir):
+    before = build(labdir)
+    # 1) a validation metric in one run's store
+    db = labdir / "sweeps" / "easy" / "runs" / "r4s0" / "run.db"
+    con = sqlite3.connect(db)
+    step, metrics = con.execute("SELECT step, metrics FROM evals ORDER BY step DESC LIMIT 1").fetchone()
+    m = json.loads(metrics)
+    m["val/worst@4"] = 0.123456
+    con.execute("UPDATE evals SET metrics = ? WHERE step = ?", (json.dumps(m), step))
+    con.commit()
+    con.close()
+    after = build(labdir)
+    assert "0.1235" not in before and "0.1235" in after
+    # 2) a fit parameter in fit.json
+    path = labdir / "fits" / "hard" / "fit.json"
+    fit = json.loads(path.read_text())
+    fit["per_n"]["2"]["params"]["A"] = 0.777777
+    path.write_text(json.dumps(fit))
+    assert "0.7778" in build(labdir)
+    # 3) the plan's prescription
+    plan = json.loads((labdir / "plan.json").read_text())
+    plan["easy"]["plan"]["iterations"] = 424242
+    (labdir / "plan.json").write_text(json.dumps(plan))
+    assert "424242" in build(labdir)
+
+
+def test_report_on_plain_sweep_dir(labdir, capsys):
+    sweepdir = labdir / "sweeps" / "easy"
+    assert main(["report", str(sweepdir)]) == 0
+    html = (sweepdir / "report.html").read_text()
+    assert "Sweep configuration" in html and "computed by the report" in html and html.count("<img") >= 4
+    assert "Difficulty profile" not in html
+
+
+def test_report_bad_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a lab directory" in capsys.readouterr().err
