@@ -98,7 +98,7 @@ def test_report_sections_and_statement(labdir):
                   "Hard set: reward vs compute", "best@k and worst@k", "training diagnostics", "Compute per stage",
                   "Planner"):
         assert title in html, title
-    assert html.count("<img") >= 12  # profile + per set: curves, n*, best/worst, diagnostics, pass histogram
+    assert html.count("<img") == 11  # profile + per set: curves, n*, best/worst, diagnostics, pass histogram
     assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
     summary = html.split("Run configuration")[0]
     easy = re.search(r"Easy: over the fitted range.*?</p>", summary).group(0)

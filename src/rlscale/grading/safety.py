@@ -203,7 +203,9 @@ class SymbolicPool:
 
     run(jobs, timeout_s) -> results in order; a job that exceeds timeout_s (its worker is killed and replaced),
     crashes its worker, or hits the soft or memory limit inside the worker yields TIMEOUT; an exception inside the
-    job function yields ERROR.  Thread-safe (one run at a time)."""
+    job function yields ERROR.  PIPELINE jobs are queued per worker so workers never idle waiting for the parent
+    to be scheduled; a queued job's hard limit counts from when the parent saw the previous one finish (>= its
+    real start).  Thread-safe (one run at a time)."""
 
     def __init__(self, func_path: str, workers: int):
         self.func_path = func_path
