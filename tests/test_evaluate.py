@@ -5,8 +5,10 @@ import pytest
 
 from rlscale.engine.base import Rollout, SamplingParams
 from rlscale.errors import UserError
-from rlscale.evals.evaluate import evaluate, extract_letter, grade_letter, sample_seeds
+from rlscale.evals.evaluate import evaluate, sample_seeds
 from rlscale.evals.metrics import pass_at_k, worst_at_k
+from rlscale.grading import score
+from rlscale.grading.extract import extract_letter
 from rlscale.tasks.base import Problem
 
 
@@ -117,10 +119,10 @@ def test_letter_grading():
     assert extract_letter("Answer: A") == "A"
     assert extract_letter("A cat is an animal") == "A"  # a leading letter counts (documented ambiguity)
     assert extract_letter("nothing here") is None
-    assert grade_letter(" B. blue", "B").reward == 1.0
-    assert grade_letter(" C", "B").reason == "wrong"
-    assert grade_letter("", "B").reason == "no_answer"
-    assert grade_letter("B", "7").reward is None
+    assert score(" B. blue", "B", "letter").reward == 1.0
+    assert score(" C", "B", "letter").reason == "wrong"
+    assert score("", "B", "letter").reason == "no_answer"
+    assert score("B", "7", "letter").reward is None
 
 
 def test_unscorable_gold_left_out():

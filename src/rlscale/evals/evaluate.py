@@ -13,10 +13,9 @@ mode's summary and counted in `unscorable_problems`; a single unscorable sample 
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,67 +27,22 @@ from rlscale.evals import metrics
 from rlscale.seeds import derive_seed
 from rlscale.tasks.base import Problem, Task
 
-# ------------------------------------------------------------------------------------------- local grading modes
-_LETTER_ANCHORS = (
-    re.compile(r"answer\s*(?:is|:)?\s*[:\-]?\s*\(?\s*([A-D])\s*\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"\(([A-D])\)"),
-)
-_LETTER_START = re.compile(r"^\s*\(?([A-D])(?:[).:\s]|$)")
-
-
-@dataclass(frozen=True)
-class LetterGrade:
-    reward: float | None
-    extracted: str | None
-    reason: str
-
-
-def extract_letter(completion: str) -> str | None:
-    """A multiple-choice letter A-D: a letter opening the completion ("B", " (B)", "B. ..."), else the last
-    "answer is X" / "Answer: X", else the last "(X)"; None if there is none."""
-    m = _LETTER_START.match(completion)
-    if m:
-        return m.group(1)
-    for pattern in _LETTER_ANCHORS:
-        found = pattern.findall(completion)
-        if found:
-            return found[-1].upper()
-    return None
-
-
-def grade_letter(completion: str, gold: str) -> LetterGrade:
-    g = gold.strip().upper()
-    if len(g) != 1 or g not in "ABCD":
-        return LetterGrade(None, None, "unparseable_gold")
-    got = extract_letter(completion)
-    if got is None:
-        return LetterGrade(0.0, None, "no_answer")
-    return LetterGrade(float(got == g), got, "correct" if got == g else "wrong")
-
-
-LOCAL_MODES: dict[str, Callable[[str, str], Any]] = {"letter": grade_letter}
-
 
 def known_modes() -> tuple[str, ...]:
-    try:
-        from rlscale.grading import MODES
-    except ImportError:
-        MODES = ()
-    return tuple(MODES) + tuple(LOCAL_MODES)
+    from rlscale.grading import MODES
+
+    return MODES
 
 
 def check_modes(modes: Sequence[str]) -> None:
-    valid = known_modes()
+    from rlscale.grading import check_mode
+
     for m in modes:
-        if m not in valid:
-            raise UserError(f"unknown grading mode '{m}'; valid modes: {', '.join(valid)}")
+        check_mode(m)
 
 
 def grade(completions: list[str], golds: list[str], mode: str) -> list:
-    """GradeResult-likes (reward, extracted, reason) for each completion under `mode`."""
-    if mode in LOCAL_MODES:
-        fn = LOCAL_MODES[mode]
-        return [fn(c, g) for c, g in zip(completions, golds)]
+    """GradeResults (reward, extracted, reason) for each completion under `mode`."""
     from rlscale.grading import score_batch
 
     return score_batch(completions, golds, mode)

@@ -4,8 +4,8 @@
     score_batch(completions, golds, mode, workers=None) -> list[GradeResult]
 
 Modes (MODES): strict, flexible, custom_flexible (numbers; pure Python), boxed (brace-matched `\\boxed{}`, string or
-plain-number equality) and math (boxed then answer anchors; symbolic equivalence via Math-Verify in killable
-worker processes).  Reasons: correct (1.0), wrong (0.0), no_answer (0.0), hedged (0.0: several different boxed
+plain-number equality) math (boxed then answer anchors; symbolic equivalence via Math-Verify in killable
+worker processes) and letter (multiple choice A-D).  Reasons: correct (1.0), wrong (0.0), no_answer (0.0), hedged (0.0: several different boxed
 answers, or an empty/unclosed one), timeout (0.0: the symbolic check ran out of time or memory), unparseable_gold
 (None: cannot be scored; never silently 0).  Answers that are obvious bombs (power towers, huge factorials, >1000
 characters, Python payloads) never reach sympy and grade `wrong`; such a gold is `unparseable_gold`.
@@ -32,7 +32,7 @@ from rlscale.grading.numbers import (
 )
 
 GRADING_VERSION = "1"
-MODES = ("strict", "flexible", "custom_flexible", "boxed", "math")
+MODES = ("strict", "flexible", "custom_flexible", "boxed", "math", "letter")
 REASONS = ("correct", "wrong", "no_answer", "hedged", "unparseable_gold", "timeout")
 DEFAULT_TIMEOUT_S = 3.0  # hard limit per symbolic comparison (worker killed after this)
 MAX_DISTINCT_BOXED = 8  # more distinct boxed answers than this is hedging without further checks
@@ -126,10 +126,23 @@ def _plan(completion: str, gold, mode: str) -> GradeResult | _Pending:
         correct = found[1] is not None and numbers_equal(found[1], gold_value)
         return _result("correct" if correct else "wrong", extracted)
 
+    if mode == "letter":
+        return _plan_letter(completion, gold_text)
     gold_answer = _gold_answer(gold_text) if gold_text is not None else None
     if mode == "boxed":
         return _plan_boxed(completion, gold_answer)
     return _plan_math(completion, gold_answer)
+
+
+def _plan_letter(completion: str, gold: str | None) -> GradeResult:
+    """Multiple choice: the gold is one letter A-D; see extract.extract_letter for what counts as an answer."""
+    g = (gold or "").strip().upper()
+    if len(g) != 1 or g not in "ABCD":
+        return _result("unparseable_gold", None)
+    got = extract.extract_letter(completion)
+    if got is None:
+        return _result("no_answer", None)
+    return _result("correct" if got == g else "wrong", got)
 
 
 def _distinct(answers: Sequence[str]) -> list[str] | None:

@@ -163,3 +163,24 @@ def extract_math(text: str) -> tuple[BoxedScan, str | None]:
     if scan.answers or scan.unclosed:
         return scan, None
     return scan, extract_anchor(text)
+
+
+# ---- letter (multiple choice, e.g. MMLU) ----------------------------------------------------------------------------
+_LETTER_ANCHORS = (
+    re.compile(r"answer\s*(?:is|:)?\s*[:\-]?\s*\(?\s*([A-D])\s*\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"\(([A-D])\)"),
+)
+_LETTER_START = re.compile(r"^\s*\(?([A-D])(?:[).:\s]|$)")
+
+
+def extract_letter(completion: str) -> str | None:
+    """A multiple-choice letter A-D: a letter opening the completion ("B", " (B)", "B. ..."), else the last
+    "answer is X" / "Answer: X", else the last "(X)"; None if there is none."""
+    m = _LETTER_START.match(completion)
+    if m:
+        return m.group(1)
+    for pattern in _LETTER_ANCHORS:
+        found = pattern.findall(completion)
+        if found:
+            return found[-1].upper()
+    return None

@@ -271,7 +271,7 @@ REAL_TASKS = (
          splits=("test",), default_mode="math", template="boxed", load=load_math500),
     Task(name="math", description="full MATH competition set (12.5k problems; when you have the files)",
          splits=("train", "test"), default_mode="math", template="boxed", load=load_math),
-    # MMLU is graded by letter extraction ('letter', see rlscale.evals.evaluate.LOCAL_MODES), not by a number.
+    # MMLU is graded by letter extraction (grading mode 'letter'), not by a number.
     Task(name="mmlu", description="MMLU multiple choice (57 subjects; gold is the letter A-D)",
          splits=("test", "validation", "dev"), default_mode="letter", template="mmlu", load=load_mmlu),
 )
