@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from test_report import build, labdir  # noqa: F401  (the module fixture)
 
 pytestmark = pytest.mark.browser

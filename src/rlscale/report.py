@@ -59,7 +59,8 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     ns_point = _frontier_n_star(point, C)
     out = {"C_lo": C_lo, "C_hi": C_hi, "n_lo": float(ns_point[0]), "n_hi": float(ns_point[-1]),
            "C_sat": _saturation_C(C, ns_point), "level": level, "n_bootstrap": 0,
-           "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"])}
+           "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"]),
+           "n_max_swept": max(per_n), "n_min_swept": min(per_n)}
     ci_A = (fit.get("ci") or {}).get("A")
     out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
     samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
@@ -115,13 +116,19 @@ def evidence_sentence(name: str, ev: dict) -> str:
                "flat": f"so n*(C) stays at n* = {_n(ev['n_lo'])} over this range at the {pct} level",
                "unresolved": "so the data do not resolve whether n*(C) rises with C on this set"
                }.get(ev["verdict"], f"point estimate: n*(C) {ev['verdict']}")
-    sat = f" The frontier settles on n* = {_n(ev['n_hi'])} from C = {_g(ev['C_sat'])}"
+    if ev["n_hi"] >= ev["n_max_swept"]:
+        sat = (f" n* reaches the largest n swept ({_n(ev['n_max_swept'])}) from C = {_g(ev['C_sat'])}, so where it "
+               "saturates is not resolved by this grid (a larger n may be optimal there)")
+    else:
+        sat = f" The frontier settles on n* = {_n(ev['n_hi'])} from C = {_g(ev['C_sat'])}"
     if ev.get("C_sat_ci"):
         sat += (f" ({pct} CI of that onset [{_g(ev['C_sat_ci'][0])}, {_g(ev['C_sat_ci'][1])}]; n* at C_max "
                 f"{pct} CI [{_n(ev['n_hi_ci'][0])}, {_n(ev['n_hi_ci'][1])}])")
     sat += f"; the sigmoid fit of log2 n* plateaus at n = {ev['plateau_n']:.3g}"
     if ev.get("plateau_n_ci"):
         sat += f" ({pct} CI [{ev['plateau_n_ci'][0]:.3g}, {ev['plateau_n_ci'][1]:.3g}])"
+    if ev["plateau_n"] > ev["n_max_swept"] * 1.01 or ev["plateau_n"] < ev["n_min_swept"] / 1.01:
+        sat += " (outside the swept n, an extrapolation)"
     return f"{head}{boot}, {verdict}.{sat}."
 
 

@@ -14,7 +14,9 @@ DESCRIPTION = HELP + (
 def add_arguments(parser) -> None:
     from rlscale.lab.pipeline import PRESETS
 
-    parser.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="lab preset")
+    parser.add_argument("--preset", default="quick",
+                        help=f"lab preset: {' | '.join(PRESETS)}, or a .json file of LabPreset fields "
+                             '(e.g. {"base": "quick", "max_rollouts": 16384})')
     parser.add_argument("--out", default="lab_out", help="output directory (reused and resumed when it exists)")
     parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (profile and sweeps)")
     parser.add_argument("--json", action="store_true", help="print stages.json as JSON at the end")

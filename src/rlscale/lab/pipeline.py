@@ -150,9 +150,30 @@ PRESETS: dict[str, LabPreset] = {
 
 
 def get_preset(name: str) -> LabPreset:
-    if name not in PRESETS:
-        raise UserError(f"unknown lab preset '{name}'; valid presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """A named preset, or a JSON file of LabPreset fields ({"base": "quick", "pool_size": 500, ...})."""
+    if name in PRESETS:
+        return PRESETS[name]
+    if not name.endswith(".json"):
+        raise UserError(f"unknown lab preset '{name}'; valid presets: {', '.join(PRESETS)} or a .json file of "
+                        "LabPreset fields")
+    try:
+        fields = json.loads(Path(name).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--preset {name}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"--preset {name}: malformed JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(fields, dict):
+        raise UserError(f"--preset {name}: expected a JSON object of LabPreset fields")
+    base = get_preset(str(fields.pop("base", "quick")))
+    known = {f.name for f in dataclasses.fields(LabPreset)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
+    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    fields.setdefault("name", Path(name).stem)
+    return dataclasses.replace(base, **fields)
 
 
 # ------------------------------------------------------------------------------------------------ stage records

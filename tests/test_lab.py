@@ -1,0 +1,136 @@
+"""`rlscale lab`: presets, the sweep spec it builds, refusals, and (slow) a micro preset through every stage end to
+end via the CLI, the < 30 s re-run, and kill -9 mid-sweep then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlscale.cli import main
+from rlscale.lab.pipeline import PRESETS, STAGES, LabPreset, get_preset, run_lab, sweep_spec_dict
+
+# Seconds-scale settings: an xs model pretrained on 300k tokens, a 128-problem pool, n in {2, 4}, 3 seeds.
+MICRO = {"base": "quick", "name": "micro", "size": "xs", "pretrain_tokens": 300_000, "pool_size": 128,
+         "profile_n": 8, "easy_bounds": [0.01, 1.0], "hard_bounds": [0.0, 0.0], "val_size": 8, "train_size": 32,
+         "n_grid": [2, 4], "problems_per_batch": 4, "max_rollouts": 96, "val_points": 6, "val_n": 2,
+         "val_ks": [1, 2], "seeds": [0, 1, 2], "B_max": 16, "bucket_width": 0.0, "n_bootstrap": 20,
+         "checkpoint_every": 2, "max_new_tokens": 48}
+
+
+def micro_file(tmp_path: Path) -> str:
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(MICRO))
+    return str(path)
+
+
+def test_presets_meet_the_bars():
+    for name, p in PRESETS.items():
+        p.validate()
+        assert max(p.n_grid) / min(p.n_grid) >= 8, name  # n spans >= 8x
+        assert p.max_rollouts / p.val_every_rollouts >= 16, name  # validation points span >= 16x in compute
+        assert (p.easy_bounds, p.hard_bounds) == ((0.3, 0.6), (0.0, 0.0625))
+        assert p.profile_n == 16 and p.plan_factor == 4.0
+    q, f = PRESETS["quick"], PRESETS["full"]
+    assert f.max_rollouts > q.max_rollouts and len(f.seeds) > len(q.seeds) and len(f.n_grid) > len(q.n_grid)
+
+
+def test_sweep_spec_from_preset(tmp_path):
+    from rlscale.sweep.spec import parse_spec
+
+    p = PRESETS["quick"]
+    spec = parse_spec(sweep_spec_dict(p, "easy", 100), tmp_path / "specs" / "easy.yaml", check_files=False)
+    assert [r.n for r in spec.runs] == list(p.n_grid)
+    for r in spec.runs:
+        assert r.problems_per_batch == p.problems_per_batch and r.rollouts == p.max_rollouts
+        assert r.config["lr_scaling"] == "sqrt" and r.config["lr"] == p.rl_lr and r.config["val_limit"] == 100
+        assert r.config["val_every"] == max(1, p.val_every_rollouts // (r.n * r.problems_per_batch))
+        assert r.config["train_set"].endswith("sets/easy/train.jsonl")
+
+
+def test_preset_file_and_bad_input(tmp_path, capsys):
+    p = get_preset(micro_file(tmp_path))
+    assert p.name == "micro" and p.n_grid == (2, 4) and p.pool_size == 128 and p.profile_n == 8
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"pool_sise": 3}))
+    assert main(["lab", "--preset", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown field 'pool_sise'" in capsys.readouterr().err
+    assert main(["lab", "--preset", "huge", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown lab preset 'huge'" in capsys.readouterr().err
+    assert main(["lab", "--workers", "0", "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_changed_preset_is_refused(tmp_path):
+    from rlscale.errors import UserError
+    from rlscale.lab.pipeline import check_lab_dir
+
+    check_lab_dir(PRESETS["quick"], tmp_path)
+    with pytest.raises(UserError, match="different preset .max_rollouts"):
+        run_lab(LabPreset(max_rollouts=4096), tmp_path)
+
+
+@pytest.mark.slow  # ~1 min on a quiet 2-core machine (13 training processes), several minutes when contended
+def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
+    out = tmp_path / "lab"
+    preset = micro_file(tmp_path)
+    assert main(["lab", "--preset", preset, "--out", str(out), "--workers", "2"]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == list(STAGES) and all(s["status"] == "done" for s in stages.values())
+    assert stages["profile"]["rollouts"] == 128 * 8 and stages["sweep_easy"]["rollouts"] == 3 * 2 * 96
+    assert stages["pretrain"]["tokens"] >= 300_000 and stages["sweep_hard"]["flops"] > 0
+    import pandas as pd
+
+    prof = pd.read_parquet(out / "profile.parquet")
+    assert len(prof) == 128 and set(prof["n"]) == {8}
+    for name in ("easy", "hard"):
+        train = [json.loads(x)["id"] for x in (out / "sets" / name / "train.jsonl").read_text().splitlines()]
+        val = [json.loads(x)["id"] for x in (out / "sets" / name / "val.jsonl").read_text().splitlines()]
+        assert train and val and not set(train) & set(val) and len(train) % 4 == 0
+        runs = list((out / "sweeps" / name / "runs").iterdir())
+        assert len(runs) == 6 and all((r / "summary.json").exists() for r in runs)
+        assert (out / "sweeps" / name / "table.parquet").exists()
+        fit = json.loads((out / "fits" / name / "fit.json").read_text())
+        assert fit["law"] == "isocompute" and ("params" in fit or "error" in fit)
+    plan = json.loads((out / "plan.json").read_text())
+    assert all(plan[s]["budget_rollouts"] == 4 * 96 for s in ("easy", "hard"))
+    html = (out / "report.html").read_text()
+    assert "Compute per stage" in html and "Difficulty profile" in html
+    # re-running a finished lab reuses everything
+    t0 = time.monotonic()
+    assert main(["lab", "--preset", preset, "--out", str(out), "--json"]) == 0
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert err.count("reused") == len(STAGES)
+
+
+@pytest.mark.slow  # ~1-3 min: a lab subprocess is killed with SIGKILL mid-sweep, then resumed
+def test_kill9_mid_sweep_resumes(tmp_path):
+    out = tmp_path / "lab"
+    preset = micro_file(tmp_path)
+    cmd = [sys.executable, "-m", "rlscale", "lab", "--preset", preset, "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:  # wait until some run of the Easy sweep has logged a step
+            dbs = list((out / "sweeps" / "easy" / "runs").glob("*/run.db")) if (out / "sweeps").exists() else []
+            if any((d.parent / "checkpoints").exists() for d in dbs):
+                break
+            assert proc.poll() is None, "the lab finished or failed before it could be killed"
+            time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["sweep_easy"]["status"] == "running"
+    assert main(["lab", "--preset", preset, "--out", str(out), "--quiet"]) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert all(s["status"] == "done" for s in stages.values())
+    assert all((r / "summary.json").exists() for r in (out / "sweeps" / "easy" / "runs").iterdir())
