@@ -131,7 +131,7 @@ def test_save_load_roundtrip_and_flops(policy, tmp_path):
     emb = cfg.vocab_size * cfg.hidden_size
     assert policy.num_params() == sum(p.numel() for p in policy.module.parameters())
     assert policy.num_nonembedding_params() == policy.num_params() - emb
-    assert policy.flops_per_token(100) == 2 * (policy.num_params() - emb) + 2 * 2 * 100 * 32
+    assert policy.flops_per_token(100) == 2 * (policy.num_params() - emb) + 4 * 2 * 100 * 32  # 4 L ctx d
     with pytest.raises(UserError, match="config.json"):
         HFPolicy.load(str(tmp_path))
 

@@ -16,6 +16,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
+def transformer_flops_per_token(n_matmul_params: float, n_layers: int, d_model: int, context_len: int) -> float:
+    """Forward FLOPs for one token of a decoder: 2 * N_matmul (every weight matrix, output head included, one
+    multiply-add each) + 4 * L * ctx * d (QK^T and AV over ctx keys). Embedding lookups and norms are not counted.
+    The one convention for every model kind (lab GPT and HF), so compute is comparable across backends."""
+    return 2.0 * n_matmul_params + 4.0 * n_layers * context_len * d_model
+
+
 def cumulative_forward_flops(fpt: Callable[[int], float], max_len: int) -> np.ndarray:
     """F as an array: F[L] = sum_{j=1}^{L} fpt(j) for L = 0..max_len."""
     per = np.array([0.0] + [float(fpt(j)) for j in range(1, max_len + 1)])

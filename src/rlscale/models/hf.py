@@ -96,11 +96,14 @@ class HFPolicy:
         return n
 
     def flops_per_token(self, context_len: int) -> float:
-        """Forward FLOPs per token: 2 * N_nonembed + 2 * n_layer * context_len * d_model (Kaplan et al. 2020)."""
+        """Forward FLOPs per token, the convention of rlscale.compute.transformer_flops_per_token: every matmul
+        weight (num_nonembedding_params, LM head included) and 4 * L * ctx * d for attention."""
+        from rlscale.compute import transformer_flops_per_token
+
         cfg = self.config
         n_layer = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
         d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
-        return 2.0 * self.num_nonembedding_params() + 2.0 * n_layer * context_len * d_model
+        return transformer_flops_per_token(self.num_nonembedding_params(), n_layer, d_model, context_len)
 
     @property
     def max_context(self) -> int | None:

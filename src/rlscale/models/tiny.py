@@ -175,9 +175,11 @@ class TinyGPT(nn.Module):
 def flops_per_token(cfg: TinyConfig, context_len: int) -> float:
     """Forward FLOPs per token: 2 * N_matmul (attention + MLP projections + output head) + 4 * L * ctx * d
     (QK^T and AV over ctx keys). Embedding lookup and norms are not counted."""
+    from rlscale.compute import transformer_flops_per_token
+
     d, L = cfg.d_model, cfg.n_layers
     n_matmul = L * (4 * d * d + 3 * d * cfg.d_ff) + d * cfg.vocab_size
-    return 2.0 * n_matmul + 4.0 * L * context_len * d
+    return transformer_flops_per_token(n_matmul, L, d, context_len)
 
 
 class TinyPolicy:

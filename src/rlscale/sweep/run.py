@@ -140,7 +140,7 @@ class Progress:
         self.total = sum(r.rollouts for r in runs)
         self.t0 = time.monotonic()
         self.spent0: float | None = None
-        self.last_line, self.last_t, self._cache = "", 0.0, {}
+        self.last_line, self.last_t, self.last_print, self._cache = "", 0.0, 0.0, {}
 
     def _spent(self, run: RunSpec, running: bool) -> float:
         rundir = self.out / "runs" / run.run_id
@@ -176,10 +176,11 @@ class Progress:
         line = (f"[sweep] done {counts['done']}/{len(self.runs)}  running {counts['running']}  queued "
                 f"{counts['queued']}  failed {counts['failed']}  rollouts {int(spent)}/{self.total}  "
                 f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
-        if line.split("  elapsed")[0] == self.last_line.split("  elapsed")[0] and not self.stream.isatty() \
-                and not force:
-            return
-        self.last_line = line
+        if not self.stream.isatty() and not force:  # logs: a line when a run changes state, else every 30 s
+            same_runs = line.split("  rollouts")[0] == self.last_line.split("  rollouts")[0]
+            if same_runs and now - self.last_print < 30.0:
+                return
+        self.last_line, self.last_print = line, now
         end = "\r" if self.stream.isatty() and not force else "\n"
         print(line.ljust(100) if end == "\r" else line, end=end, file=self.stream, flush=True)
 
