@@ -470,7 +470,10 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
 
     comp = Section("Compute per stage")
     rows = []
-    for st, rec in stages.items():
+    from rlscale.lab.pipeline import STAGES
+
+    for st in sorted(stages, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k)):
+        rec = stages[st]
         rows.append({"stage": st, "status": rec.get("status"), "wall_s": rec.get("wall_s"),
                      "rollouts": rec.get("rollouts"), "validation rollouts": rec.get("val_rollouts"),
                      "tokens": rec.get("tokens"), "FLOPs": rec.get("flops")})

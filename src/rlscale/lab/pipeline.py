@@ -601,7 +601,8 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
             raise
         wall = time.monotonic() - t0
         prev = rec.get("wall_s", 0.0) if rec.get("status") in ("running", "failed") else 0.0
-        log.set(stage, status="done", wall_s=prev + wall, **{k: v for k, v in info.items()},
+        info = {"rollouts": 0, "tokens": 0, "flops": 0.0, **info}  # every stage states its compute
+        log.set(stage, status="done", wall_s=prev + wall, **info,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         view.ran(stage, wall)
         view.line(i, stage, f"done in {_fmt(wall)}", rest[1:])

@@ -1,7 +1,13 @@
 """Lab presets: tiny model sizes (~30x in parameters) and the default pretraining recipe.
 
 Used by `rlscale pretrain`, `rlscale lab` and the sweep/coscale defaults. Parameter counts (vocab 49, tied
-embeddings): xs 0.06M, s 0.11M, m 0.48M, l 1.8M.
+embeddings): xs 0.06M, s 0.11M, m 0.48M, l 1.8M. Pretraining speed (1 thread): s ~37-44k tokens/s on a quiet
+machine (8M tokens ~3.5 min), 7-15k tokens/s when the 2 cores are shared by ~8 processes.
+
+Measured (bench/size_table.py, 1M tokens each, greedy accuracy on 500 test problems):
+xs 57,888 params, held-out loss 1.255, acc 0.018; s 109,952, 1.114, 0.024; m 479,360, 0.964, 0.032.
+Measured (bench/lab_profile.py, size s, 8M tokens): held-out loss 0.087, flexible avg@16 0.43, strict 0.29,
+accuracy by steps 0.85/0.76/0.43/0.31/0.16/0.05.
 """
 
 from __future__ import annotations
