@@ -261,3 +261,53 @@ def test_coscale_compare_micro(setup, tmp_path, capsys):
     assert Path(r["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert isinstance(r["direction_reproduced"], bool)
     assert main(args[:-2] + ["--problems", "3", "--quiet"]) == 2  # changed config on the same --out
+
+
+@pytest.mark.slow
+def test_kill9_resume_matches_uninterrupted(setup, tmp_path):
+    """kill -9 the pipeline at a few points; re-running finishes with the records and final model of an
+    uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    ref = tmp_path / "ref"
+    assert main(micro_args(setup, ref, "--quiet")) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "rlscale", *micro_args(setup, out, "--quiet")]
+    for delay in (4.0, 7.0, 10.0):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, out))
+    for k in ("rollouts", "iterations", "n_timeline", "collected_solutions", "pool", "val_final"):
+        if k == "iterations":
+            for x, y in zip(a[k], b[k]):
+                assert {q: v for q, v in x.items() if q != "start_model"} == \
+                       {q: v for q, v in y.items() if q != "start_model"}
+        else:
+            assert a[k] == b[k], k
+    wa = load_file(str(Path(a["final_model"]) / "model.safetensors"))
+    wb = load_file(str(Path(b["final_model"]) / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_pad_to_multiple_keeps_grpo_batches_duplicate_free():
+    from rlscale.coscale.pipeline import pad_to_multiple
+    from rlscale.rl.grpo import problem_indices
+
+    ids = [f"q{i}" for i in range(7)]
+    pairs = pad_to_multiple(ids, 3)
+    assert len(pairs) == 9 and [s for s, _ in pairs[:7]] == ids and len({t for _, t in pairs}) == 9
+    assert pairs[7] == ("q6", "q6~dup1") and pairs[8] == ("q5", "q5~dup1")
+    for step in range(20):  # batches of 3 over 9 training ids never repeat a problem within a step
+        idx = problem_indices(step, 3, len(pairs), seed=1)
+        assert len(set(idx)) == 3
+    assert pad_to_multiple(ids, 7) == [(i, i) for i in ids]

@@ -156,3 +156,17 @@ def test_report_on_plain_sweep_dir(labdir, capsys):
 def test_report_bad_dir(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "neither a lab directory" in capsys.readouterr().err
+
+
+def test_evidence_without_bootstrap_says_so(labdir):
+    from rlscale.report import evidence_sentence, n_star_evidence
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    for d in fit["per_n"].values():
+        d["bootstrap_samples"] = []
+    fit["ci"] = {}
+    ev = n_star_evidence(fit)
+    assert ev["n_bootstrap"] == 0 and ev["verdict"] == "rises (point estimate, no bootstrap)"
+    text = evidence_sentence("Easy", ev)
+    assert "no bootstrap samples stored: no confidence interval" in text and "point estimate" in text
+    assert "reaches the largest n swept (8)" in text  # n* = 8 = max n: saturation not resolved by the grid

@@ -248,6 +248,19 @@ def class_counts(classes: dict[str, str]) -> dict[str, int]:
     return {c: sum(1 for v in classes.values() if v == c) for c in CLASSES}
 
 
+def pad_to_multiple(ids: Sequence[str], m: int) -> list[tuple[str, str]]:
+    """(source id, training id) pairs: ids, then the hardest (last) ones repeated under ids 'ID~dupK' until the count
+    is a multiple of m. With a multiple, GRPO's epoch-wise batches never hold a problem twice (a batch spanning an
+    epoch boundary can, which the run store's per-step problem records reject)."""
+    out = [(i, i) for i in ids]
+    k = 0
+    while len(out) % m:
+        src = ids[len(ids) - 1 - k % len(ids)]
+        out.append((src, f"{src}~dup{k // len(ids) + 1}"))
+        k += 1
+    return out
+
+
 def segment_cost(n: int, problems_per_batch: int, steps: int, val_rollouts: int = 2) -> int:
     """Rollouts one GRPO segment spends: n * B_problem per step plus its two 1-sample validations."""
     return n * problems_per_batch * steps + val_rollouts
@@ -449,11 +462,15 @@ class _Runner:
             d = self.stages.dir(name)
             d.mkdir(parents=True, exist_ok=True)
             data = d / "problems.jsonl"
+            Bp = min(self.cfg.problems_per_batch, len(ids))
             if not data.exists():
-                atomic_write_jsonl(data, _problem_rows([self.problems[i] for i in ids]))
+                rows = _problem_rows([self.problems[src] for src, _ in pad_to_multiple(ids, Bp)])
+                for r, (_, new) in zip(rows, pad_to_multiple(ids, Bp)):
+                    r["id"] = new
+                atomic_write_jsonl(data, rows)
             cfg = GRPOConfig(model=model, task=self.cfg.task, train_set=str(data), val_set=str(data),
                              template=self.template, rollouts_per_problem=n,
-                             problems_per_batch=min(self.cfg.problems_per_batch, len(ids)), iterations=steps,
+                             problems_per_batch=Bp, iterations=steps,
                              lr=self.cfg.grpo_lr, reward=self.mode, temperature=self.cfg.temperature,
                              max_new_tokens=self.cfg.max_new_tokens, val_every=0, val_n=1, val_ks=(1,),
                              val_limit=1, seed=derive_seed(self.cfg.seed, name) % 2**31,
