@@ -7,7 +7,9 @@ machine (8M tokens ~3.5 min), 7-15k tokens/s when the 2 cores are shared by ~8 p
 Measured (bench/size_table.py, 1M tokens each, greedy accuracy on 500 test problems):
 xs 57,888 params, held-out loss 1.255, acc 0.018; s 109,952, 1.114, 0.024; m 479,360, 0.964, 0.032.
 Measured (bench/lab_profile.py, size s, 8M tokens): held-out loss 0.087, flexible avg@16 0.43, strict 0.29,
-accuracy by steps 0.85/0.76/0.43/0.31/0.16/0.05.
+accuracy by steps 0.85/0.76/0.43/0.31/0.16/0.05, Easy (avg@16 in [0.3, 0.6]) 13.8%, Hard (<= 1/16) 32.8%.
+Token budget matters sharply: 4.5M -> avg 0.07, 6M -> 0.13 (Easy 5.8%), 8M -> 0.43 (Easy 13.8%), 12M -> 0.41
+(Easy 6.8%, 20% of problems at 16/16); per-problem avg@16 is bimodal, so the Easy bar (>= 20%) is not yet met.
 """
 
 from __future__ import annotations
