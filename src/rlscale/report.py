@@ -60,7 +60,8 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     out = {"C_lo": C_lo, "C_hi": C_hi, "n_lo": float(ns_point[0]), "n_hi": float(ns_point[-1]),
            "C_sat": _saturation_C(C, ns_point), "level": level, "n_bootstrap": 0,
            "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"]),
-           "n_max_swept": max(per_n), "n_min_swept": min(per_n)}
+           "n_max_swept": max(per_n), "n_min_swept": min(per_n),
+           "point_bootstrap": sorted(n for n, v in per_n.items() if v.get("bootstrap_unit") == "points")}
     ci_A = (fit.get("ci") or {}).get("A")
     out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
     samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
@@ -127,9 +128,14 @@ def evidence_sentence(name: str, ev: dict) -> str:
     sat += f"; the sigmoid fit of log2 n* plateaus at n = {ev['plateau_n']:.3g}"
     if ev.get("plateau_n_ci"):
         sat += f" ({pct} CI [{ev['plateau_n_ci'][0]:.3g}, {ev['plateau_n_ci'][1]:.3g}])"
-    if ev["plateau_n"] > ev["n_max_swept"] * 1.01 or ev["plateau_n"] < ev["n_min_swept"] / 1.01:
+    if ev["plateau_n"] > ev["n_max_swept"] * 1.05 or ev["plateau_n"] < ev["n_min_swept"] / 1.05:
         sat += " (outside the swept n, an extrapolation)"
-    return f"{head}{boot}, {verdict}.{sat}."
+    caveat = ""
+    if ev.get("point_bootstrap"):
+        caveat = (f" Caveat: n = {', '.join(_n(n) for n in ev['point_bootstrap'])} had fewer runs than the fit needs "
+                  "to resample runs, so the bootstrap resampled record points within a run; those intervals leave "
+                  "out run-to-run and validation noise and are too narrow (more seeds fix this).")
+    return f"{head}{boot}, {verdict}.{sat}.{caveat}"
 
 
 def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
@@ -362,6 +368,22 @@ def best_worst_rows(df) -> tuple[list[dict], list[int]]:
     return out, ks
 
 
+def noise_sentence(df) -> str:
+    """Validation noise against the signal: median stderr of val/avg vs the spread of the run means."""
+    if len(df) == 0 or Y not in df.columns:
+        return ""
+    txt = (f"Validation {Y} over all runs and points (compute > 0) ranges {df[Y].min():.4g} to {df[Y].max():.4g}; "
+           f"each run's change from its first to its best point has median {_run_gain(df):.4g}")
+    if f"{Y}_stderr" in df.columns:
+        txt += f"; the median standard error of one validation point is {df[f'{Y}_stderr'].median():.4g}"
+    return txt + "."
+
+
+def _run_gain(df) -> float:
+    gains = [g.sort_values(X)[Y].max() - g.sort_values(X)[Y].iloc[0] for _, g in df.groupby("run_id")]
+    return float(np.median(gains)) if gains else float("nan")
+
+
 def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = "") -> tuple[list[Section], dict]:
     """Sections for one sweep (curves + fits, best/worst@k, diagnostics); returns (sections, evidence or {})."""
     from rlscale.scaling import plots
@@ -386,6 +408,9 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
                  + img(figure_png(plots.n_star_vs_compute(fit)), f"{title}: n*(C) on the frontier and its sigmoid fit")
                  + "</div>")
         fits.add(fit_tables(fit))
+    noise = noise_sentence(pos)
+    if noise:
+        fits.add(para(noise))
     fits.add("<h3>Last validation point of every run</h3>" + table(final_points(df)))
     bw = Section(f"{title} set: best@k and worst@k at the largest budget")
     rows, ks = best_worst_rows(df)
@@ -474,9 +499,14 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
 
     for st in sorted(stages, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k)):
         rec = stages[st]
+        note = ""
+        if st == "pretrain" and (rec.get("model_wall_s") or 0) > (rec.get("wall_s") or 0) + 1:
+            note = f"existing checkpoint reused; its pretraining took {rec['model_wall_s']:.0f} s"
+        elif st.startswith("sweep_") and rec.get("runs"):
+            note = f"{rec.get('runs_finished', 0)}/{rec['runs']} runs finished"
         rows.append({"stage": st, "status": rec.get("status"), "wall_s": rec.get("wall_s"),
                      "rollouts": rec.get("rollouts"), "validation rollouts": rec.get("val_rollouts"),
-                     "tokens": rec.get("tokens"), "FLOPs": rec.get("flops")})
+                     "tokens": rec.get("tokens"), "FLOPs": rec.get("flops"), "note": note})
     tot = {"stage": "total", "wall_s": sum(r["wall_s"] or 0 for r in rows),
            "rollouts": sum(r["rollouts"] or 0 for r in rows),
            "validation rollouts": sum(r["validation rollouts"] or 0 for r in rows),
@@ -492,7 +522,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         prow = []
         for name, e in plans.items():
             row = {"set": name, "largest run spent": e.get("spent_max_run_rollouts"), "factor": e.get("plan_factor"),
-                   "budget C": e.get("budget_rollouts")}
+                   "budget C": e.get("budget_rollouts"), "design": e.get("design")}
             if "plan" in e:
                 pl = e["plan"]
                 ci = pl.get("ci")

@@ -28,34 +28,49 @@ def round_up(n: int, multiple: int) -> int:
 
 
 class _Weights:
-    """A snapshot of the module's weights in the layout the decode loop wants (fused, pre-transposed)."""
+    """A snapshot of the module's weights in the layout the decode loop wants.
+
+    Everything that is linear in a projection's output is folded into its weights once per `generate`, so the
+    per-step op count is small: RMSNorm gains are folded into the rows of the next projection, the attention scale
+    hd**-0.5 into the query columns, and RoPE's `rotate_half` (a signed permutation within each head) into two extra
+    blocks of columns, so RoPE is `qk * cos + qk_rot * sin` with no concat/negate. Layer tuple: (eps, wqkvr (d, 5d):
+    [q*s, k, v, rot(q*s), rot(k)], wo (d, d), wgu (d, 2ff) with the post-attention norm folded in, wd (ff, d))."""
 
     def __init__(self, policy: TinyPolicy):
         m = policy.module.model
+        cfg = policy.config
+        H, hd = cfg.n_heads, cfg.head_dim
+        scale = hd ** -0.5
         self.emb = m.embed_tokens.weight.detach()
-        self.head_t = self.emb.t().contiguous()  # (d, V) tied output head
+        self.norm_eps = m.norm.variance_epsilon
+        self.head_t = (m.norm.weight.detach()[:, None] * self.emb.t()).contiguous()  # (d, V) tied head, norm folded
         self.layers = []
         for layer in m.layers:
             a, f = layer.self_attn, layer.mlp
+            n1 = layer.input_layernorm.weight.detach()[:, None]
+            n2 = layer.post_attention_layernorm.weight.detach()[:, None]
+            wq = a.q_proj.weight.detach().t() * scale  # (d, d), output columns grouped per head
+            wk = a.k_proj.weight.detach().t()
+            rot = [rotate_half(w.reshape(w.shape[0], H, hd)).reshape(w.shape) for w in (wq, wk)]
+            wqkvr = torch.cat([wq, wk, a.v_proj.weight.detach().t(), *rot], dim=1)  # (d, 5d)
             self.layers.append((
-                layer.input_layernorm.weight.detach(), layer.input_layernorm.variance_epsilon,
-                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach().t().contiguous(),  # (d, 3d)
+                layer.input_layernorm.variance_epsilon,
+                (n1 * wqkvr).contiguous(),
                 a.o_proj.weight.detach().t().contiguous(),  # (d, d)
-                layer.post_attention_layernorm.weight.detach(),
-                torch.cat([f.gate_proj.weight, f.up_proj.weight]).detach().t().contiguous(),  # (d, 2ff)
+                (n2 * torch.cat([f.gate_proj.weight, f.up_proj.weight]).detach().t()).contiguous(),  # (d, 2ff)
                 f.down_proj.weight.detach().t().contiguous(),  # (ff, d)
             ))
-        self.norm_w, self.norm_eps = m.norm.weight.detach(), m.norm.variance_epsilon
 
 
-def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
-    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+def _rms(x: Tensor, eps: float) -> Tensor:
+    """RMSNorm without the gain (folded into the next projection's weights)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # F.rms_norm is slower on CPU (dtype casts)
 
 
 class TinySampler:
     """Sampler protocol for TinyPolicy. generate(prompts, params, seeds) -> per prompt, params.n Rollouts."""
 
-    def __init__(self, policy: TinyPolicy, max_batch: int = 256, compact_every: int = 8, bucket: int = 8):
+    def __init__(self, policy: TinyPolicy, max_batch: int = 64, compact_every: int = 8, bucket: int = 8):
         self.policy = policy
         self.max_batch = max_batch
         self.compact_every = compact_every
@@ -96,7 +111,7 @@ class TinySampler:
     def _generate_chunk(self, w: _Weights, enc: list[list[int]], seeds: list[int], params: SamplingParams):
         cfg = self.policy.config
         tok = self.policy.tokenizer
-        B, H, hd, V = len(enc), cfg.n_heads, cfg.head_dim, cfg.vocab_size
+        B, H, hd, V, d = len(enc), cfg.n_heads, cfg.head_dim, cfg.vocab_size, cfg.d_model
         lens = torch.tensor([len(e) for e in enc])
         P = round_up(int(lens.max()), self.bucket)
         max_new = params.max_new_tokens
@@ -111,68 +126,81 @@ class TinySampler:
         key_ok = torch.zeros(B, Tmax, dtype=torch.bool)
         key_ok[:, :P] = torch.arange(P)[None] >= pad[:, None]
         key_ok[:, P:] = True
-        bias = torch.zeros(B, Tmax).masked_fill_(~key_ok, float("-inf"))  # (B, Tmax) additive key mask
+        bias = torch.zeros(B, H, 1, Tmax).masked_fill_(~key_ok[:, None, None], float("-inf"))  # additive key mask
 
         greedy = params.temperature == 0
-        if not greedy:  # per-row Gumbel noise: depends only on the row's seed
-            noise = torch.empty(B, steps, V)
+        T = 1.0 if greedy else params.temperature
+        noise = None
+        if not greedy:  # per-row Gumbel noise, (steps, B, V): depends only on the row's seed
+            noise = torch.empty(steps, B, V)
             for b, s in enumerate(seeds):
-                g = torch.Generator().manual_seed(s)
-                noise[b] = torch.rand(steps, V, generator=g)
-            noise = -torch.log(-torch.log(noise.clamp_(1e-10, 1.0 - 1e-7)))
+                noise[:, b] = torch.rand(steps, V, generator=torch.Generator().manual_seed(s))
+            noise = noise.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_()
+            if T != 1.0:  # argmax(log_softmax(l/T) + g) == argmax(l + T*g): no per-step division for the choice
+                noise.mul_(T)
+        top_p = params.top_p < 1.0 and not greedy
 
         cos_t, sin_t = rope_cos_sin(torch.arange(cfg.max_seq_len + 1), hd, cfg.rope_theta)  # (ctx+1, hd)
-        K = [torch.zeros(B, H, hd, Tmax) for _ in w.layers]  # keys stored transposed: q @ K[..., :t] is fast
-        Vc = [torch.zeros(B, H, Tmax, hd) for _ in w.layers]
+        # KV cache. Keys stored transposed: q @ K[..., :t] is one bmm. Left uninitialised: the prefill writes slots
+        # [0, P) of every row and each decode step writes slot tc before attending over [0, tc].
+        K = [torch.empty(B, H, hd, Tmax) for _ in w.layers]
+        Vc = [torch.empty(B, H, Tmax, hd) for _ in w.layers]
+        # RoPE tables per row and decode step (positions lens + t): (B, steps, hd), compacted with the rows
+        dec_pos = lens[:, None] + torch.arange(steps)[None]
+        cos_d, sin_d = cos_t[dec_pos], sin_t[dec_pos]
 
-        # prefill (B, P): same math as TinyGPT.forward with a left-padding mask
+        # prefill (B, P): same math as TinyGPT.forward with a left-padding mask, on the folded weights
         am = key_ok[:, :P]
         pos = (am.long().cumsum(-1) - 1).clamp(min=0)
-        cos, sin = cos_t[pos][:, None], sin_t[pos][:, None]  # (B, 1, P, hd)
+        cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (B, 1, 1, P, hd)
         mask = (torch.ones(P, P, dtype=torch.bool).tril()[None, None] & am[:, None, None, :]) | \
             torch.eye(P, dtype=torch.bool)[None, None]
-        x = w.emb[ids]  # (B, P, d)
-        for li, (n1, eps, wqkv, wo, n2, wgu, wd) in enumerate(w.layers):
-            qkv = (_rms(x, n1, eps) @ wqkv).view(B, P, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, P, hd)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+        x = F.embedding(ids, w.emb)  # (B, P, d)
+        for li, (eps, wqkvr, wo, wgu, wd) in enumerate(w.layers):
+            y5 = (_rms(x, eps) @ wqkvr).view(B, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (B, 5, H, P, hd)
+            qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (B, 2, H, P, hd), RoPE'd q (scaled) and k
+            q, k, v = qk[:, 0], qk[:, 1], y5[:, 2]
             K[li][..., :P] = k.transpose(-1, -2)
             Vc[li][:, :, :P] = v
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + y.transpose(1, 2).reshape(B, P, -1) @ wo
-            gu = _rms(x, n2, eps) @ wgu
-            g, u = gu.chunk(2, dim=-1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            x = x + y.transpose(1, 2).reshape(B, P, d) @ wo
+            g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
             x = x + (F.silu(g) * u) @ wd
-        x = x[:, -1]  # (B, d) last prompt position
-        logits = _rms(x, w.norm_w, w.norm_eps) @ w.head_t  # (B, V)
+        logits = _rms(x[:, -1], w.norm_eps) @ w.head_t  # (B, V) at the last prompt position
 
         # decode loop
         rows = torch.arange(B)  # original row index of each active row
+        full = True  # rows == arange(B): no gathers needed
         end_at = torch.full((B,), -1, dtype=torch.long)  # number of generated tokens kept per row, once ended
         stopped = [False] * B  # ended by a stop string
         texts = [""] * B
         stops = tuple(params.stop)
         eos = tok.eos_id
-        all_tokens = torch.full((B, steps), eos, dtype=torch.long)
-        all_lp = torch.zeros(B, steps)
-        scale = hd ** -0.5
-        T = 1.0 if greedy else params.temperature
+        all_tokens = torch.full((steps, B), eos, dtype=torch.long)
+        all_lp = torch.zeros(steps, B)
+        n_active = B  # rows not yet ended (some ended rows may still be in the batch until the next compaction)
         for t in range(steps):
             lp_all = torch.log_softmax(logits / T if T != 1.0 else logits, dim=-1)  # (b, V)
             if greedy:
                 nxt = logits.argmax(-1)
             else:
-                z = lp_all
-                if params.top_p < 1.0:  # keep the smallest set of tokens whose mass reaches top_p
+                nz = noise[t] if full else noise[t].index_select(0, rows)
+                if top_p:  # keep the smallest set of tokens whose mass reaches top_p
                     sp, si = lp_all.exp().sort(dim=-1, descending=True)
                     drop_sorted = (sp.cumsum(-1) - sp) >= params.top_p
                     z = lp_all.masked_fill(torch.zeros_like(drop_sorted).scatter_(-1, si, drop_sorted), float("-inf"))
-                nxt = (z + noise[rows, t]).argmax(-1)  # Gumbel-max = a sample of softmax(z)
-            all_tokens[rows, t] = nxt
-            all_lp[rows, t] = lp_all.gather(-1, nxt[:, None]).squeeze(-1)
-            ended = end_at[rows] >= 0
-            done = (nxt == eos) | (t + 1 >= limit[rows])
+                    nxt = z.add_(nz.div(T) if T != 1.0 else nz).argmax(-1)
+                else:  # Gumbel-max = a sample of softmax(logits / T)
+                    nxt = (logits + nz).argmax(-1)
+            lp = lp_all.gather(-1, nxt[:, None]).squeeze(-1)
+            if full:
+                all_tokens[t], all_lp[t] = nxt, lp
+                ended = end_at >= 0
+                done = (nxt == eos) | (t + 1 >= limit)
+            else:
+                all_tokens[t, rows], all_lp[t, rows] = nxt, lp
+                ended = end_at[rows] >= 0
+                done = (nxt == eos) | (t + 1 >= limit[rows])
             if stops:
                 for r_i in (~ended).nonzero().squeeze(-1).tolist():
                     r = int(rows[r_i])
@@ -181,37 +209,39 @@ class TinySampler:
                         done[r_i] = True
                         stopped[r] = True
             newly = done & ~ended
-            end_at[rows[newly]] = t + 1
-            ended = ended | newly
-            if bool(ended.all()) or t == steps - 1:
+            n_new = int(newly.sum())
+            if n_new:
+                end_at[rows[newly]] = t + 1
+                ended = ended | newly
+                n_active -= n_new
+            if n_active == 0 or t == steps - 1:
                 break
-            if t % self.compact_every == self.compact_every - 1 and bool(ended.any()):  # drop ended rows
-                keep = (~ended).nonzero().squeeze(-1)
-                rows, nxt, bias = rows[keep], nxt[keep], bias[keep]
+            b = rows.shape[0]
+            if n_active < b and (t % self.compact_every == self.compact_every - 1 or 4 * (b - n_active) >= b):
+                keep = (~ended).nonzero().squeeze(-1)  # drop ended rows (periodically, or once a quarter is dead)
+                rows, nxt, bias, cos_d, sin_d = rows[keep], nxt[keep], bias[keep], cos_d[keep], sin_d[keep]
                 K = [k_[keep] for k_ in K]
                 Vc = [v_[keep] for v_ in Vc]
+                full, b = False, n_active
             # one decode step for every active row (ended-but-not-yet-dropped rows compute ignored tokens)
-            b = rows.shape[0]
             tc = P + t  # cache slot of the token being fed
-            p = lens[rows] + t  # (b,) RoPE position of the token being fed
-            cos, sin = cos_t[p][:, None, None, :], sin_t[p][:, None, None, :]  # (b, 1, 1, hd)
-            x = w.emb[nxt]  # (b, d)
-            for li, (n1, eps, wqkv, wo, n2, wgu, wd) in enumerate(w.layers):
-                qkv = (_rms(x, n1, eps) @ wqkv).view(b, 3, H, hd)
-                qk = qkv[:, :2]  # (b, 2, H, hd): RoPE on q and k in one pass
-                qk = qk * cos + rotate_half(qk) * sin
-                q, k, v = qk[:, 0], qk[:, 1], qkv[:, 2]  # (b, H, hd)
-                K[li][..., tc] = k
-                Vc[li][:, :, tc] = v
-                att = (q[:, :, None, :] @ K[li][..., :tc + 1]) * scale  # (b, H, 1, tc+1)
-                att = torch.softmax(att + bias[:, None, None, :tc + 1], dim=-1)
-                y = (att @ Vc[li][:, :, :tc + 1]).reshape(b, -1)  # (b, d)
+            cos, sin = cos_d[:, t, None, None], sin_d[:, t, None, None]  # (b, 1, 1, hd) at positions lens + t
+            x = F.embedding(nxt, w.emb)  # (b, d)
+            for li, (eps, wqkvr, wo, wgu, wd) in enumerate(w.layers):
+                y5 = (_rms(x, eps) @ wqkvr).view(b, 5, H, hd)
+                qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (b, 2, H, hd): RoPE'd q (scaled) and k
+                K[li][..., tc] = qk[:, 1]
+                Vc[li][:, :, tc] = y5[:, 2]
+                att = torch.baddbmm(bias[..., :tc + 1].reshape(b * H, 1, tc + 1),
+                                    qk[:, 0].reshape(b * H, 1, hd), K[li][..., :tc + 1].reshape(b * H, hd, tc + 1))
+                att = torch.softmax(att, dim=-1)
+                y = torch.bmm(att, Vc[li][:, :, :tc + 1].reshape(b * H, tc + 1, hd)).view(b, d)
                 x = x + y @ wo
-                g, u = (_rms(x, n2, eps) @ wgu).chunk(2, dim=-1)
+                g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
                 x = x + (F.silu(g) * u) @ wd
-            logits = _rms(x, w.norm_w, w.norm_eps) @ w.head_t  # (b, V)
+            logits = _rms(x, w.norm_eps) @ w.head_t  # (b, V)
 
-        toks, lps, ends = all_tokens.tolist(), all_lp.tolist(), end_at.tolist()
+        toks, lps, ends = all_tokens.t().tolist(), all_lp.t().tolist(), end_at.tolist()
         res = []
         for r in range(B):
             n = ends[r] if ends[r] >= 0 else steps

@@ -512,8 +512,14 @@ def stage_plan(p: LabPreset, out: Path) -> dict:
             entry["error"] = f"no fit: {fit['error']}"
         else:
             try:
-                entry["plan"] = plan(fit, budget, p.B_max, manifest["sets"][name]["train"],
-                                     lr_anchor=(p.rl_lr, float(p.lr_ref_batch))).to_dict()
+                # the sweep held B_problem fixed, so the prescription does too: n from the fit, then B_problem
+                # capped at the swept value (B_max = n * B_problem), M = C / (n * B_problem), lr by sqrt scaling
+                args = (manifest["sets"][name]["train"],)
+                anchor = (p.rl_lr, float(p.lr_ref_batch))
+                n = plan(fit, budget, p.B_max, *args, lr_anchor=anchor).n
+                entry["plan"] = plan(fit, budget, min(p.B_max, n * p.problems_per_batch), *args,
+                                     lr_anchor=anchor).to_dict()
+                entry["design"] = f"fixed B_problem = {p.problems_per_batch} (as swept)"
             except UserError as e:
                 entry["error"] = str(e)
         plans[name] = entry
