@@ -293,3 +293,13 @@ def test_loop_micro_batching_does_not_change_training(tmp_path, agg):
         finals.append(params_vec(pol))
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only
     torch.testing.assert_close(finals[0], finals[2], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only
+
+
+def test_problem_passes_sums_repeats_across_an_epoch_boundary():
+    import torch
+
+    from rlscale.rl.grpo import problem_passes
+
+    rewards = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [1.0, 1.0]])
+    valid = ~torch.isnan(rewards)
+    assert problem_passes(["a", "b", "a"], valid, rewards) == [("a", 4, 3), ("b", 1, 1)]

@@ -269,6 +269,17 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 # ---- small helpers of the loop --------------------------------------------------------------------------------
+def problem_passes(ids: list[str], valid: torch.Tensor, rewards: torch.Tensor) -> list[tuple[str, int, int]]:
+    """Per-problem (problem_id, scored rollouts, correct rollouts) of one step, summed over repeats of a problem
+    (a batch that spans an epoch boundary can hold the same problem twice).  valid, rewards: (B, G)."""
+    agg: dict[str, list[int]] = {}
+    for i, pid in enumerate(ids):
+        a = agg.setdefault(pid, [0, 0])
+        a[0] += int(valid[i].sum())
+        a[1] += int((rewards[i] == 1).sum())
+    return [(pid, n, c) for pid, (n, c) in agg.items()]
+
+
 def problem_indices(step: int, batch: int, num_problems: int, seed: int) -> list[int]:
     """Problems of 0-based step `step`: positions step*batch .. of an epoch-wise shuffled stream (seeded per epoch).
     The cursor is step * batch, so a resumed run continues the same order."""
@@ -622,7 +633,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         gen_lens = np.array([len(r.token_ids) for r in flat], dtype=float)
         ntok = float(cmask.sum()) or 1.0
         valid = ~torch.isnan(rewards)
-        passes = [(p.id, int(valid[i].sum()), int((rewards[i] == 1).sum())) for i, p in enumerate(batch)]
+        passes = problem_passes([p.id for p in batch], valid, rewards)
         m = {f"compute/{k}": counters[k] for k in ("rollouts", "rollouts_used", "rollouts_filtered", "tokens_prompt",
                                                    "tokens_generated", "flops_gen", "flops_train", "flops")}
         m.update({
