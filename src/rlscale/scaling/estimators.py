@@ -14,11 +14,8 @@ Tests: tests/test_scaling_estimators.py, tests/test_scaling_chinchilla.py.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import glob
 import itertools
 import math
-import os
 
 import numpy as np
 from scipy import optimize, stats
@@ -27,40 +24,14 @@ from rlscale.errors import UserError
 from rlscale.scaling.laws import expit, huber, huber_grad
 
 
-def _openblas_handles() -> list[tuple]:
-    """(get, set) thread-count functions of the OpenBLAS copies bundled with numpy and scipy (best effort)."""
-    import scipy
-
-    out = []
-    for pkg, names in ((np, ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")),
-                       (scipy, ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"))):
-        libdir = os.path.join(os.path.dirname(os.path.dirname(pkg.__file__)), f"{pkg.__name__}.libs")
-        for path in glob.glob(os.path.join(libdir, "libscipy_openblas*.so")):
-            try:
-                lib = ctypes.CDLL(path)
-                out.append((getattr(lib, names[0]), getattr(lib, names[1])))
-            except (OSError, AttributeError):
-                continue
-    return out
-
-
 @contextlib.contextmanager
 def one_blas_thread():
-    """Run with one OpenBLAS thread: L-BFGS-B and small least-squares problems call BLAS on tiny vectors, where
-    OpenBLAS's thread pool costs milliseconds per call on a contended machine (measured: 50x slower fits)."""
-    handles = _openblas_handles()
-    saved = []
-    for get, set_ in handles:
-        try:
-            saved.append((set_, int(get())))
-            set_(1)
-        except Exception:  # noqa: BLE001 - best effort; fitting is correct either way
-            continue
-    try:
+    """Run with one BLAS thread (threadpoolctl): L-BFGS-B and small least-squares problems call BLAS on tiny vectors,
+    where OpenBLAS's thread pool costs milliseconds per call on a contended machine (measured: 50x slower fits)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-    finally:
-        for set_, k in saved:
-            set_(k)
 
 
 class LawEstimator:
