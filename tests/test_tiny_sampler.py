@@ -237,3 +237,30 @@ def test_bf16_autocast_gradients_close_to_fp32(pol):
     # the fixture's weights are scaled x6 (sharp logits), so bf16 rounding is visible but small
     assert float((logps[0] - logps[1]).abs().mean() / logps[0].abs().mean()) < 0.03
     assert float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)) > 0.9
+
+
+def test_length_buckets_partition_and_minimal_padding():
+    """The update's micro-batches: a partition of the sorted rows, each at most micro_batch_size, a chunk split in
+    two only when that saves >= 15% of padded tokens, and then at the brute-force best split point."""
+    import random
+
+    from rlscale.rl.grpo import length_buckets
+
+    def padded(rows, lens):
+        return len(rows) * -(-max(lens[i] for i in rows) // 8) * 8
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n, mb = rng.randint(1, 40), rng.randint(1, 16)
+        lens = [rng.randint(2, 90) for _ in range(n)]
+        order = sorted(range(n), key=lambda i: lens[i])
+        out = length_buckets(order, lens, mb)
+        assert [i for c in out for i in c] == order and all(1 <= len(c) <= mb for c in out)
+        for c in range(0, n, mb):  # each original chunk: kept whole, or split at the best point
+            rows = order[c:c + mb]
+            whole = padded(rows, lens)
+            best = min([padded(rows[:k], lens) + padded(rows[k:], lens) for k in range(1, len(rows))] or [whole])
+            got = [ch for ch in out if ch[0] in rows]
+            assert sum(padded(ch, lens) for ch in got) == (best if best <= 0.85 * whole else whole)
+    assert length_buckets(list(range(4)), [10, 10, 60, 60], 4) == [[0, 1], [2, 3]]
+    assert length_buckets(list(range(4)), [50, 50, 50, 50], 4) == [[0, 1, 2, 3]]

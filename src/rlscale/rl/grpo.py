@@ -280,6 +280,25 @@ def problem_passes(ids: list[str], valid: torch.Tensor, rewards: torch.Tensor) -
     return [(pid, n, c) for pid, (n, c) in agg.items()]
 
 
+def length_buckets(order: list[int], lens: list[int], micro_batch_size: int, multiple: int = 8,
+                   min_saving: float = 0.15) -> list[list[int]]:
+    """Micro-batches of the rows `order` (sorted by length): chunks of `micro_batch_size`, each split once more at
+    the point that minimises padded tokens (rows x length rounded up to `multiple`) when that saves >= `min_saving`
+    of the chunk's padded tokens. Forward/backward cost is ~linear in padded tokens, so mixed lengths (short
+    prompts + early EOS next to long ones) stop paying for the longest row; the gradient is the same for any
+    split (the loss weights are global)."""
+    def padded(rows: list[int]) -> int:
+        return len(rows) * -(-max(lens[i] for i in rows) // multiple) * multiple
+
+    out = []
+    for c in range(0, len(order), micro_batch_size):
+        rows = order[c:c + micro_batch_size]
+        whole = padded(rows)
+        best = min(((padded(rows[:k]) + padded(rows[k:]), k) for k in range(1, len(rows))), default=(whole, 0))
+        out.extend([rows[:best[1]], rows[best[1]:]] if best[0] <= (1 - min_saving) * whole else [rows])
+    return out
+
+
 def problem_indices(step: int, batch: int, num_problems: int, seed: int) -> list[int]:
     """Problems of 0-based step `step`: positions step*batch .. of an epoch-wise shuffled stream (seeded per epoch).
     The cursor is step * batch, so a resumed run continues the same order."""
@@ -576,7 +595,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         # micro-batches over rows sorted by length (less padding); each padded to a multiple of 8 of its own length
         # rollouts that no loss term uses (filtered) skip the forward/backward: no training FLOPs spent or counted
         order = sorted((i for i in range(N) if keep_pg[i] or keep_reg[i]), key=lambda i: lens[i])
-        chunks = [order[c:c + cfg.micro_batch_size] for c in range(0, len(order), cfg.micro_batch_size)]
+        chunks = length_buckets(order, lens, cfg.micro_batch_size)
         # ---- update ---------------------------------------------------------------------------------------
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
