@@ -181,28 +181,28 @@ class TinySampler:
         stops = tuple(params.stop)
         eos = tok.eos_id
         all_tokens = torch.full((steps, B), eos, dtype=torch.long)
-        all_lp = torch.zeros(steps, B)
+        all_logits = torch.zeros(steps, B, V)  # log-probs are computed once after the loop (fewer ops per step)
         n_active = B  # rows not yet ended (some ended rows may still be in the batch until the next compaction)
         for t in range(steps):
-            lp_all = torch.log_softmax(logits / T if T != 1.0 else logits, dim=-1)  # (b, V)
             if greedy:
                 nxt = logits.argmax(-1)
             else:
                 nz = noise[t] if full else noise[t].index_select(0, rows)
                 if top_p:  # keep the smallest set of tokens whose mass reaches top_p
+                    lp_all = torch.log_softmax(logits / T if T != 1.0 else logits, dim=-1)  # (b, V)
                     sp, si = lp_all.exp().sort(dim=-1, descending=True)
                     drop_sorted = (sp.cumsum(-1) - sp) >= params.top_p
                     z = lp_all.masked_fill(torch.zeros_like(drop_sorted).scatter_(-1, si, drop_sorted), float("-inf"))
                     nxt = z.add_(nz.div(T) if T != 1.0 else nz).argmax(-1)
                 else:  # Gumbel-max = a sample of softmax(logits / T)
                     nxt = (logits + nz).argmax(-1)
-            lp = lp_all.gather(-1, nxt[:, None]).squeeze(-1)
             if full:
-                all_tokens[t], all_lp[t] = nxt, lp
+                all_tokens[t], all_logits[t] = nxt, logits
                 ended = end_at >= 0
                 done = (nxt == eos) | (t + 1 >= limit)
             else:
-                all_tokens[t, rows], all_lp[t, rows] = nxt, lp
+                all_tokens[t].index_copy_(0, rows, nxt)
+                all_logits[t].index_copy_(0, rows, logits)
                 ended = end_at[rows] >= 0
                 done = (nxt == eos) | (t + 1 >= limit[rows])
             if stops:
@@ -240,11 +240,14 @@ class TinySampler:
                                     qk[:, 0].reshape(b * H, 1, hd), K[li][..., :tc + 1].reshape(b * H, hd, tc + 1))
                 att = torch.softmax(att, dim=-1)
                 y = torch.bmm(att, Vc[li][:, :, :tc + 1].reshape(b * H, tc + 1, hd)).view(b, d)
-                x = x + y @ wo
+                x = torch.addmm(x, y, wo)  # x + y @ wo in one kernel
                 g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
-                x = x + (F.silu(g) * u) @ wd
+                x = torch.addmm(x, F.silu(g) * u, wd)
             logits = _rms(x, w.norm_eps) @ w.head_t  # (b, V)
 
+        # log-probs of the chosen tokens under softmax(logits / T); slots of rows after they ended are never read
+        lp_all = torch.log_softmax(all_logits / T if T != 1.0 else all_logits, dim=-1)
+        all_lp = lp_all.gather(-1, all_tokens[..., None]).squeeze(-1)  # (steps, B)
         toks, lps, ends = all_tokens.t().tolist(), all_lp.t().tolist(), end_at.tolist()
         res = []
         for r in range(B):
