@@ -303,3 +303,13 @@ def test_problem_passes_sums_repeats_across_an_epoch_boundary():
     rewards = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [1.0, 1.0]])
     valid = ~torch.isnan(rewards)
     assert problem_passes(["a", "b", "a"], valid, rewards) == [("a", 4, 3), ("b", 1, 1)]
+
+
+def test_validation_at_explicit_steps(tmp_path):
+    """val_steps adds validation points (the sweep's log-spaced compute points); 0 and M are always there."""
+    cfg = small_cfg(tmp_path, iterations=6, val_every=0, val_steps=(1, 2, 4), checkpoint_every=100)
+    train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    assert sorted(RunStore.open(tmp_path / "run").evals_df()["step"].tolist()) == [0, 1, 2, 4, 6]
+    assert GRPOConfig.from_dict({"val_steps": "1,3"}).val_steps == (1, 3)
+    with pytest.raises(UserError, match="val_steps"):
+        GRPOConfig(model="m", iterations=2, val_steps=(0,)).validate()

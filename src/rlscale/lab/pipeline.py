@@ -81,10 +81,12 @@ class LabPreset:
     n_grid: tuple[int, ...] = (2, 4, 8, 16)
     problems_per_batch: int = 8
     max_rollouts: int = 8192
-    """budget C of every run in rollouts; validation points span C / val_points .. C"""
-    val_points: int = 16
-    """validate every max_rollouts / val_points rollouts (>= 16 gives a 16x compute span)"""
-    val_n: int = 4
+    """budget C of every run in rollouts; validation points are log-spaced from one step to C"""
+    val_points: int = 10
+    """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 32x in
+    compute for n <= 16 at the quick budget, with fewer points than an even grid needs for the same span, so each
+    point can afford more samples (lower noise)"""
+    val_n: int = 8
     val_ks: tuple[int, ...] = (1, 4)
     seeds: tuple[int, ...] = (0,)
     lr: float | None = None
@@ -110,10 +112,6 @@ class LabPreset:
         from rlscale.lab.presets import RL_LR
 
         return self.lr if self.lr is not None else RL_LR.get(self.size, 1e-4)
-
-    @property
-    def val_every_rollouts(self) -> int:
-        return max(1, self.max_rollouts // self.val_points)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -142,12 +140,13 @@ class LabPreset:
 
 
 PRESETS: dict[str, LabPreset] = {
-    # ~10 min on a quiet 2-core machine (estimate_seconds): 4 runs per set of 8192 rollouts, 16 validation points
-    # each (16x span in compute), n in {2, 4, 8, 16} (8x)
+    # ~10-13 min on 2 cores (estimate_seconds): 4 runs per set of 8192 rollouts, 10 log-spaced validation points
+    # each (>= 32x span in compute), n in {2, 4, 8, 16} (8x)
     "quick": LabPreset(),
     # ~1-1.5 h: longer pretraining, bigger pool and val sets, 5 values of n (16x), 4x budget, 2 seeds
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
-                      n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=32, seeds=(0, 1), n_bootstrap=500),
+                      n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=14, seeds=(0, 1, 2),
+                      n_bootstrap=500),
 }
 
 
@@ -398,7 +397,7 @@ def sweep_spec_dict(p: LabPreset, name: str, val_size: int) -> dict:
     return {"name": f"lab_{p.name}_{name}", "model": "../model", "task": "arith",
             "train_set": f"../sets/{name}/train.jsonl", "val_set": f"../sets/{name}/val.jsonl",
             "n": list(p.n_grid), "problems_per_batch": [p.problems_per_batch], "B_max": p.B_max,
-            "max_rollouts": p.max_rollouts, "val_every_rollouts": p.val_every_rollouts, "seeds": list(p.seeds),
+            "max_rollouts": p.max_rollouts, "val_log_points": p.val_points, "seeds": list(p.seeds),
             "resources": {"cpus": 1, "gpus": 0}, "train": train}
 
 

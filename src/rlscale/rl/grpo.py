@@ -17,10 +17,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlscale.errors import UserError
 from rlscale.seeds import derive_seed
+
+if TYPE_CHECKING:
+    import torch
 
 PRESETS: dict[str, dict[str, float]] = {
     "healthy-easy": {"kl_coef": 1e-3, "entropy_coef": 1e-3},
@@ -117,6 +120,8 @@ class GRPOConfig:
     """exclude truncated rollouts (hit max_new_tokens) from the loss"""
     val_every: int = 10
     """validate every k steps (0: only before and after training)"""
+    val_steps: tuple[int, ...] = ()
+    """extra steps to validate at (e.g. log-spaced compute points; the sweep's val_log_points sets them)"""
     val_n: int = 4
     """samples per validation problem"""
     val_ks: tuple[int, ...] = (1,)
@@ -189,9 +194,10 @@ class GRPOConfig:
         if unknown:
             raise UserError(f"unknown GRPO config field '{unknown[0]}'; see `rlscale train grpo --help`")
         d = dict(d)
-        if "val_ks" in d:
-            ks = d["val_ks"]
-            d["val_ks"] = tuple(int(k) for k in (ks.split(",") if isinstance(ks, str) else ks))
+        for key in ("val_ks", "val_steps"):  # lists from JSON/TOML, "1,4" from the command line
+            if key in d:
+                v = d[key]
+                d[key] = tuple(int(k) for k in (v.split(",") if isinstance(v, str) else v) if str(k).strip())
         return cls(**d)
 
     def validate(self) -> GRPOConfig:
@@ -246,6 +252,7 @@ class GRPOConfig:
         need(self.val_temperature >= 0, "val_temperature must be >= 0")
         need(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         need(self.val_every >= 0 and self.val_n >= 1, "need val_every >= 0 and val_n >= 1")
+        need(all(int(k) >= 1 for k in self.val_steps), "val_steps must be steps >= 1")
         need(len(self.val_ks) >= 1 and all(1 <= k <= self.val_n for k in self.val_ks),
              f"val_ks={list(self.val_ks)}: each k must be in 1..val_n={self.val_n}")
         need(self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1 (or unset for all)")
@@ -679,7 +686,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         # ---- eval, checkpoint -----------------------------------------------------------------------------
         done = step + 1
         val = None
-        if (cfg.val_every and done % cfg.val_every == 0) or done == M:
+        if (cfg.val_every and done % cfg.val_every == 0) or done == M or done in cfg.val_steps:
             val = run_eval(done)
         if done % cfg.checkpoint_every == 0 or done == M:
             save_ckpt(done)

@@ -47,10 +47,12 @@ class Costs:
         return self.startup_s + rollouts * self.sec_per_rollout + validations * self.sec_per_val
 
 
-def num_validations(iterations: int, val_every: int | None) -> int:
-    """Validation points of a run: before training, every val_every steps, and after the last step."""
-    periodic = iterations // val_every if val_every else 0
-    return 1 + periodic + (0 if val_every and iterations % val_every == 0 else 1)
+def num_validations(iterations: int, val_every: int | None, val_steps=()) -> int:
+    """Validation points of a run: before training, every val_every steps, at val_steps, and after the last step."""
+    steps = {iterations} | {int(s) for s in val_steps if 1 <= int(s) <= iterations}
+    if val_every:
+        steps |= set(range(val_every, iterations + 1, val_every))
+    return 1 + len(steps)
 
 
 def plan_rows(spec: SweepSpec, costs: Costs = Costs(), train_size: int | None = None) -> list[PlanRow]:
@@ -59,7 +61,8 @@ def plan_rows(spec: SweepSpec, costs: Costs = Costs(), train_size: int | None = 
         train_size = training_set_size(spec)
     return [PlanRow(r.run_id, r.budget, r.n, r.problems_per_batch, r.B, r.iterations, r.rollouts, r.seed,
                     epochs(r.rollouts, r.n, train_size),
-                    costs.run_s(r.rollouts, num_validations(r.iterations, r.config.get(CFG_VAL_EVERY))))
+                    costs.run_s(r.rollouts, num_validations(r.iterations, r.config.get(CFG_VAL_EVERY),
+                                                                 r.config.get("val_steps", ()))))
             for r in spec.runs]
 
 

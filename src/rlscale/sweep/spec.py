@@ -43,6 +43,7 @@ TOP_KEYS: dict[str, str] = {
     "B_max": "hardware batch limit: n * B_problem <= B_max",
     "val_every": "validate every k optimizer steps",
     "val_every_rollouts": "validate every R rollouts (same compute points across runs of a budget)",
+    "val_log_points": "validate at K log-spaced compute points from one step to the run's budget (fits want them)",
     "seeds": "list of run seeds",
     "resources": "per-run resources table: cpus, gpus",
     "train": "base training config fields (rlscale.rl.grpo.GRPOConfig)",
@@ -61,7 +62,7 @@ CFG_SEED = "seed"
 CFG_VAL_EVERY = "val_every"
 GRID_FIELDS = (CFG_MODEL, CFG_TASK, CFG_TRAIN_SET, CFG_VAL_SET, CFG_N, CFG_BP, CFG_ITERS, CFG_SEED, CFG_VAL_EVERY)
 # Fields the sweep sets itself; a [train] table must not set them.
-RESERVED_TRAIN_FIELDS = GRID_FIELDS + ("budget_rollouts", "batch_rollouts")
+RESERVED_TRAIN_FIELDS = GRID_FIELDS + ("budget_rollouts", "batch_rollouts", "val_steps")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class SweepSpec:
     gpus: float
     train: dict
     runs: tuple[RunSpec, ...] = field(default=())
+    val_log_points: int | None = None
 
     def identity(self) -> dict:
         """Sweep-level identity: runs of specs with different identities must never share a sweep directory."""
@@ -120,7 +122,7 @@ class SweepSpec:
                 "B": list(self.B), "budgets_rollouts": list(self.budgets), "B_max": self.B_max,
                 "val_every": self.val_every, "val_every_rollouts": self.val_every_rollouts,
                 "seeds": list(self.seeds), "resources": {"cpus": self.cpus, "gpus": self.gpus},
-                "train": dict(self.train)}
+                "train": dict(self.train)} | ({"val_log_points": self.val_log_points} if self.val_log_points else {})
 
     def spec_hash(self) -> str:
         return config_hash(self.resolved())
@@ -171,6 +173,17 @@ def allocations(n_grid, bp_grid, b_grid, b_max: int) -> list[tuple[int, int]]:
     else:
         pairs = {(n, bp) for n in n_grid for bp in bp_grid}
     return sorted((n, bp) for n, bp in pairs if n * bp <= b_max)
+
+
+def log_spaced_steps(points: int, iterations: int) -> tuple[int, ...]:
+    """About `points` steps in 1..iterations, evenly spaced in log(step) (so in log compute at a fixed batch);
+    rounding can merge neighbours at small steps, so fewer may come back. The last step is always included."""
+    import numpy as np
+
+    if points < 1 or iterations < 1:
+        return ()
+    steps = np.unique(np.round(np.geomspace(1, iterations, num=points)).astype(int))
+    return tuple(int(x) for x in steps if 1 <= x <= iterations)
 
 
 def val_every_steps(val_every: int | None, val_every_rollouts: int | None, batch: int) -> int | None:
@@ -322,8 +335,13 @@ def parse_spec(data: dict, path: Path, check_files: bool = True) -> SweepSpec:
         budgets = (_opt_int(data, "max_rollouts", where),)
     else:
         raise UserError(f"{where}: missing key 'budgets_rollouts' (or 'max_rollouts'): the compute budget in rollouts")
-    if "val_every" in data and "val_every_rollouts" in data:
-        raise UserError(f"{where}: give either 'val_every' (steps) or 'val_every_rollouts', not both")
+    given = [k for k in ("val_every", "val_every_rollouts", "val_log_points") if k in data]
+    if len(given) > 1:
+        raise UserError(f"{where}: give one of 'val_every' (steps), 'val_every_rollouts' or 'val_log_points', "
+                        f"not {' and '.join(given)}")
+    val_log_points = _opt_int(data, "val_log_points", where)
+    if val_log_points is not None and val_log_points < 2:
+        raise UserError(f"{where}: val_log_points must be >= 2 (got {val_log_points})")
     val_every = _opt_int(data, "val_every", where)
     val_every_rollouts = _opt_int(data, "val_every_rollouts", where)
     seeds = _int_list(data, "seeds", where, minimum=0) if "seeds" in data else (0,)
@@ -366,7 +384,7 @@ def parse_spec(data: dict, path: Path, check_files: bool = True) -> SweepSpec:
     spec = SweepSpec(path=path, name=str(data.get("name", path.stem)), model=model, task=task, train_set=train_set,
                      val_set=val_set, n=n_grid, problems_per_batch=bp_grid, B=b_grid, budgets=budgets, B_max=b_max,
                      val_every=val_every, val_every_rollouts=val_every_rollouts, seeds=seeds, cpus=float(cpus),
-                     gpus=float(gpus), train=dict(train))
+                     gpus=float(gpus), train=dict(train), val_log_points=val_log_points)
     runs = expand(spec, pairs)
     if not runs:
         raise UserError(f"{where}: empty grid: no allocation fits any budget")
@@ -383,6 +401,10 @@ def run_config(spec: SweepSpec, n: int, bp: int, iterations: int, seed: int) -> 
         cfg[CFG_TRAIN_SET] = spec.train_set
     if spec.val_set is not None:
         cfg[CFG_VAL_SET] = spec.val_set
+    if spec.val_log_points:
+        cfg[CFG_VAL_EVERY] = 0
+        cfg["val_steps"] = list(log_spaced_steps(spec.val_log_points, iterations))
+        return cfg
     ve = val_every_steps(spec.val_every, spec.val_every_rollouts, n * bp)
     if ve is not None:
         cfg[CFG_VAL_EVERY] = ve
