@@ -147,7 +147,10 @@ def _crash_run(tmp_path, kills, seed):
         if killed >= kills:
             break
         p = subprocess.Popen(cmd + [str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(2.0, 6.0))  # python + torch start-up takes ~2 s
+        deadline = time.monotonic() + 60.0  # wait for the run to be under way (start-up varies with load) ...
+        while p.poll() is None and not (run / "run.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))  # ... then kill at a random moment of it
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
