@@ -173,3 +173,24 @@ def test_bad_input():
         IsoCompute().fit(few)
     with pytest.raises(UserError, match=">= 2 values of 'n'"):
         IsoCompute().fit(df[df["n"] == 4])
+
+
+def test_frontier_ignores_an_allocation_below_its_first_step():
+    """n=16's curve is higher everywhere, but its first step costs 128 rollouts: below that only n=2 exists."""
+    import numpy as np
+
+    from rlscale.scaling.isocompute import frontier, transitions
+
+    params = {2: {"R0": 0.1, "A": 0.5, "C_mid": 1000.0, "B": 1.0}, 16: {"R0": 0.2, "A": 0.6, "C_mid": 1000.0, "B": 1.0}}
+    C = np.geomspace(16, 8192, 50)
+    free = frontier(params, C)
+    assert (free["n_star"] == 16).all()
+    gated = frontier(params, C, {2: 16.0, 16: 128.0})
+    assert (gated.loc[gated["C"] < 128, "n_star"] == 2).all() and (gated.loc[gated["C"] >= 128, "n_star"] == 16).all()
+    # below every allocation's first step there is no frontier at all
+    assert frontier(params, C, {2: 64.0, 16: 128.0})["C"].min() >= 64.0
+    # a crossing that lies below one of the two first steps is not a transition
+    crossing = {2: {"R0": 0.1, "A": 0.4, "C_mid": 100.0, "B": 2.0}, 16: {"R0": 0.0, "A": 0.6, "C_mid": 400.0, "B": 2.0}}
+    assert transitions(crossing, C)  # n=16 overtakes n=2 somewhere
+    t = transitions(crossing, C, c_first={2: 16.0, 16: 4096.0})
+    assert all(row["C"] >= 4096.0 for row in t)

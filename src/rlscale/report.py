@@ -26,10 +26,10 @@ REPORT_FILE = "report.html"
 
 
 # ------------------------------------------------------------------------------------------------ evidence (pure)
-def _frontier_n_star(params_by_n: dict, C: np.ndarray) -> np.ndarray:
+def _frontier_n_star(params_by_n: dict, C: np.ndarray, c_first: dict | None = None) -> np.ndarray:
     from rlscale.scaling.isocompute import frontier
 
-    return frontier(params_by_n, C)["n_star"].to_numpy(float)
+    return frontier(params_by_n, C, c_first)["n_star"].to_numpy(float)
 
 
 def _saturation_C(C: np.ndarray, n_star: np.ndarray) -> float:
@@ -53,10 +53,15 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     level = level or fit.get("ci_level", 0.95)
     q = (1.0 - level) / 2.0
     C_lo, C_hi = (float(v) for v in fit["x_range"])
-    C = np.geomspace(C_lo, C_hi, grid)
     per_n = {float(k): v for k, v in fit["per_n"].items()}
+    # compare n* only where every swept n has data: below the first step of the largest n, n* would be the
+    # smaller n by construction (the larger allocation does not exist there), which is no evidence of a rise
+    c_first = {n: float(v["C_first"]) for n, v in per_n.items() if v.get("C_first") is not None} or None
+    if c_first:
+        C_lo = min(max(C_lo, max(c_first.values())), C_hi)
+    C = np.geomspace(C_lo, C_hi, grid)
     point = {n: v["params"] for n, v in per_n.items()}
-    ns_point = _frontier_n_star(point, C)
+    ns_point = _frontier_n_star(point, C, c_first)
     out = {"C_lo": C_lo, "C_hi": C_hi, "n_lo": float(ns_point[0]), "n_hi": float(ns_point[-1]),
            "C_sat": _saturation_C(C, ns_point), "level": level, "n_bootstrap": 0,
            "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"]),
@@ -71,7 +76,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
         names = ("R0", "A", "C_mid", "B")
         for i in range(B):
             params = {n: dict(zip(names, s[i])) for n, s in samples.items()}
-            ns = _frontier_n_star(params, C)
+            ns = _frontier_n_star(params, C, c_first)
             lo[i], hi[i], sat[i] = ns[0], ns[-1], _saturation_C(C, ns)
         ratio = np.log2(hi / lo)
         out.update({"n_bootstrap": B, "rise_frac": float(np.mean(hi > lo)), "fall_frac": float(np.mean(hi < lo)),
@@ -104,7 +109,7 @@ def _n(x: float) -> str:
 def evidence_sentence(name: str, ev: dict) -> str:
     """One paragraph worded from the numbers of n_star_evidence."""
     pct = f"{round(100 * ev['level'])}%"
-    head = (f"{name}: over the fitted range C = {_g(ev['C_lo'])} to {_g(ev['C_hi'])} rollouts, the frontier's "
+    head = (f"{name}: over the compute range where every n has data, C = {_g(ev['C_lo'])} to {_g(ev['C_hi'])} rollouts, the frontier's "
             f"compute-optimal n goes from n* = {_n(ev['n_lo'])} to n* = {_n(ev['n_hi'])}")
     if ev["n_bootstrap"]:
         lr = ev["log2_ratio_ci"]

@@ -117,20 +117,33 @@ def _key(n):
     return int(f) if f.is_integer() else f
 
 
-def curves(params_by_n: dict, C_grid: np.ndarray) -> tuple[list, np.ndarray]:
-    """(sorted ns, matrix (len(ns), len(C_grid)) of fitted rewards) from {n: {R0, A, C_mid, B}}."""
+def curves(params_by_n: dict, C_grid: np.ndarray, c_first: dict | None = None) -> tuple[list, np.ndarray]:
+    """(sorted ns, matrix (len(ns), len(C_grid)) of fitted rewards) from {n: {R0, A, C_mid, B}}. With c_first
+    {n: compute of n's first measured point}, a curve is -inf below it: an allocation whose first step costs more
+    than C does not exist at C, so its extrapolated fit must not win the frontier there."""
     from rlscale.scaling.laws import sigmoid_law
 
     ns = sorted(params_by_n)
-    R = np.array([sigmoid_law(C_grid, **params_by_n[n]) for n in ns])
+    R = np.array([sigmoid_law(C_grid, **params_by_n[n]) for n in ns], dtype=float)
+    for i, n in enumerate(ns):
+        if c_first and n in c_first:
+            R[i, C_grid < c_first[n] * (1 - 1e-9)] = -np.inf
     return ns, R
 
 
-def frontier(params_by_n: dict, C_grid: np.ndarray) -> pd.DataFrame:
-    """Upper envelope of the fitted curves: columns C, reward, n_star (smallest n on exact ties)."""
-    ns, R = curves(params_by_n, C_grid)
+def frontier(params_by_n: dict, C_grid: np.ndarray, c_first: dict | None = None) -> pd.DataFrame:
+    """Upper envelope of the fitted curves: columns C, reward, n_star (smallest n on exact ties); see curves() for
+    c_first. Grid points where no n has data yet are dropped."""
+    ns, R = curves(params_by_n, C_grid, c_first)
+    ok = np.isfinite(R).any(axis=0)
+    R, C_grid = R[:, ok], C_grid[ok]
     j = np.argmax(R, axis=0)
     return pd.DataFrame({"C": C_grid, "reward": R[j, np.arange(len(C_grid))], "n_star": np.array(ns)[j]})
+
+
+def first_compute(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT) -> dict:
+    """{n: smallest positive compute measured for n} (the cost of its first step when validated after step 1)."""
+    return {_key(n): float(g[x].min()) for n, g in df.groupby(by)}
 
 
 def fit_n_star(front: pd.DataFrame, huber_delta: float = 0.25) -> SigmoidLaw:
@@ -146,7 +159,8 @@ def n_star_from_fit(C, params: dict) -> np.ndarray:
     return 2.0 ** sigmoid_law(np.asarray(C, float), **params)
 
 
-def transitions(params_by_n: dict, C_grid: np.ndarray, epochs_per_rollout: dict | None = None) -> list[dict]:
+def transitions(params_by_n: dict, C_grid: np.ndarray, epochs_per_rollout: dict | None = None,
+                c_first: dict | None = None) -> list[dict]:
     """For each pair of adjacent n (sorted), the compute C where the larger n's curve overtakes the smaller one
     (first sign change of f_big - f_small from <= 0 to > 0 on the grid, refined by bisection), with the reward
     there and epochs spent by each n (C * epochs_per_rollout[n])."""
@@ -160,13 +174,15 @@ def transitions(params_by_n: dict, C_grid: np.ndarray, epochs_per_rollout: dict 
         def diff(C, small=small, big=big):
             return float(sigmoid_law(C, **params_by_n[big]) - sigmoid_law(C, **params_by_n[small]))
 
-        d = np.array([diff(C) for C in C_grid])
+        lo = max((c_first or {}).get(small, 0.0), (c_first or {}).get(big, 0.0))
+        grid = C_grid[C_grid >= lo * (1 - 1e-9)]  # both allocations exist
+        d = np.array([diff(C) for C in grid])
         idx = np.flatnonzero((d[:-1] <= 0) & (d[1:] > 0))
         if not idx.size:
             continue
         i = idx[0]
-        C = C_grid[i] if d[i] == 0 else math.exp(brentq(lambda u: diff(math.exp(u)), math.log(C_grid[i]),
-                                                        math.log(C_grid[i + 1]), xtol=1e-10))
+        C = grid[i] if d[i] == 0 else math.exp(brentq(lambda u: diff(math.exp(u)), math.log(grid[i]),
+                                                      math.log(grid[i + 1]), xtol=1e-10))
         row = {"from_n": small, "to_n": big, "C": float(C),
                "reward": float(sigmoid_law(C, **params_by_n[big]))}
         if epochs_per_rollout:
@@ -233,11 +249,12 @@ class IsoCompute:
         xs = df[self.x].to_numpy(float)
         self.C_grid_ = np.geomspace(xs.min(), xs.max(), self.n_grid)
         params = {n: f.params_ for n, f in self.per_n_.items()}
-        self.frontier_ = frontier(params, self.C_grid_)
+        self.c_first_ = first_compute(df, by=self.by, x=self.x)
+        self.frontier_ = frontier(params, self.C_grid_, self.c_first_)
         self.n_star_fit_ = fit_n_star(self.frontier_)
         self.params_ = self.n_star_fit_.params_
         self.epochs_per_rollout_ = epochs_per_rollout(df, by=self.by, x=self.x, train_set_size=self.train_set_size)
-        self.transitions_ = transitions(params, self.C_grid_, self.epochs_per_rollout_)
+        self.transitions_ = transitions(params, self.C_grid_, self.epochs_per_rollout_, self.c_first_)
         self.ci_, self.per_n_ci_, self.bootstrap_ = {}, {}, {}
         self.bootstrap_unit_ = {}
         if self.n_bootstrap > 0:
@@ -274,7 +291,7 @@ class IsoCompute:
                                          est._bounds(F, g[self.y].to_numpy(float)[idx]))
                 params[n] = est._to_params(theta)
                 per_n_samples[n].append([params[n][k] for k in names])
-            front = frontier(params, self.C_grid_)
+            front = frontier(params, self.C_grid_, self.c_first_)
             ns_est = self.n_star_fit_
             zb = np.log2(front["n_star"].to_numpy(float))
             Fb = ns_est._prepare(front["C"].to_numpy(float)[:, None])
@@ -299,6 +316,7 @@ class IsoCompute:
             d["n_runs"] = int(self.records_[self.records_[self.by] == n][self.run_col].nunique())
             d["bootstrap_unit"] = self.bootstrap_unit_.get(n)
             d["points_used"] = self.points_used_.get(n)
+            d["C_first"] = self.c_first_.get(n)
             d["bootstrap_samples"] = self.bootstrap_[n].tolist() if n in self.bootstrap_ else []
             per_n[str(n)] = d
         nsf = self.n_star_fit_
