@@ -29,7 +29,6 @@ Tests: tests/test_coscale.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlscale.config import config_from_dict, config_to_dict
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_jsonl
 from rlscale.seeds import derive_seed
@@ -123,24 +123,11 @@ class CoScaleConfig:
     """run seed: sampling seeds, data order"""
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["initial_n"] = list(self.initial_n)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> CoScaleConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown CoScale config field '{unknown[0]}'; see `rlscale coscale --help`")
-        d = dict(d)
-        if "initial_n" in d:
-            v = d["initial_n"]
-            try:
-                d["initial_n"] = tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v))
-            except ValueError:
-                raise UserError(f"initial_n={v!r}: give integers, e.g. 4,8,16") from None
-        return cls(**d)
+        return config_from_dict(cls, d, "CoScale", "rlscale coscale")
 
     def validate(self) -> CoScaleConfig:
         def need(cond: bool, msg: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import dataclasses
 import inspect
 import math
 import random
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlscale.config import config_from_dict, config_to_dict
 from rlscale.errors import UserError
 from rlscale.seeds import derive_seed
 
@@ -183,22 +183,11 @@ class GRPOConfig:
 
     # ---- (de)serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["val_ks"] = list(self.val_ks)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GRPOConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown GRPO config field '{unknown[0]}'; see `rlscale train grpo --help`")
-        d = dict(d)
-        for key in ("val_ks", "val_steps"):  # lists from JSON/TOML, "1,4" from the command line
-            if key in d:
-                v = d[key]
-                d[key] = tuple(int(k) for k in (v.split(",") if isinstance(v, str) else v) if str(k).strip())
-        return cls(**d)
+        return config_from_dict(cls, d, "GRPO", "rlscale train grpo")
 
     def validate(self) -> GRPOConfig:
         from rlscale.rl.advantages import ADVANTAGES, STD_ESTIMATORS

@@ -9,13 +9,13 @@ the whole batch (weights computed before the micro-batch loop, so micro-batching
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlscale.config import config_from_dict, config_to_dict
 from rlscale.errors import UserError
 
 
@@ -57,15 +57,11 @@ class SFTConfig:
     """fp32 | bf16 (CPU autocast)"""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> SFTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown SFT config field '{unknown[0]}'; see `rlscale train sft --help`")
-        return cls(**d)
+        return config_from_dict(cls, d, "SFT", "rlscale train sft")
 
     def validate(self) -> SFTConfig:
         if not self.model:
