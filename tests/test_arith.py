@@ -24,6 +24,7 @@ from rlscale.tasks.arith import (
     is_correct,
     load_arith,
     parse_question,
+    slipped_solution,
     solutions,
 )
 from rlscale.tasks.base import Problem, get_task
@@ -108,6 +109,65 @@ def test_alt_format_fraction():
     assert 0.27 < frac < 0.33
     assert all(d.endswith(("####" + d.split("#")[-1], )) or "answer: " in d for d in docs)
     assert not any("answer:" in d for _, d in zip(range(500), corpus_stream(0, ArithConfig())))
+
+
+def test_slipped_solutions_rate_consistency_and_zero_identity():
+    cfg = ArithConfig(slip_frac=0.2)
+    rng = random.Random(0)
+    steps = slips = wrong_final = 0
+    for _ in range(2000):
+        p = generate_problem(rng, cfg, 4)
+        text = slipped_solution(p, rng, 0.2)
+        parts = text.split(";")
+        written: dict[str, int] = {p.start_name: p.start_value}
+        for part, s in zip(parts, p.steps):
+            name, expr, subst, result = part.split("=")
+            assert name == s.name and expr == f"{s.left}{s.op}{s.right}"
+            lv = written[s.left]
+            rv = written[s.right] if s.right in written else int(s.right)
+            assert subst == f"{lv}{s.op}{rv}"  # later steps use the values as written
+            true = lv + rv if s.op == "+" else lv - rv if s.op == "-" else lv * rv
+            assert abs(int(result) - true) <= 3 and (int(result) >= 0 or true < 0)  # a slip never goes below 0
+            steps += 1
+            slips += int(result) != true
+            written[name] = int(result)
+        assert parts[-1] == f"####{written[p.steps[-1].name]}"
+        wrong_final += written[p.steps[-1].name] != p.answer
+    assert 0.18 < slips / steps < 0.22
+    assert wrong_final > 0
+    # slip_frac = 0: the canonical solution, and the corpus stream is unchanged (no extra random draws)
+    p = generate_problem(random.Random(1), ArithConfig(), 5)
+    assert slipped_solution(p, random.Random(2), 0.0) == format_solution(p)
+    plain = [d for d, _ in zip(corpus_stream(3, ArithConfig()), range(200))]
+    zero = [d for d, _ in zip(corpus_stream(3, ArithConfig(slip_frac=0.0)), range(200))]
+    noisy = [d for d, _ in zip(corpus_stream(3, ArithConfig(slip_frac=0.3)), range(200))]
+    assert plain == zero and plain != noisy
+    with pytest.raises(UserError, match="slip_frac"):
+        ArithConfig(slip_frac=1.5).validate()
+    with pytest.raises(UserError, match="slip_kind"):
+        ArithConfig(slip_kind="typo").validate()
+
+
+SLIPPED_STEP_RE = re.compile(r"^([a-z])=([a-z])([+*-])([a-z]|\d+)=(-?\d+)([+*-])(-?\d+)=(-?\d+)$")
+
+
+def test_operand_slips_keep_the_arithmetic_right():
+    rng = random.Random(4)
+    steps = slips = 0
+    for _ in range(1500):
+        p = generate_problem(rng, ArithConfig(), 3)
+        written: dict[str, int] = {p.start_name: p.start_value}
+        for part, s in zip(slipped_solution(p, rng, 0.25, kind="operand").split(";"), p.steps):
+            m = SLIPPED_STEP_RE.match(part)  # values as written can go negative downstream of a slip
+            assert m, part
+            lv, op, rv, result = int(m.group(5)), m.group(6), int(m.group(7)), int(m.group(8))
+            assert result == (lv + rv if op == "+" else lv - rv if op == "-" else lv * rv)  # facts stay right
+            assert rv == (written[s.right] if s.right in written else int(s.right))
+            assert abs(lv - written[s.left]) <= 3
+            slips += lv != written[s.left]
+            steps += 1
+            written[s.name] = result
+    assert 0.22 < slips / steps < 0.28
 
 
 def test_corpus_excludes_heldout():

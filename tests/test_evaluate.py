@@ -68,6 +68,18 @@ def test_counts_and_summary():
     assert sampler.calls == 1  # sampled once for both modes
 
 
+def test_no_answer_and_other_format_fractions():
+    res, _ = run()
+    # strict reads only '#### n': 2 (q0) + 1 (q1) + 3 (q2) of 12 rollouts unanswered; flexible misses only "no idea"
+    assert res.summary("strict")["no_answer_frac"] == pytest.approx(6 / 12)
+    assert res.summary("flexible")["no_answer_frac"] == pytest.approx(1 / 12)
+    # answered only in a format flexible accepts: "answer: 12", "12" (q0) and "5", "6", "7" (q2)
+    assert res.other_format_frac("strict", "flexible") == pytest.approx(5 / 12)
+    assert res.other_format_frac("flexible", "strict") == 0.0
+    with pytest.raises(UserError, match="not graded"):
+        res.other_format_frac("strict", "boxed")
+
+
 def test_seeds_depend_on_problem_not_batch():
     res, sampler = run()
     params = SamplingParams(n=4, seed=5)

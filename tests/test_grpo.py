@@ -316,3 +316,13 @@ def test_validation_at_explicit_steps(tmp_path):
     assert GRPOConfig.from_dict({"val_steps": "1,3"}).val_steps == (1, 3)
     with pytest.raises(UserError, match="val_steps"):
         GRPOConfig(model="m", iterations=2, val_steps=(0,)).validate()
+
+
+def test_strict_reward_validation_reports_the_other_format(tmp_path):
+    """With the strict reward, validation also reports flexible avg and the rollouts only flexible can read."""
+    cfg = small_cfg(tmp_path, iterations=1, val_every=1, reward="strict", checkpoint_every=100)
+    train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    ev = RunStore.open(tmp_path / "run").evals_df()
+    for key in ("val/avg", "val/no_answer_frac", "val/flexible_avg", "val/flexible_only_format"):
+        assert key in ev.columns and ev[key].between(0, 1).all(), key
+    assert (ev["val/flexible_avg"] >= ev["val/avg"]).all()

@@ -171,3 +171,102 @@ def test_evidence_without_bootstrap_says_so(labdir):
     text = evidence_sentence("Easy", ev)
     assert "no bootstrap samples stored: no confidence interval" in text and "point estimate" in text
     assert "reaches the largest n swept (8)" in text  # n* = 8 = max n: saturation not resolved by the grid
+
+
+# ------------------------------------------------------------------------------------------------ CoScale-RL section
+def write_coscale_lab(csdir) -> None:
+    """A finished CoScale-RL lab comparison as `rlscale coscale --preset lab-quick --out CSDIR` leaves it: the
+    pipeline's coscale.json + summary.json, the plain-GRPO run store and result.json (values chosen to be findable)."""
+    run = csdir / "coscale"
+    run.mkdir(parents=True)
+    (run / "coscale.json").write_text(json.dumps({"config": {"budget_rollouts": 5000}, "config_hash": "x"}))
+    pools = {"pool_start": {"unsolvable": 7, "solvable": 3, "solved": 0},
+             "pool_after_sft": {"unsolvable": 4, "solvable": 6, "solved": 0},
+             "pool_end": {"unsolvable": 2, "solvable": 5, "solved": 3}}
+    summary = {"final_model": str(run / "stages" / "final_sft" / "model"), "rollouts": 4864, "budget_rollouts": 5000,
+               "iterations": [{"iteration": 0, **pools, "sft_problems": 7,
+                               "partitions": [{"size": 3, "mean_acc": 0.4, "n0": 4}, {"size": 3, "mean_acc": 0.1,
+                                                                                      "n0": 16}],
+                               "n_final": [8, 16], "transitions": {"unsolvable->solvable": 5, "solvable->solved": 3,
+                                                                   "unsolvable->unsolvable": 2},
+                               "rollouts_end": 4700}],
+               "n_timeline": [{"iteration": 0, "partition": 0, "rollouts": 100, "n": 4},
+                              {"iteration": 0, "partition": 0, "rollouts": 900, "n": 8},
+                              {"iteration": 0, "partition": 1, "rollouts": 1000, "n": 16}],
+               "val_curve": [{"iteration": 0, "rollouts": 4700, "acc": 0.21, "stderr": 0.02},
+                             {"iteration": "final", "rollouts": 4864, "acc": 0.25, "stderr": 0.02}],
+               "val_final": {"acc": 0.25, "stderr": 0.02, "ci95": [0.21, 0.29]},
+               "collected_problems": 8, "collected_solutions": 61, "pool": pools["pool_end"]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    with RunStore.create(csdir / "grpo", {"model": "synthetic", "rollouts_per_problem": 8}) as store:
+        for step, (C, v) in enumerate([(0.0, 0.1), (2400.0, 0.11), (4800.0, 0.12)]):
+            store.log_eval(step, {"val/avg": v, "compute/rollouts": C})
+    (csdir / "result.json").write_text(json.dumps({
+        "base_acc": 0.1, "base_ci": [0.08, 0.12], "grpo_acc": 0.11, "grpo_ci": [0.09, 0.13], "coscale_acc": 0.25,
+        "coscale_ci": [0.21, 0.29], "coscale_rollouts": 4864, "grpo_rollouts": 4864, "heldout_problems": 200,
+        "heldout_n": 8, "bar_met": True}))
+
+
+@pytest.fixture
+def lab_with_coscale(labdir, tmp_path):
+    import shutil
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)  # a copy: the module's labdir stays without CoScale (its tests count figures)
+    write_coscale_lab(root / "coscale")
+    return root
+
+
+def _coscale_part(html: str) -> str:
+    return html.split("<h2>CoScale-RL</h2>")[1].split("</section>")[0]
+
+
+def test_report_includes_coscale_from_lab_subdir(lab_with_coscale):
+    html = build(lab_with_coscale)
+    assert html.count("<h2>CoScale-RL</h2>") == 1 and html.count("<img") == 11 + 2  # + N timeline, accuracy
+    cs = _coscale_part(html)
+    for text in ("7/3/0", "4/6/0", "2/5/3", "unsolvable-&gt;solvable: 5", "3@4, 3@16", "Budget 5000 rollouts, spent 4864",
+                 "held-out 200 problems x 8 samples", "met", "61", "[0.210, 0.290]"):
+        assert text in cs, text
+    assert "unsolvable-&gt;unsolvable" not in cs  # unchanged classes are not transitions
+    # the numbers follow the stored files
+    res_path = lab_with_coscale / "coscale" / "result.json"
+    res = json.loads(res_path.read_text())
+    res["coscale_acc"], res["bar_met"] = 0.424242, False
+    res_path.write_text(json.dumps(res))
+    s_path = lab_with_coscale / "coscale" / "coscale" / "summary.json"
+    summary = json.loads(s_path.read_text())
+    summary["collected_solutions"] = 98765
+    s_path.write_text(json.dumps(summary))
+    cs_after = _coscale_part(build(lab_with_coscale))
+    for text in ("0.424", "98765", "not met"):
+        assert text not in cs and text in cs_after, text
+
+
+def test_report_coscale_flag_and_errors(labdir, lab_with_coscale, tmp_path, capsys):
+    # --coscale names the run explicitly (here for a plain sweep dir, which has no coscale/ of its own)
+    sweepdir = lab_with_coscale / "sweeps" / "easy"
+    assert main(["report", str(sweepdir)]) == 0
+    assert "CoScale-RL" not in (sweepdir / "report.html").read_text()
+    assert main(["report", str(sweepdir), "--coscale", str(lab_with_coscale / "coscale")]) == 0
+    assert "Budget 5000 rollouts, spent 4864" in _coscale_part((sweepdir / "report.html").read_text())
+    # the pipeline dir itself (no lab table) works too
+    assert main(["report", str(sweepdir), "--coscale", str(lab_with_coscale / "coscale" / "coscale")]) == 0
+    cs = _coscale_part((sweepdir / "report.html").read_text())
+    assert "Budget 5000" in cs and "held-out 200 problems" not in cs
+    # a directory without a CoScale-RL run: one-line error, exit 2
+    capsys.readouterr()
+    assert main(["report", str(labdir), "--coscale", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no CoScale-RL run (coscale.json) found" in err and len(err.strip().splitlines()) == 1
+    # DIR/coscale that has no records yet (the lab comparison is still pretraining): a note, the report is built
+    (lab_with_coscale / "coscale" / "result.json").unlink()
+    import shutil
+
+    shutil.rmtree(lab_with_coscale / "coscale" / "coscale")
+    shutil.rmtree(lab_with_coscale / "coscale" / "grpo")
+    assert "no CoScale-RL records yet" in _coscale_part(build(lab_with_coscale))
+    # a started but unfinished run (coscale.json, no summary.json)
+    (lab_with_coscale / "coscale" / "coscale").mkdir()
+    (lab_with_coscale / "coscale" / "coscale" / "coscale.json").write_text("{}")
+    assert "has not finished" in _coscale_part(build(lab_with_coscale))

@@ -159,3 +159,48 @@ def test_plan_cli_bad_input(tmp_path, capsys, fitted):
     assert "--budget must be > 0" in capsys.readouterr().err
     assert main(["plan", "--fit", str(out), "--budget", "1e5", "--B-max", "1"]) == 2
     assert "smaller than every fitted n" in capsys.readouterr().err
+
+
+def test_plan_fixed_problems_per_batch(fitted):
+    from rlscale.scaling.isocompute import n_star_from_fit
+
+    _, _, fit = fitted
+    ns = sorted(int(k) for k in fit["per_n"])
+    # brute force: every fitted n with n * P <= B_max, the nearest to n*(C) in log2 (ties -> smaller), M = C // (n P)
+    for C in (2000.0, 2e4, 2e5):
+        n_cont = float(n_star_from_fit(C, fit["params"]))
+        for P, B_max in ((8, 1024), (12, 256), (3, 16), (32, 64), (100, 256)):
+            allowed = [m for m in ns if m * P <= B_max]
+            best = min(allowed, key=lambda m: (abs(math.log2(m) - math.log2(n_cont)), m))
+            p = plan(fit, C, B_max=B_max, problems_per_batch=P)
+            assert (p.n, p.problems_per_batch, p.iterations) == (best, P, int(C // (best * P))), (C, P, B_max)
+            assert p.lr == pytest.approx(1e-3 * math.sqrt(best * P / 256))  # sqrt scaling from the fit's anchor
+            free = min(ns, key=lambda m: (abs(math.log2(m) - math.log2(n_cont)), m))
+            assert any("exceeds B_max" in w for w in p.warnings) == (free != best)
+    # a value the default would choose gives the default's plan
+    assert plan(fit, 2e5, B_max=256, problems_per_batch=8) == plan(fit, 2e5, B_max=256)
+    # B_problem need not be a power of two and is not capped by B_max / n*(C): n gives way instead
+    p = plan(fit, 2e5, B_max=256, num_problems=100, problems_per_batch=12)
+    assert (p.n, p.problems_per_batch, p.iterations) == (16, 12, int(2e5 // 192))
+    assert plan(fit, 2e5, B_max=256, num_problems=100).problems_per_batch == 8  # unchanged without the argument
+    with pytest.raises(UserError, match="exceeds --problems 10"):
+        plan(fit, 2e5, B_max=1024, num_problems=10, problems_per_batch=16)
+    with pytest.raises(UserError, match="less than one step"):
+        plan(fit, 100, B_max=1024, problems_per_batch=64)
+
+
+def test_plan_cli_problems_per_batch(fitted, capsys):
+    _, out, _ = fitted
+    assert main(["plan", "--fit", str(out), "--budget", "2e5", "--B-max", "256", "--problems-per-batch", "12",
+                 "--json", "--emit", "verl"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["n"], d["problems_per_batch"], d["iterations"], d["rollouts_per_step"]) == (16, 12, 1041, 192)
+    assert "data.train_batch_size=12" in d["verl"] and any("exceeds B_max" in w for w in d["warnings"])
+    # no fitted n fits: the smallest fitted n is 2, so 2 * 200 > 256
+    assert main(["plan", "--fit", str(out), "--budget", "2e5", "--B-max", "256", "--problems-per-batch", "200"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "--problems-per-batch 200: no fitted n (2, 4, 8, 16, 32) has n * 200 <= --B-max 256" in err
+    assert "lower --problems-per-batch to at most 128 or raise --B-max to at least 400" in err
+    assert main(["plan", "--fit", str(out), "--budget", "2e5", "--problems-per-batch", "0"]) == 2
+    assert "--problems-per-batch must be >= 1, got 0" in capsys.readouterr().err

@@ -57,6 +57,11 @@ def _json_default(o: Any) -> Any:
 
 def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
     """Yield one dict per non-empty line; a malformed line or missing field is a UserError naming file and line."""
+    return (row for _, row in iter_jsonl_numbered(path, required))
+
+
+def iter_jsonl_numbered(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, dict) per non-empty line, with the errors of `iter_jsonl`."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
@@ -74,7 +79,7 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
             for key in required:
                 if key not in row:
                     raise UserError(f"{path}:{lineno}: missing field '{key}'")
-            yield row
+            yield lineno, row
 
 
 def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:

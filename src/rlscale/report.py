@@ -7,7 +7,10 @@ from DIR/fit/fit.json when present, else computed here from the sweep's run stor
 Every number is read from the stored records: validation curves and diagnostics from the run stores (run.db, via
 rlscale.sweep.export / rlscale.store), fitted curves from fit.json, compute from stages.json, the prescription from
 plan.json. Nothing is taken from stdout or from inside a training loop. The statement about n*(C) is computed from
-the fits (`n_star_evidence`) and worded from its numbers. Tests: tests/test_report.py, tests/test_report_browser.py.
+the fits (`n_star_evidence`) and worded from its numbers. The CoScale-RL section (rlscale.coscale.report, from its
+summary.json / result.json / plain-GRPO run store) is appended when DIR/coscale exists (`rlscale coscale --preset
+lab-quick --out DIR/coscale`) or when `--coscale CSDIR` names a run. Tests: tests/test_report.py,
+tests/test_report_browser.py.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rlscale.html import Section, figure_png, img, kv_table, page, para, table
 X = "compute/rollouts"
 Y = "val/avg"
 REPORT_FILE = "report.html"
+COSCALE_SUBDIR = "coscale"  # `rlscale coscale --preset lab-quick --out LABDIR/coscale` puts the CoScale-RL lab here
 
 
 # ------------------------------------------------------------------------------------------------ evidence (pure)
@@ -568,8 +572,25 @@ def sweep_sections(root: Path) -> tuple[list[Section], str]:
     return [cfg, *secs], f"rlscale sweep report: {sweep['spec'].get('name', root.name)}"
 
 
-def build_report(path: str | Path) -> Path:
-    """(Re)build DIR/report.html from the store; returns its path."""
+def coscale_sections(root: Path, coscale: str | Path | None = None) -> list[Section]:
+    """The CoScale-RL section: from `coscale` when given (a UserError if it holds no CoScale-RL run), else from
+    ROOT/coscale when that directory exists (a note while it holds no records yet), else none."""
+    from rlscale.coscale.report import coscale_section, has_coscale_run
+
+    if coscale is not None:
+        return [coscale_section(coscale)]
+    auto = root / COSCALE_SUBDIR
+    if not auto.is_dir():
+        return []
+    if not has_coscale_run(auto):
+        return [Section("CoScale-RL").add(para(f"{auto}: no CoScale-RL records yet (no coscale.json); the section "
+                                               "appears once `rlscale coscale --out` has started there.", "note"))]
+    return [coscale_section(auto)]
+
+
+def build_report(path: str | Path, coscale: str | Path | None = None) -> Path:
+    """(Re)build DIR/report.html from the store; returns its path. `coscale`: a CoScale-RL run or lab comparison
+    directory whose section is appended; by default DIR/coscale is used when it exists."""
     from rlscale.io import atomic_write_text
 
     root = Path(path)
@@ -579,6 +600,7 @@ def build_report(path: str | Path) -> Path:
         sections, title = sweep_sections(root)
     else:
         raise UserError(f"{root}: neither a lab directory (lab.json) nor a sweep directory (sweep.json)")
+    sections += coscale_sections(root, coscale)
     out = root / REPORT_FILE
     atomic_write_text(out, page(title, sections, subtitle=f"built from the records in {root.resolve()}"))
     return out

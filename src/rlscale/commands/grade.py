@@ -42,20 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) for every non-empty line; malformed JSON names file and line."""
+    from rlscale.io import iter_jsonl_numbered
+
     if not path.exists():
         raise UserError(f"{path}: file not found; pass --predictions with a JSONL file of completions")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
+    rows = list(iter_jsonl_numbered(path))
     if not rows:
         raise UserError(f"{path}: no predictions (the file is empty)")
     return rows

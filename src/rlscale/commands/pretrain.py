@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=PRETRAIN_DEFAULTS["seed"], help="init and corpus seed")
     parser.add_argument("--alt-format-frac", type=float, default=PRETRAIN_DEFAULTS["alt_format_frac"],
                         help="fraction of solutions ending 'answer: n' instead of '####n'")
+    parser.add_argument("--slip-frac", type=float, default=PRETRAIN_DEFAULTS["slip_frac"],
+                        help="per-step probability of a slip (a value off by 1..3) in corpus solutions")
+    parser.add_argument("--slip-kind", choices=("result", "operand"), default=PRETRAIN_DEFAULTS["slip_kind"],
+                        help="result: the step's result is off; operand: a substituted value is off, arithmetic right")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
     parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -30,7 +34,7 @@ def run(args) -> int:
     from rlscale.lab.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
-                         alt_format_frac=args.alt_format_frac, lr=args.lr)
+                         alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind, lr=args.lr)
     out = args.out or f"lab/models/{args.size}"
     policy = pretrain(cfg, out=out, progress=not args.quiet)
     c = policy.meta["compute"]

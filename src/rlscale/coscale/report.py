@@ -26,10 +26,20 @@ def find_dirs(out_dir: str | Path) -> tuple[Path, Path | None, Path | None]:
     elif (root / "coscale.json").exists():
         cs = root
     else:
-        raise UserError(f"{root}: no CoScale-RL run (coscale.json) found")
+        raise UserError(f"{root}: no CoScale-RL run (coscale.json) found; give the directory passed to "
+                        "`rlscale coscale --out`")
     grpo = root / "grpo" if (root / "grpo" / "config.json").exists() else None
     result = root / "result.json" if (root / "result.json").exists() else None
     return cs, grpo, result
+
+
+def has_coscale_run(out_dir: str | Path) -> bool:
+    """Whether find_dirs(out_dir) finds a CoScale-RL run (its coscale.json or summary.json)."""
+    try:
+        find_dirs(out_dir)
+    except UserError:
+        return False
+    return True
 
 
 def pool_rows(summary: dict) -> list[dict]:

@@ -63,13 +63,24 @@ class EvalResult:
             raise UserError(f"mode '{mode}' was not graded; graded modes: {', '.join(self.modes)}")
         return summarise(self.records, mode, self.ks)
 
+    def other_format_frac(self, mode: str, other: str) -> float:
+        """Fraction of rollouts answered in a format only `other` accepts: `mode` extracts nothing, `other` does
+        (e.g. strict vs flexible: completions ending 'answer: n' instead of '#### n')."""
+        for m in (mode, other):
+            if m not in self.modes:
+                raise UserError(f"mode '{m}' was not graded; graded modes: {', '.join(self.modes)}")
+        pairs = [(a, b) for r in self.records
+                 for a, b in zip(r["modes"][mode]["extracted"], r["modes"][other]["extracted"])]
+        return sum(a is None and b is not None for a, b in pairs) / len(pairs) if pairs else 0.0
+
     def summaries(self) -> dict[str, dict]:
         return {m: self.summary(m) for m in self.modes}
 
 
 def summarise(records: Sequence[dict], mode: str, ks: Sequence[int]) -> dict:
     """avg, pass@k, worst@k, maj@k (each with _stderr and a seeded 95% bootstrap CI for avg) over the scorable
-    problems of `mode`, plus counts, mean response length and the truncated fraction."""
+    problems of `mode`, plus counts, mean response length, the truncated fraction and the fraction of rollouts
+    from which `mode` extracts no answer (no_answer_frac)."""
     scored = [r for r in records if r["modes"][mode]["scorable"]]
     out: dict[str, Any] = {"mode": mode, "problems": len(scored),
                            "unscorable_problems": len(records) - len(scored)}
@@ -77,6 +88,8 @@ def summarise(records: Sequence[dict], mode: str, ks: Sequence[int]) -> dict:
     out["rollouts"] = rollouts
     out["truncated_frac"] = sum(r["truncated"] for r in records) / rollouts if rollouts else 0.0
     out["mean_length"] = float(np.mean([x for r in records for x in r["lengths"]])) if rollouts else 0.0
+    out["no_answer_frac"] = (sum(x is None for r in records for x in r["modes"][mode]["extracted"]) / rollouts
+                             if rollouts else 0.0)
     if not scored:
         return out
     n = np.array([r["n"] for r in scored])

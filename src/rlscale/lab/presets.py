@@ -49,6 +49,8 @@ PRETRAIN_DEFAULTS = {
     "size": DEFAULT_SIZE,
     "seed": 0,
     "alt_format_frac": 0.3,  # strict vs flexible grading differ, as for real base models
+    "slip_frac": 0.0,  # per-step slips in corpus solutions (pass rates spread over (0, 1))
+    "slip_kind": "result",
     "warmup_frac": 0.02,
     "min_lr_frac": 0.1,
     "weight_decay": 0.1,

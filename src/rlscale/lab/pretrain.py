@@ -37,6 +37,10 @@ class PretrainConfig:
     """seed of the init and the corpus stream"""
     alt_format_frac: float = PRETRAIN_DEFAULTS["alt_format_frac"]
     """fraction of solutions ending 'answer: n' instead of '####n'"""
+    slip_frac: float = PRETRAIN_DEFAULTS["slip_frac"]
+    """per-step probability of a slip in a corpus solution (ArithConfig.slip_frac)"""
+    slip_kind: str = PRETRAIN_DEFAULTS["slip_kind"]
+    """'result' (wrong result) or 'operand' (wrong substituted value, right arithmetic): ArithConfig.slip_kind"""
     lr: float | None = None
     """peak learning rate; default: the size preset's"""
     warmup_frac: float = PRETRAIN_DEFAULTS["warmup_frac"]
@@ -55,6 +59,8 @@ class PretrainConfig:
             raise UserError(f"--minutes {self.minutes}: must be > 0")
         if not 0.0 <= self.alt_format_frac <= 1.0:
             raise UserError(f"--alt-format-frac {self.alt_format_frac}: must be in [0, 1]")
+        if not 0.0 <= self.slip_frac < 1.0:
+            raise UserError(f"--slip-frac {self.slip_frac}: must be in [0, 1)")
         return self
 
 
@@ -146,7 +152,8 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, betas=(0.9, 0.95))
-    arith_cfg = ArithConfig(alt_format_frac=cfg.alt_format_frac)
+    arith_cfg = ArithConfig(alt_format_frac=cfg.alt_format_frac, slip_frac=cfg.slip_frac,
+                            slip_kind=cfg.slip_kind).validate()
     stream = corpus_stream(cfg.seed, arith_cfg, exclude=heldout_questions())
     batch_iter = batches(stream, tok, preset.batch_tokens, random.Random(cfg.seed + 1))
 

@@ -13,6 +13,22 @@ import torch
 from rlscale.engine.base import Sampler
 
 
+def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(logits / temperature)[targets] in fp32, and the entropy of that distribution when with_entropy.
+
+    logits (..., V), targets (...) of token ids -> (logp (...), entropy (...) | None). temperature <= 0 (greedy) or 1
+    leaves the logits unscaled. The math of every Policy.token_logprobs: pass logits[:, :-1] and input_ids[:, 1:].
+    """
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
+    ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, ent
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     eos_id: int

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rlscale.errors import UserError
+from rlscale.models.base import logprobs_from_logits
 
 
 class HFTokenizer:
@@ -73,13 +74,7 @@ class HFPolicy:
                        with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         """logp[b, t] = log softmax(logits[b, t] / T)[input_ids[b, t+1]]: (B, T-1); entropy of that distribution."""
         logits = self.module(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
-        logits = logits.float()
-        if temperature > 0 and temperature != 1.0:
-            logits = logits / temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-        return logp, ent
+        return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())

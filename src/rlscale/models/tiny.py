@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json
+from rlscale.models.base import logprobs_from_logits
 from rlscale.models.tokenizer import CharTokenizer
 
 FORMAT_VERSION = 1
@@ -223,12 +224,7 @@ class TinyPolicy:
     def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, temperature: float = 1.0,
                        with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         logits = self.module(input_ids, attention_mask)[:, :-1]  # (B, T-1, V)
-        if temperature > 0 and temperature != 1.0:
-            logits = logits / temperature
-        logp_all = torch.log_softmax(logits.float(), dim=-1)
-        logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-        return logp, ent
+        return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
 
     def num_params(self) -> int:
         return self.module.num_params()

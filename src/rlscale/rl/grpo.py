@@ -350,7 +350,9 @@ def load_problems(cfg: GRPOConfig, which: str):
 
 
 def validate_policy(policy, problems, cfg: GRPOConfig, template: str, mode: str) -> dict[str, float]:
-    """Held-out metrics val/avg, val/pass@k, val/worst@k (and val/maj@k via rlscale.evals when available)."""
+    """Held-out metrics val/avg, val/pass@k, val/worst@k, val/no_answer_frac (and val/maj@k via rlscale.evals when
+    available). With the strict reward also val/flexible_avg and val/flexible_only_format: the fraction of
+    rollouts whose answer only the flexible grader reads (the alternate format the strict reward trains away)."""
     from rlscale.engine.base import SamplingParams
 
     params = SamplingParams(n=cfg.val_n, temperature=cfg.val_temperature, top_p=cfg.val_top_p,
@@ -363,9 +365,14 @@ def validate_policy(policy, problems, cfg: GRPOConfig, template: str, mode: str)
         except ImportError:
             evaluate = None
         if evaluate is not None:
-            res = evaluate(problems, policy.sampler(), template=template, params=params, modes=(mode,),
+            extra = ("flexible",) if mode == "strict" else ()  # the format effect: strict vs other formats
+            res = evaluate(problems, policy.sampler(), template=template, params=params, modes=(mode, *extra),
                            ks=tuple(cfg.val_ks), progress=False)
-            return {f"val/{k}": float(v) for k, v in res.summary(mode).items() if isinstance(v, (int, float))}
+            out = {f"val/{k}": float(v) for k, v in res.summary(mode).items() if isinstance(v, (int, float))}
+            for other in extra:
+                out[f"val/{other}_avg"] = float(res.summary(other)["avg"])
+                out[f"val/{other}_only_format"] = res.other_format_frac(mode, other)
+            return out
         return _internal_validation(policy, problems, params, template, mode, cfg.val_ks)
     finally:
         policy.module.train(was_training)

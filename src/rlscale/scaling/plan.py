@@ -2,6 +2,9 @@
 
     n         = n*(C) from the sigmoid fit of log2 n*, rounded (in log2) to the nearest n in the fitted set
     B_problem = the largest power of two with n * B_problem <= B_max (and B_problem <= num_problems when given)
+
+or, with B_problem fixed (`problems_per_batch`, e.g. the value the sweep held fixed): n = n*(C) rounded (in log2)
+to the nearest of the fitted n with n * B_problem <= B_max; then, in both cases,
     M         = floor(C / (n * B_problem)) optimizer steps
     lr        = lr_anchor * sqrt(n * B_problem / B_ref)          (square-root batch scaling from the anchor)
 
@@ -63,9 +66,33 @@ def sqrt_lr(lr_ref: float, batch_ref: float, batch: float) -> float:
     return lr_ref * math.sqrt(batch / batch_ref)
 
 
+def _fmt_ns(ns) -> str:
+    return ", ".join(f"{m:g}" for m in ns)
+
+
+def n_for_fixed_batch(n_cont: float, ns, problems_per_batch: int, B_max: int) -> tuple[int, list[str]]:
+    """(n, warnings): the fitted n nearest to n_cont in log2 among those with n * problems_per_batch <= B_max."""
+    ns = sorted(ns)
+    allowed = [m for m in ns if m * problems_per_batch <= B_max]
+    if not allowed:
+        fix = f"raise --B-max to at least {ns[0] * problems_per_batch:g}"
+        if B_max // ns[0] >= 1:
+            fix = f"lower --problems-per-batch to at most {int(B_max // ns[0])} or " + fix
+        raise UserError(f"--problems-per-batch {problems_per_batch}: no fitted n ({_fmt_ns(ns)}) has "
+                        f"n * {problems_per_batch} <= --B-max {B_max}; {fix}")
+    n, free = int(nearest_in_log2(n_cont, allowed)), int(nearest_in_log2(n_cont, ns))
+    warnings = []
+    if free != n:
+        warnings.append(f"n*={free} with B_problem={problems_per_batch} exceeds B_max={B_max}; using the largest "
+                        f"fitted n with n*B_problem <= B_max ({n})")
+    return n, warnings
+
+
 def plan(fit: dict, budget_rollouts: float, B_max: int, num_problems: int | None = None,
-         lr_anchor: tuple[float, float] | None = None, level: float | None = None) -> Plan:
-    """Allocation for budget C (rollouts) from an isocompute fit dict (fit.json)."""
+         lr_anchor: tuple[float, float] | None = None, level: float | None = None,
+         problems_per_batch: int | None = None) -> Plan:
+    """Allocation for budget C (rollouts) from an isocompute fit dict (fit.json). With `problems_per_batch`,
+    B_problem is fixed to it and only n (and M) are chosen."""
     if fit.get("law") != "isocompute":
         raise UserError(f"plan needs an isocompute fit, got law '{fit.get('law')}' (run rlscale fit --law isocompute)")
     C = float(budget_rollouts)
@@ -76,20 +103,31 @@ def plan(fit: dict, budget_rollouts: float, B_max: int, num_problems: int | None
     per_n = {float(k) if "." in k else int(k): v for k, v in fit["per_n"].items()}
     ns = sorted(per_n)
     n_cont = float(n_star_from_fit(C, fit["params"]))
-    n = int(nearest_in_log2(n_cont, ns))
-    warnings = []
-    if n > B_max:
-        warnings.append(f"n*={n} exceeds B_max={B_max}; using the largest fitted n <= B_max")
-        small = [m for m in ns if m <= B_max]
-        if not small:
-            raise UserError(f"--B-max {B_max} is smaller than every fitted n ({ns[0]} is the smallest)")
-        n = int(max(small))
-    cap = B_max / n
-    if num_problems is not None:
-        if num_problems < 1:
+    if problems_per_batch is not None:
+        if num_problems is not None and num_problems < 1:
             raise UserError(f"--problems must be >= 1, got {num_problems}")
-        cap = min(cap, num_problems)
-    B_problem = largest_pow2_at_most(cap)
+        if problems_per_batch < 1:
+            raise UserError(f"--problems-per-batch must be >= 1, got {problems_per_batch}")
+        if num_problems is not None and problems_per_batch > num_problems:
+            raise UserError(f"--problems-per-batch {problems_per_batch} exceeds --problems {num_problems} (a batch "
+                            "would repeat problems); use at most the training-set size")
+        n, warnings = n_for_fixed_batch(n_cont, ns, problems_per_batch, B_max)
+        B_problem = int(problems_per_batch)
+    else:
+        n = int(nearest_in_log2(n_cont, ns))
+        warnings = []
+        if n > B_max:
+            warnings.append(f"n*={n} exceeds B_max={B_max}; using the largest fitted n <= B_max")
+            small = [m for m in ns if m <= B_max]
+            if not small:
+                raise UserError(f"--B-max {B_max} is smaller than every fitted n ({ns[0]} is the smallest)")
+            n = int(max(small))
+        cap = B_max / n
+        if num_problems is not None:
+            if num_problems < 1:
+                raise UserError(f"--problems must be >= 1, got {num_problems}")
+            cap = min(cap, num_problems)
+        B_problem = largest_pow2_at_most(cap)
     M = int(C // (n * B_problem))
     if M < 1:
         raise UserError(f"--budget {C:g} rollouts is less than one step of n*B_problem = {n * B_problem} rollouts")

@@ -52,15 +52,25 @@ class ArithConfig:
     """probability a result of 0 is accepted (0 is otherwise over-represented: x-x, a*0)"""
     alt_format_frac: float = 0.0
     """fraction of solutions ending ';answer: n' instead of ';####n' (pretraining corpus only)"""
+    slip_frac: float = 0.0
+    """per-step probability that a pretraining solution slips (later steps carry the wrong value on), as real base
+    models learn from imperfect worked solutions. A model that imitates its corpus then solves a k-step problem with
+    probability ~ (1 - slip_frac)^k: per-problem pass rates spread over (0, 1) instead of piling up at 0 and 1, and
+    RL has slips to remove (pretraining corpus only)"""
+    slip_kind: str = "result"
+    """'result': the step's result is off by 1..3 (the corpus then teaches wrong arithmetic facts too);
+    'operand': a substituted variable value is off by 1..3 and the arithmetic on it is right (facts stay clean)"""
 
     def validate(self) -> ArithConfig:
         if not 1 <= self.max_steps <= len(VAR_NAMES) - 1:
             raise UserError(f"arith max_steps={self.max_steps}: must be in 1..{len(VAR_NAMES) - 1}")
         if len(self.step_weights) != self.max_steps or min(self.step_weights) < 0 or sum(self.step_weights) <= 0:
             raise UserError(f"arith step_weights: need {self.max_steps} non-negative weights with a positive sum")
+        if self.slip_kind not in ("result", "operand"):
+            raise UserError(f"arith slip_kind={self.slip_kind!r}: choose 'result' or 'operand'")
         if not set(self.ops) <= {"+", "-", "*"} or not self.ops:
             raise UserError(f"arith ops={self.ops}: choose a non-empty subset of + - *")
-        for name in ("single_digit_frac", "p_prev", "p_var_operand", "zero_keep", "alt_format_frac"):
+        for name in ("single_digit_frac", "p_prev", "p_var_operand", "zero_keep", "alt_format_frac", "slip_frac"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise UserError(f"arith {name}={v}: must be in [0, 1]")
@@ -156,6 +166,37 @@ def format_solution(p: ArithProblem, order: Sequence[int] | None = None, alt_for
     body = ";".join(_step_text(p.steps[i], values) for i in order)
     end = f"answer: {p.answer}" if alt_format else f"####{p.answer}"
     return f"{body};{end}"
+
+
+def slipped_solution(p: ArithProblem, rng: random.Random, slip_frac: float, alt_format: bool = False,
+                     kind: str = "result") -> str:
+    """The worked solution as an imperfect solver writes it: with probability slip_frac per step, the step's result
+    (kind 'result') or the value it substitutes for its left variable (kind 'operand') is off by 1..3 (never below
+    0); later steps compute with the values as written. slip_frac = 0 gives `format_solution(p)` exactly (and draws
+    nothing from rng)."""
+    if slip_frac <= 0.0:
+        return format_solution(p, alt_format=alt_format)
+
+    def off(v: int) -> int:
+        delta = rng.choice((-3, -2, -1, 1, 2, 3))
+        return v + delta if v + delta >= 0 else v - delta
+
+    written = {p.start_name: p.start_value}
+    parts = []
+    for s in p.steps:
+        lv = written[s.left]
+        rv = written[s.right] if s.right in written else int(s.right)
+        slip = rng.random() < slip_frac
+        if slip and kind == "operand":
+            lv = off(lv)
+        value = _apply(lv, s.op, rv)
+        if slip and kind == "result":
+            value = off(value)
+        written[s.name] = value
+        parts.append(f"{s.name}={s.left}{s.op}{s.right}={lv}{s.op}{rv}={value}")
+    final = written[p.steps[-1].name]
+    end = f"answer: {final}" if alt_format else f"####{final}"
+    return ";".join(parts) + f";{end}"
 
 
 def _deps(p: ArithProblem) -> list[set[int]]:
@@ -259,7 +300,8 @@ def corpus_stream(seed: int, cfg: ArithConfig, exclude: frozenset[str] = frozens
         p = generate_problem(rng, cfg, sample_steps(rng, cfg))
         if p.question in exclude:
             continue
-        yield p.question + format_solution(p, alt_format=rng.random() < cfg.alt_format_frac)
+        alt = rng.random() < cfg.alt_format_frac
+        yield p.question + slipped_solution(p, rng, cfg.slip_frac, alt_format=alt, kind=cfg.slip_kind)
 
 
 SPLIT_SIZES = {"train": 20_000, "val": 2_000, "test": 2_000}
