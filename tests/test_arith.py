@@ -226,3 +226,14 @@ def test_extract_answer_modes():
     assert extract_answer("b=1;answer: 12", strict=True) is None
     assert extract_answer("b=1=") is None
     assert is_correct("x;####07", "7") and not is_correct("x;####8", "7")
+
+
+def test_generation_budget_fits_every_solution():
+    """The task's default max_new_tokens must hold the longest worked solution (+ EOS) of every split: a budget of
+    64 truncated every 5- and 6-step problem before its answer."""
+    from rlscale.tasks.arith import MAX_NEW_TOKENS
+
+    longest = max(len(p.solution) for split in ("train", "val", "test") for p in load_arith(split))
+    assert longest + 1 <= MAX_NEW_TOKENS
+    assert get_task("arith").max_new_tokens == MAX_NEW_TOKENS
+    assert longest > 64  # why the budget is not 64

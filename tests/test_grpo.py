@@ -326,3 +326,11 @@ def test_strict_reward_validation_reports_the_other_format(tmp_path):
     for key in ("val/avg", "val/no_answer_frac", "val/flexible_avg", "val/flexible_only_format"):
         assert key in ev.columns and ev[key].between(0, 1).all(), key
     assert (ev["val/flexible_avg"] >= ev["val/avg"]).all()
+
+
+def test_generation_budget_defaults_to_the_task():
+    from rlscale.rl.grpo import with_task_defaults
+
+    assert with_task_defaults(GRPOConfig(model="m", task="arith")).max_new_tokens == 128
+    assert with_task_defaults(GRPOConfig(model="m", task="gsm8k")).max_new_tokens == 512
+    assert with_task_defaults(GRPOConfig(model="m", task="arith", max_new_tokens=40)).max_new_tokens == 40

@@ -64,7 +64,7 @@ def sampling_params(args, task):
         raise UserError(f"--temperature {temperature}: must be >= 0")
     if not 0 < args.top_p <= 1:
         raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
-    max_new = args.max_new_tokens or (64 if task.name == "arith" else 512)
+    max_new = args.max_new_tokens or task.max_new_tokens
     template = args.template or task.template
     return SamplingParams(n=args.n, temperature=temperature, top_p=args.top_p, max_new_tokens=max_new,
                           stop=stop_strings(template), seed=args.seed), template

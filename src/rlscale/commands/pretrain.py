@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
                         help="result: the step's result is off; operand: a substituted value is off, arithmetic right")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
     parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 on a shared machine; 2 on an idle 2-core one)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -34,7 +36,8 @@ def run(args) -> int:
     from rlscale.lab.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
-                         alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind, lr=args.lr)
+                         alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind, lr=args.lr,
+                         threads=args.threads)
     out = args.out or f"lab/models/{args.size}"
     policy = pretrain(cfg, out=out, progress=not args.quiet)
     c = policy.meta["compute"]

@@ -60,13 +60,15 @@ class LabPreset:
     the uniform-steps pool (5M: ~0.31 and ~0.06, too weak for RL to move the Easy set much)"""
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
+    pretrain_threads: int = 0
+    """torch threads of the pretraining stage (0: as many as the lab's workers; nothing else runs then)"""
     # ---- profiling
     pool_size: int = 6000
     """first problems of the arith train split that are profiled (a 5M-token s model puts ~6% of the uniform-steps
     pool in Easy: 1500 gave a 48-problem Easy train set that RL memorised within ~1k rollouts)"""
     profile_n: int = 16
     """samples per problem of the profile (avg@16)"""
-    max_new_tokens: int = 64
+    max_new_tokens: int = 128
     """generation budget for profiling, training and validation"""
     grading_mode: str = "flexible"
     """profile grading mode = training reward = validation grader"""
@@ -102,6 +104,10 @@ class LabPreset:
     bucket_width: float = 0.01
     """record-breaking bucket width of validation reward"""
     n_bootstrap: int = 200
+    runs_for_run_bootstrap: int = 3
+    """an n with at least this many runs (seeds) is bootstrapped by resampling whole runs (training-seed and
+    validation noise); with fewer, record points within its run are resampled and the report flags the intervals
+    as too narrow"""
     fit_seed: int = 0
     plan_factor: float = 4.0
     """the planner prescribes for plan_factor x the largest budget a run spent"""
@@ -135,6 +141,9 @@ class LabPreset:
         if self.max_rollouts < max(self.n_grid) * self.problems_per_batch:
             raise UserError(f"preset {self.name}: max_rollouts={self.max_rollouts} is less than one step of the "
                             f"largest n")
+        if self.runs_for_run_bootstrap < 2:
+            raise UserError(f"preset {self.name}: runs_for_run_bootstrap={self.runs_for_run_bootstrap} must be >= 2 "
+                            "(resampling one run is no resampling)")
         if any(k > self.val_n for k in self.val_ks):
             raise UserError(f"preset {self.name}: val_ks {list(self.val_ks)} must be <= val_n={self.val_n}")
         return self
@@ -238,13 +247,14 @@ class LabProgress:
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def stage_pretrain(p: LabPreset, out: Path, progress: bool) -> dict:
+def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) -> dict:
     model = out / "model"
     if not (model / "rlscale_model.json").exists():
         from rlscale.lab.pretrain import PretrainConfig, pretrain
 
         pretrain(PretrainConfig(size=p.size, tokens=p.pretrain_tokens, minutes=p.pretrain_minutes,
-                                seed=p.pretrain_seed), out=str(model), progress=progress)
+                                seed=p.pretrain_seed, threads=p.pretrain_threads or workers),
+                 out=str(model), progress=progress)
     meta = json.loads((model / "rlscale_model.json").read_text())
     c = meta.get("compute", {})
     return {"rollouts": 0, "tokens": c.get("tokens", 0), "flops": c.get("flops", 0.0),
@@ -467,7 +477,7 @@ def fit_table(df, p: LabPreset, train_size: int | None) -> dict:
 
     df = df[df["compute/rollouts"].astype(float) > 0]
     iso = IsoCompute(bucket_width=p.bucket_width, n_bootstrap=p.n_bootstrap, seed=p.fit_seed,
-                     train_set_size=train_size).fit(df)
+                     train_set_size=train_size, min_runs_for_run_bootstrap=p.runs_for_run_bootstrap).fit(df)
     fit = iso.to_dict()
     fit["anchor"] = [p.rl_lr, float(p.lr_ref_batch)]
     return fit
@@ -635,7 +645,7 @@ def _clear_outputs(stage: str, out: Path) -> None:
 
 def _run_stage(stage: str, p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
     if stage == "pretrain":
-        return stage_pretrain(p, out, progress)
+        return stage_pretrain(p, out, progress, workers)
     if stage == "profile":
         return stage_profile(p, out, workers, progress)
     if stage == "curate":

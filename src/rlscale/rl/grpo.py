@@ -14,6 +14,7 @@ import math
 import random
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,8 +115,8 @@ class GRPOConfig:
     """validation sampling temperature"""
     val_top_p: float = 1.0
     """validation nucleus sampling mass"""
-    max_new_tokens: int = 64
-    """maximum generated tokens per rollout"""
+    max_new_tokens: int | None = None
+    """maximum generated tokens per rollout (default: the task's budget, e.g. arith 128)"""
     mask_truncated: bool = False
     """exclude truncated rollouts (hit max_new_tokens) from the loss"""
     val_every: int = 10
@@ -239,7 +240,7 @@ class GRPOConfig:
         need(self.temperature > 0, "temperature must be > 0 for training (log-probs of the sampling distribution)")
         need(0 < self.top_p <= 1 and 0 < self.val_top_p <= 1, "top_p and val_top_p must be in (0, 1]")
         need(self.val_temperature >= 0, "val_temperature must be >= 0")
-        need(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        need(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         need(self.val_every >= 0 and self.val_n >= 1, "need val_every >= 0 and val_n >= 1")
         need(all(int(k) >= 1 for k in self.val_steps), "val_steps must be steps >= 1")
         need(len(self.val_ks) >= 1 and all(1 <= k <= self.val_n for k in self.val_ks),
@@ -322,6 +323,15 @@ def _epoch_perm(seed: int, epoch: int, num: int) -> list[int]:
 def render_prompt(problem, template: str) -> str:
     from rlscale.prompts import render
     return render(problem, template)
+
+
+def with_task_defaults(cfg: GRPOConfig) -> GRPOConfig:
+    """cfg with max_new_tokens = the task's generation budget when unset (None)."""
+    if cfg.max_new_tokens is not None:
+        return cfg
+    from rlscale.tasks.base import get_task
+
+    return dataclasses.replace(cfg, max_new_tokens=get_task(cfg.task).max_new_tokens)
 
 
 def stop_strings(template: str) -> tuple[str, ...]:
@@ -467,7 +477,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     from rlscale.rl.losses import aggregation_weights, filter_masks, grpo_loss
     from rlscale.rl.lr import lr_at
 
-    cfg.validate()
+    cfg = with_task_defaults(cfg.validate())
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
     if finished is not None:
         store.close()

@@ -33,6 +33,9 @@ class Task:
     default_mode: str  # grading mode used as reward/metric by default
     template: str  # prompt template name (see rlscale.prompts)
     load: Callable[..., list[Problem]]
+    max_new_tokens: int = 512
+    """default generation budget: long enough for the task's reference solutions (a shorter budget truncates
+    the longest answers and makes those problems unsolvable whatever the policy)"""
 
 
 TASKS: dict[str, Task] = {}
