@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import inspect
 import math
 import random
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
