@@ -83,15 +83,15 @@ class LabPreset:
     # ---- the iso-compute sweep per set (fixed B_problem, trade n against M)
     n_grid: tuple[int, ...] = (2, 4, 8, 16)
     problems_per_batch: int = 8
-    max_rollouts: int = 16384
+    max_rollouts: int = 4096
     """budget C of every run in rollouts; validation points are log-spaced from one step to C"""
-    val_points: int = 11
+    val_points: int = 8
     """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 32x in
     compute for n <= 16 at the quick budget, with fewer points than an even grid needs for the same span, so each
     point can afford more samples (lower noise)"""
     val_n: int = 8
     val_ks: tuple[int, ...] = (1, 4)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     lr: float | None = None
     """RL learning rate at lr_ref_batch rollouts per step (default rlscale.lab.presets.RL_LR[size])"""
     lr_ref_batch: int = 128
@@ -150,10 +150,11 @@ class LabPreset:
 
 
 PRESETS: dict[str, LabPreset] = {
-    # ~10 min on a quiet 2-core machine (measured 9m50s): 8M-token s model, 4 runs per set of 16384 rollouts,
-    # 11 log-spaced validation points each (>= 128x span in compute), n in {2, 4, 8, 16} (8x)
+    # <= 15 min on a quiet 2-core machine: 8M-token s model (2 threads), n in {2, 4, 8, 16} (8x) x 3 seeds per set
+    # (a run-level bootstrap), 4096 rollouts per run, 8 log-spaced validation points each (32x-256x span in
+    # compute). Measured with 8192 rollouts per run instead: 20m23s, so the budget was halved to fit.
     "quick": LabPreset(),
-    # ~1-1.5 h: longer pretraining, bigger pool and val sets, 5 values of n (16x), 4x budget, 2 seeds
+    # several hours (not yet run): bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 3 seeds
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=14, seeds=(0, 1, 2),
                       n_bootstrap=500),
