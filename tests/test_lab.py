@@ -50,7 +50,8 @@ def test_sweep_spec_from_preset(tmp_path):
 
     p = PRESETS["quick"]
     spec = parse_spec(sweep_spec_dict(p, "easy", 100), tmp_path / "specs" / "easy.yaml", check_files=False)
-    assert [r.n for r in spec.runs] == list(p.n_grid)
+    assert sorted(r.n for r in spec.runs) == sorted(n for n in p.n_grid for _ in p.seeds)
+    assert {(r.n, r.seed) for r in spec.runs} == {(n, s) for n in p.n_grid for s in p.seeds}
     for r in spec.runs:
         assert r.problems_per_batch == p.problems_per_batch and r.rollouts == p.max_rollouts
         assert r.config["lr_scaling"] == "sqrt" and r.config["lr"] == p.rl_lr and r.config["val_limit"] == 100
@@ -78,7 +79,7 @@ def test_changed_preset_is_refused(tmp_path):
 
     check_lab_dir(PRESETS["quick"], tmp_path)
     with pytest.raises(UserError, match="different preset .max_rollouts"):
-        run_lab(LabPreset(max_rollouts=4096), tmp_path)
+        run_lab(LabPreset(max_rollouts=2 * PRESETS["quick"].max_rollouts), tmp_path)
 
 
 @pytest.mark.slow  # ~1 min on a quiet 2-core machine (13 training processes), several minutes when contended
