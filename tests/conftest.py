@@ -1,0 +1,16 @@
+"""Test-session setup: one torch/OpenMP thread per process.
+
+The suite's models are tiny, so a second thread buys little, while on a busy machine (CI running other jobs, or
+the lab beside the tests) OpenMP threads that spin-wait for a core slow every op several-fold (LAB_NOTES: 2
+threads on a contended machine were 11x slower than 1). Subprocesses inherit OMP_NUM_THREADS; a test that wants
+more threads sets them explicitly.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
