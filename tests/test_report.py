@@ -173,6 +173,25 @@ def test_evidence_without_bootstrap_says_so(labdir):
     assert "reaches the largest n swept (8)" in text  # n* = 8 = max n: saturation not resolved by the grid
 
 
+def test_no_gain_set_has_no_n_star_verdict(labdir):
+    """A set where no n moved the reward: the gain's CI reaches 0, so the verdict is no-gain, not a noise-picked n*."""
+    from rlscale.report import compare_saturation, evidence_sentence, n_star_evidence
+
+    fit = json.loads((labdir / "fits" / "hard" / "fit.json").read_text())
+    ev0 = n_star_evidence(fit)
+    assert ev0["verdict"] != "no-gain" and ev0["gain_ci"][0] > 0
+    rng = np.random.default_rng(0)
+    for d in fit["per_n"].values():  # flat curves: A = R0 (+- noise in the resamples, both signs)
+        d["params"]["A"] = d["params"]["R0"]
+        d["bootstrap_samples"] = [[s[0], s[0] + rng.normal(0, 0.01), s[2], s[3]] for s in d["bootstrap_samples"]]
+    ev = n_star_evidence(fit)
+    assert ev["verdict"] == "no-gain" and ev["gain_ci"][0] <= 0 < ev["gain_ci"][1] and abs(ev["gain"]) < 1e-9
+    text = evidence_sentence("Hard", ev)
+    assert "RL did not raise the validation reward at any n" in text and "no compute-optimal n" in text
+    assert "saturates" not in text and "plateaus" not in text
+    assert "RL raised no validation reward on the Hard set" in compare_saturation(ev0, ev)
+
+
 # ------------------------------------------------------------------------------------------------ CoScale-RL section
 def write_coscale_lab(csdir) -> None:
     """A finished CoScale-RL lab comparison as `rlscale coscale --preset lab-quick --out CSDIR` leaves it: the

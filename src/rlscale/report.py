@@ -52,7 +52,9 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     per-n sigmoids (sample i of every n is one resample): for each resample the frontier is recomputed and n* read
     at the smallest and largest fitted compute. Returns n_lo, n_hi, C_lo, C_hi, C_sat (start of the final n*),
     rise_frac / fall_frac (share of resamples with n*(C_hi) > / < n*(C_lo)), CIs of log2(n_hi / n_lo), n_hi and
-    C_sat, the n* sigmoid's plateau 2^A with its CI, and the verdict: rises | falls | flat | unresolved.
+    C_sat, the n* sigmoid's plateau 2^A with its CI, the RL gain (the largest per-n fitted rise R_n(C_hi) -
+    R_n(C_lo), with its CI) and the verdict: rises | falls | flat | unresolved, or no-gain when the gain's CI reaches down to 0
+    (RL moved no allocation on this set: there is no compute-optimal n to speak of, whatever the noise picks).
     """
     level = level or fit.get("ci_level", 0.95)
     q = (1.0 - level) / 2.0
@@ -66,29 +68,34 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     C = np.geomspace(C_lo, C_hi, grid)
     point = {n: v["params"] for n, v in per_n.items()}
     ns_point = _frontier_n_star(point, C, c_first)
+    gain = _rl_gain(point, C_lo, C_hi)
     out = {"C_lo": C_lo, "C_hi": C_hi, "n_lo": float(ns_point[0]), "n_hi": float(ns_point[-1]),
            "C_sat": _saturation_C(C, ns_point), "level": level, "n_bootstrap": 0,
            "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"]),
-           "n_max_swept": max(per_n), "n_min_swept": min(per_n),
+           "n_max_swept": max(per_n), "n_min_swept": min(per_n), "gain": gain,
            "point_bootstrap": sorted(n for n, v in per_n.items() if v.get("bootstrap_unit") == "points")}
     ci_A = (fit.get("ci") or {}).get("A")
     out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
     samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
     B = min((len(s) for s in samples.values()), default=0)
     if B:
-        lo, hi, sat = np.empty(B), np.empty(B), np.empty(B)
+        lo, hi, sat, gains = np.empty(B), np.empty(B), np.empty(B), np.empty(B)
         names = ("R0", "A", "C_mid", "B")
         for i in range(B):
             params = {n: dict(zip(names, s[i])) for n, s in samples.items()}
             ns = _frontier_n_star(params, C, c_first)
             lo[i], hi[i], sat[i] = ns[0], ns[-1], _saturation_C(C, ns)
+            gains[i] = _rl_gain(params, C_lo, C_hi)
         ratio = np.log2(hi / lo)
         out.update({"n_bootstrap": B, "rise_frac": float(np.mean(hi > lo)), "fall_frac": float(np.mean(hi < lo)),
                     "log2_ratio_ci": [float(np.quantile(ratio, q)), float(np.quantile(ratio, 1 - q))],
                     "n_hi_ci": [float(np.quantile(hi, q)), float(np.quantile(hi, 1 - q))],
                     "C_sat_ci": [float(np.quantile(sat, q)), float(np.quantile(sat, 1 - q))],
-                    "n_hi_samples": hi.tolist()})
-        if out["rise_frac"] >= level:
+                    "n_hi_samples": hi.tolist(),
+                    "gain_ci": [float(np.quantile(gains, q)), float(np.quantile(gains, 1 - q))]})
+        if out["gain_ci"][0] <= 0.0:
+            out["verdict"] = "no-gain"
+        elif out["rise_frac"] >= level:
             out["verdict"] = "rises"
         elif out["fall_frac"] >= level:
             out["verdict"] = "falls"
@@ -100,6 +107,15 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
         out["verdict"] = ("rises" if out["n_hi"] > out["n_lo"] else "falls" if out["n_hi"] < out["n_lo"]
                           else "flat") + " (point estimate, no bootstrap)"
     return out
+
+
+def _rl_gain(params_by_n: dict, C_lo: float, C_hi: float) -> float:
+    """The largest fitted rise of validation reward over the compared compute range: max_n R_n(C_hi) - R_n(C_lo).
+    (Not against R0, the sigmoid's C -> 0 limit: that is an extrapolation below the data.)"""
+    from rlscale.scaling.laws import sigmoid_law
+
+    C = np.asarray([C_lo, C_hi], float)
+    return max(float(np.diff(sigmoid_law(C, **p))[0]) for p in params_by_n.values())
 
 
 def _g(x: float) -> str:
@@ -124,8 +140,23 @@ def evidence_sentence(name: str, ev: dict) -> str:
     verdict = {"rises": f"so n*(C) rises with C at the {pct} level",
                "falls": f"so n*(C) falls with C at the {pct} level",
                "flat": f"so n*(C) stays at n* = {_n(ev['n_lo'])} over this range at the {pct} level",
-               "unresolved": "so the data do not resolve whether n*(C) rises with C on this set"
+               "unresolved": "so the data do not resolve whether n*(C) rises with C on this set",
                }.get(ev["verdict"], f"point estimate: n*(C) {ev['verdict']}")
+    if ev["verdict"] == "no-gain":
+        verdict = ("but RL did not raise the validation reward at any n: the largest fitted gain from C_min to C_max is "
+                   f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]), so this set "
+                   "has no compute-optimal n at these budgets (the frontier's n* is picked by noise) and whether "
+                   "n*(C) rises is not defined here")
+    elif ev.get("gain_ci"):
+        verdict += (f" (largest fitted RL gain from C_min to C_max {ev['gain']:+.3f}, {pct} CI [{ev['gain_ci'][0]:+.3f}, "
+                    f"{ev['gain_ci'][1]:+.3f}])")
+    caveat = ""
+    if ev.get("point_bootstrap"):
+        caveat = (f" Caveat: n = {', '.join(_n(n) for n in ev['point_bootstrap'])} had fewer runs than the fit needs "
+                  "to resample runs, so the bootstrap resampled record points within a run; those intervals leave "
+                  "out run-to-run and validation noise and are too narrow (more seeds fix this).")
+    if ev["verdict"] == "no-gain":  # where a noise-picked n* saturates means nothing
+        return f"{head}{boot}, {verdict}.{caveat}"
     if ev["n_hi"] >= ev["n_max_swept"]:
         sat = (f" n* reaches the largest n swept ({_n(ev['n_max_swept'])}) from C = {_g(ev['C_sat'])}, so where it "
                "saturates is not resolved by this grid (a larger n may be optimal there)")
@@ -139,11 +170,6 @@ def evidence_sentence(name: str, ev: dict) -> str:
         sat += f" ({pct} CI [{ev['plateau_n_ci'][0]:.3g}, {ev['plateau_n_ci'][1]:.3g}])"
     if ev["plateau_n"] > ev["n_max_swept"] * 1.05 or ev["plateau_n"] < ev["n_min_swept"] / 1.05:
         sat += " (outside the swept n, an extrapolation)"
-    caveat = ""
-    if ev.get("point_bootstrap"):
-        caveat = (f" Caveat: n = {', '.join(_n(n) for n in ev['point_bootstrap'])} had fewer runs than the fit needs "
-                  "to resample runs, so the bootstrap resampled record points within a run; those intervals leave "
-                  "out run-to-run and validation noise and are too narrow (more seeds fix this).")
     return f"{head}{boot}, {verdict}.{sat}.{caveat}"
 
 
@@ -151,6 +177,10 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
     """Whether Hard saturates at a smaller n than Easy, from the n*(C_max) bootstrap samples of each."""
     a, b = ev_easy.get("n_hi_samples"), ev_hard.get("n_hi_samples")
     head = f"n* at the largest fitted compute: Easy {_n(ev_easy['n_hi'])}, Hard {_n(ev_hard['n_hi'])}"
+    moot = [name for name, ev in (("Easy", ev_easy), ("Hard", ev_hard)) if ev.get("verdict") == "no-gain"]
+    if moot:
+        return (f"{head}; RL raised no validation reward on the {' and '.join(moot)} set{'s' if len(moot) > 1 else ''}"
+                " at these budgets, so where each set saturates in n cannot be compared.")
     if not a or not b:
         return head + " (no bootstrap samples: no confidence statement)."
     m = min(len(a), len(b))
