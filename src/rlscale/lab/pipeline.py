@@ -154,7 +154,8 @@ PRESETS: dict[str, LabPreset] = {
     # (a run-level bootstrap), 4096 rollouts per run, 8 log-spaced validation points each (32x-256x span in
     # compute). Measured with 8192 rollouts per run instead: 20m23s, so the budget was halved to fit.
     "quick": LabPreset(),
-    # several hours (not yet run): bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds
+    # <= 2 h (not yet run; estimate_seconds says 2h12m, and it overstated the quick preset by 1.23x: ~1h47m):
+    # bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds per n
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=14, seeds=(0, 1, 2, 3, 4),
                       n_bootstrap=500),
