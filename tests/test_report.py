@@ -192,6 +192,24 @@ def test_no_gain_set_has_no_n_star_verdict(labdir):
     assert "RL raised no validation reward on the Hard set" in compare_saturation(ev0, ev)
 
 
+
+@pytest.mark.parametrize("rise_share, verdict", [(0.0, "no-rise"), (0.03, "no-rise"), (0.10, "unresolved")])
+def test_one_sided_verdict(labdir, monkeypatch, rise_share, verdict):
+    """Resamples that fall or stay, but neither alone in 95% of them: the one-sided answer 'does not rise'."""
+    import rlscale.report as report
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    B = min(len(v["bootstrap_samples"]) for v in fit["per_n"].values())
+    n_rise = round(rise_share * B)
+    patterns = [np.array([8.0, 2.0])] + [np.array([2.0, 8.0])] * n_rise + \
+        [np.array([8.0, 2.0]) if i % 2 else np.array([4.0, 4.0]) for i in range(B - n_rise)]
+    calls = iter(patterns)
+    monkeypatch.setattr(report, "_frontier_n_star", lambda params, C, c_first: next(calls))
+    ev = report.n_star_evidence(fit)
+    assert ev["verdict"] == verdict and ev["fall_frac"] < 0.95 and abs(ev["rise_frac"] - n_rise / B) < 1e-12
+    if verdict == "no-rise":
+        assert "does not rise with C at the 95% level" in report.evidence_sentence("Easy", ev)
+
 # ------------------------------------------------------------------------------------------------ CoScale-RL section
 def write_coscale_lab(csdir) -> None:
     """A finished CoScale-RL lab comparison as `rlscale coscale --preset lab-quick --out CSDIR` leaves it: the

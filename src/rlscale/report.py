@@ -53,7 +53,8 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     at the smallest and largest fitted compute. Returns n_lo, n_hi, C_lo, C_hi, C_sat (start of the final n*),
     rise_frac / fall_frac (share of resamples with n*(C_hi) > / < n*(C_lo)), CIs of log2(n_hi / n_lo), n_hi and
     C_sat, the n* sigmoid's plateau 2^A with its CI, the RL gain (the largest per-n fitted rise R_n(C_hi) -
-    R_n(C_lo), with its CI) and the verdict: rises | falls | flat | unresolved, or no-gain when the gain's CI reaches down to 0
+    R_n(C_lo), with its CI) and the verdict: rises | falls | flat | no-rise | no-fall (one-sided: n*(C_max) <= or
+    >= n*(C_min) in >= level of the resamples) | unresolved, or no-gain when the gain's CI reaches down to 0
     (RL moved no allocation on this set: there is no compute-optimal n to speak of, whatever the noise picks).
     """
     level = level or fit.get("ci_level", 0.95)
@@ -101,6 +102,10 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
             out["verdict"] = "falls"
         elif np.mean(hi == lo) >= level:
             out["verdict"] = "flat"
+        elif np.mean(hi <= lo) >= level:  # one-sided: neither 'falls' nor 'flat' alone, but no rise
+            out["verdict"] = "no-rise"
+        elif np.mean(hi >= lo) >= level:
+            out["verdict"] = "no-fall"
         else:
             out["verdict"] = "unresolved"
     else:
@@ -140,6 +145,11 @@ def evidence_sentence(name: str, ev: dict) -> str:
     verdict = {"rises": f"so n*(C) rises with C at the {pct} level",
                "falls": f"so n*(C) falls with C at the {pct} level",
                "flat": f"so n*(C) stays at n* = {_n(ev['n_lo'])} over this range at the {pct} level",
+               "no-rise": (f"so n*(C) does not rise with C at the {pct} level (one-sided: in "
+                           f"{1 - ev.get('rise_frac', 0):.0%} of resamples it falls or stays)"),
+               "no-fall": (f"so n*(C) does not fall with C at the {pct} level (one-sided: in "
+                           f"{1 - ev.get('fall_frac', 0):.0%} of resamples it rises or stays), although a rise "
+                           "alone is not resolved"),
                "unresolved": "so the data do not resolve whether n*(C) rises with C on this set",
                }.get(ev["verdict"], f"point estimate: n*(C) {ev['verdict']}")
     if ev["verdict"] == "no-gain":

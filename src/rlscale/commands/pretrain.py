@@ -27,8 +27,10 @@ def add_arguments(parser) -> None:
                         help="result: the step's result is off; operand: a substituted value is off, arithmetic right")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
     parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="data-parallel processes, one per core (each takes 1/P of every step's batch)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1 on a shared machine; 2 on an idle 2-core one)")
+                        help="torch intra-op threads per process (1 is fastest on a shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -37,7 +39,7 @@ def run(args) -> int:
 
     cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
                          alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind, lr=args.lr,
-                         threads=args.threads)
+                         threads=args.threads, processes=args.processes)
     out = args.out or f"lab/models/{args.size}"
     policy = pretrain(cfg, out=out, progress=not args.quiet)
     c = policy.meta["compute"]

@@ -60,8 +60,9 @@ class LabPreset:
     the uniform-steps pool (5M: ~0.31 and ~0.06, too weak for RL to move the Easy set much)"""
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
-    pretrain_threads: int = 0
-    """torch threads of the pretraining stage (0: as many as the lab's workers; nothing else runs then)"""
+    pretrain_processes: int = 0
+    """data-parallel pretraining processes, one torch thread each (0: as many as the lab's workers; nothing else
+    runs during pretraining)"""
     # ---- profiling
     pool_size: int = 6000
     """first problems of the arith train split that are profiled (a 5M-token s model puts ~6% of the uniform-steps
@@ -255,7 +256,7 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
         from rlscale.lab.pretrain import PretrainConfig, pretrain
 
         pretrain(PretrainConfig(size=p.size, tokens=p.pretrain_tokens, minutes=p.pretrain_minutes,
-                                seed=p.pretrain_seed, threads=p.pretrain_threads or workers),
+                                seed=p.pretrain_seed, processes=p.pretrain_processes or workers),
                  out=str(model), progress=progress)
     meta = json.loads((model / "rlscale_model.json").read_text())
     c = meta.get("compute", {})

@@ -1,10 +1,15 @@
-"""Pretraining the lab's tiny GPT on a generated stream of arith worked solutions (one thread, minutes).
+"""Pretraining the lab's tiny GPT on a generated stream of arith worked solutions (minutes on a CPU).
 
 Each sequence is one document `question + solution + <eos>` starting at position 0 (as at sampling time), batched
 by length (pad to a multiple of 8, ~batch_tokens per step) so few shapes occur. The loss covers the solution and
 EOS tokens (the question is given at sampling time). AdamW with linear warmup and cosine decay over the budget
 (tokens, or wall minutes). Held-out loss is measured on the canonical solutions of val-split problems, which the
-corpus never contains. Run: `rlscale pretrain --size s --out lab/models/s`.
+corpus never contains. Run: `rlscale pretrain --size s --out lab/models/s [--processes 2]`.
+
+Data parallel: with `processes` P > 1, P worker processes (one torch thread each: LAB_NOTES, two OpenMP threads on
+a shared 2-core machine can be 11x slower than one) each draw their own corpus stream and a 1/P share of the
+`batch_tokens` of a step; the per-token loss is normalised by the global token count and gradients are summed
+with gloo all-reduce, so a step is one step on the union of the shards (same global batch as P = 1).
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ class PretrainConfig:
     heldout_docs: int = PRETRAIN_DEFAULTS["heldout_docs"]
     eval_every_s: float = PRETRAIN_DEFAULTS["eval_every_s"]
     threads: int = 1
-    """torch intra-op threads (1 on a shared machine; 2 on an idle 2-core one; results then differ in the last bits)"""
+    """torch intra-op threads per process (1 on a shared machine; results differ in the last bits with more)"""
+    processes: int = 1
+    """data-parallel worker processes (one per core); each takes 1/processes of every step's batch_tokens"""
 
     def validate(self) -> PretrainConfig:
         get_size(self.size)
@@ -63,6 +70,8 @@ class PretrainConfig:
             raise UserError(f"--alt-format-frac {self.alt_format_frac}: must be in [0, 1]")
         if self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be >= 1")
+        if not 1 <= self.processes <= 64:
+            raise UserError(f"--processes {self.processes}: must be in [1, 64] (one per core)")
         if not 0.0 <= self.slip_frac < 1.0:
             raise UserError(f"--slip-frac {self.slip_frac}: must be in [0, 1)")
         return self
@@ -117,6 +126,36 @@ def loss_of(module, ids: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
 
 
+def loss_sum(module, ids: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Summed per-token loss (the caller divides by the global target count)."""
+    logits = module(ids)[:, :-1]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def dp_backward(module, ids: torch.Tensor, tgt: torch.Tensor, global_targets: float) -> torch.Tensor:
+    """This shard's share of the mean loss over all shards' targets, backpropagated; gradients are summed over
+    processes (one flat all-reduce), so they equal the gradient of the mean loss on the union of the shards.
+    Returns the shard's summed loss (detached)."""
+    ls = loss_sum(module, ids, tgt)
+    (ls / global_targets).backward()
+    params = [p for p in module.parameters() if p.grad is not None]
+    flat = _all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
+    off = 0
+    for p in params:
+        p.grad.copy_(flat[off:off + p.numel()].view_as(p))
+        off += p.numel()
+    return ls.detach()
+
+
 @torch.no_grad()
 def heldout_loss(module, tok: CharTokenizer, n_docs: int) -> float:
     """Mean per-token loss of canonical solutions (+EOS) of the first n_docs val problems."""
@@ -143,13 +182,41 @@ def build_policy(size: str, seed: int) -> TinyPolicy:
 
 def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True) -> TinyPolicy:
     """Train a fresh model of cfg.size; save it to `out` (atomically) when given. Returns the policy, whose
-    .meta holds the data recipe, compute spent and held-out loss."""
+    .meta holds the data recipe, compute spent and held-out loss. cfg.processes > 1 trains data-parallel in
+    worker processes (rank 0 writes the checkpoint, which is then loaded here)."""
     cfg = cfg.validate()
+    if cfg.processes == 1:
+        return _train(cfg, out, progress, rank=0)
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="rlscale-pretrain-") as tmp:
+        target = out if out is not None else tmp + "/model"
+        mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous"), nprocs=cfg.processes,
+                           join=True, start_method="spawn")
+        policy = TinyPolicy.load(target)
+    return policy
+
+
+def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=cfg.processes)
+    try:
+        _train(cfg, out if rank == 0 else None, progress and rank == 0, rank=rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> TinyPolicy:
+    """The training loop of one process (rank) of cfg.processes; every rank holds identical weights."""
     torch.set_num_threads(cfg.threads)
+    world = cfg.processes
     preset = get_size(cfg.size)
     budget_tokens = cfg.tokens if cfg.tokens is not None else (None if cfg.minutes else preset.default_tokens)
     peak_lr = cfg.lr if cfg.lr is not None else preset.lr
-    policy = build_policy(cfg.size, cfg.seed)
+    policy = build_policy(cfg.size, cfg.seed)  # same init on every rank
     model, tok = policy.module, policy.tokenizer
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -158,8 +225,9 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
                              {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, betas=(0.9, 0.95))
     arith_cfg = ArithConfig(alt_format_frac=cfg.alt_format_frac, slip_frac=cfg.slip_frac,
                             slip_kind=cfg.slip_kind).validate()
-    stream = corpus_stream(cfg.seed, arith_cfg, exclude=heldout_questions())
-    batch_iter = batches(stream, tok, preset.batch_tokens, random.Random(cfg.seed + 1))
+    # rank 0 of any world size draws the single-process stream; other ranks their own
+    stream = corpus_stream(cfg.seed + 100_003 * rank, arith_cfg, exclude=heldout_questions())
+    batch_iter = batches(stream, tok, preset.batch_tokens // world, random.Random(cfg.seed + 1 + 100_003 * rank))
 
     t0 = time.time()
     tokens = padded = steps = 0
@@ -168,28 +236,33 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
     last_print = last_eval = t0
     held = None
     while True:
+        ids, tgt = make_batch(next(batch_iter), tok.pad_id)
+        # global counts (and the slowest rank's clock, so every rank takes the same stop decision)
+        counts = _all_reduce_sum(torch.tensor([float((tgt != -100).sum()), float((ids != tok.pad_id).sum()),
+                                               float(ids.numel()), 3.0 * ids.numel() *
+                                               flops_per_token(policy.config, ids.shape[1] // 2)],
+                                              dtype=torch.float64))  # fwd + bwd (2x fwd)
         elapsed = time.time() - t0
+        if world > 1:
+            elapsed = float(_all_reduce_sum(torch.tensor([elapsed], dtype=torch.float64))) / world
         frac = tokens / budget_tokens if budget_tokens else elapsed / (60.0 * cfg.minutes)
         if frac >= 1.0:
             break
         lr = lr_at(frac, peak_lr, cfg.warmup_frac, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, tgt = make_batch(next(batch_iter), tok.pad_id)
-        loss = loss_of(model, ids, tgt)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        ls = dp_backward(model, ids, tgt, float(counts[0]))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         steps += 1
-        n_real = int((ids != tok.pad_id).sum())
-        tokens += n_real
-        padded += ids.numel()
-        flops += 3.0 * ids.numel() * flops_per_token(policy.config, ids.shape[1] // 2)  # fwd + bwd (2x fwd)
-        lv = loss.item()
+        tokens += int(counts[1])
+        padded += int(counts[2])
+        flops += float(counts[3])
+        lv = float(_all_reduce_sum(ls.to(torch.float64))) / float(counts[0])  # the step's global mean loss
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         now = time.time()
-        if now - last_eval >= cfg.eval_every_s:
+        if rank == 0 and now - last_eval >= cfg.eval_every_s:
             held = heldout_loss(model, tok, cfg.heldout_docs)
             last_eval = now
         if progress and now - last_print >= 5.0:
@@ -200,21 +273,25 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
                   f"lr {lr:.2e} ETA {max(0.0, eta):.0f}s", file=sys.stderr, flush=True)
             last_print = now
     wall = time.time() - t0
-    held = heldout_loss(model, tok, cfg.heldout_docs)
     model.eval()
+    if rank != 0:
+        return policy
+    held = heldout_loss(model, tok, cfg.heldout_docs)
     policy.meta = {
         "size": cfg.size,
         "pretrain": asdict(cfg) | {"lr": peak_lr, "batch_tokens": preset.batch_tokens},
         "data_recipe": {"task": "arith", "arith": asdict(arith_cfg), "stream_seed": cfg.seed,
+                        "stream_seeds": [cfg.seed + 100_003 * r for r in range(world)],
                         "excludes": "val+test questions", "loss_on": "solution+eos",
                         "document": "question + solution + <eos>, one per row from position 0"},
-        "compute": {"tokens": tokens, "tokens_padded": padded, "steps": steps, "flops": flops, "wall_s": wall},
+        "compute": {"tokens": tokens, "tokens_padded": padded, "steps": steps, "flops": flops, "wall_s": wall,
+                    "processes": world},
         "heldout_loss": held,
         "num_params": policy.num_params(),
     }
     if progress:
-        print(f"pretrain {cfg.size}: done: {steps} steps, {tokens:,} tokens in {wall:.0f}s, "
-              f"held-out loss {held:.4f}", file=sys.stderr, flush=True)
+        print(f"pretrain {cfg.size}: done: {steps} steps, {tokens:,} tokens in {wall:.0f}s on {world} "
+              f"process{'es' if world > 1 else ''}, held-out loss {held:.4f}", file=sys.stderr, flush=True)
     if out is not None:
         policy.save(out)
     return policy
