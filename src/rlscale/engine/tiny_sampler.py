@@ -74,11 +74,26 @@ def _rms(x: Tensor, eps: float) -> Tensor:
 class TinySampler:
     """Sampler protocol for TinyPolicy. generate(prompts, params, seeds) -> per prompt, params.n Rollouts."""
 
-    def __init__(self, policy: TinyPolicy, max_batch: int = 64, compact_every: int = 8, bucket: int = 8):
+    def __init__(self, policy: TinyPolicy, max_batch: int = 64, compact_every: int = 8, bucket: int = 8,
+                 native: bool | None = None):
         self.policy = policy
         self.max_batch = max_batch
         self.compact_every = compact_every
         self.bucket = bucket
+        self.native = native
+        """decode loop: True = the C loop (rlscale.engine.native), False = torch, None = C when it builds"""
+
+    def _native_lib(self, params: SamplingParams):
+        """The C decode library when it applies: no stop strings (matched on decoded text) and no top-p."""
+        if self.native is False or params.stop or (params.top_p < 1.0 and params.temperature > 0):
+            return None
+        from rlscale.engine import native
+
+        lib = native.load()
+        if lib is None and self.native:
+            raise UserError("native sampler requested but it could not be built (see the message above); "
+                            "install a C compiler or use native=False")
+        return lib
 
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  seeds: Sequence[Sequence[int]] | None = None) -> list[list[Rollout]]:
@@ -145,10 +160,16 @@ class TinySampler:
         top_p = params.top_p < 1.0 and not greedy
 
         cos_t, sin_t = rope_cos_sin(torch.arange(cfg.max_seq_len + 1), hd, cfg.rope_theta)  # (ctx+1, hd)
-        # KV cache. Keys stored transposed: q @ K[..., :t] is one bmm. Left uninitialised: the prefill writes slots
-        # [0, P) of every row and each decode step writes slot tc before attending over [0, tc].
-        K = [torch.empty(B, H, hd, Tmax) for _ in w.layers]
-        Vc = [torch.empty(B, H, Tmax, hd) for _ in w.layers]
+        lib = self._native_lib(params) if w.emb.dtype == torch.float32 else None
+        # KV cache, left uninitialised: the prefill writes slots [0, P) of every row and each decode step writes
+        # slot tc before attending over [0, tc]. torch loop: keys stored transposed (q @ K[..., :t] is one bmm);
+        # C loop: (layers, B, H, Tmax, hd) for both.
+        if lib is None:
+            K = [torch.empty(B, H, hd, Tmax) for _ in w.layers]
+            Vc = [torch.empty(B, H, Tmax, hd) for _ in w.layers]
+        else:
+            Kn = torch.empty(len(w.layers), B, H, Tmax, hd)
+            Vn = torch.empty(len(w.layers), B, H, Tmax, hd)
         # RoPE tables per row and decode step (positions lens + t): (B, steps, hd), compacted with the rows
         dec_pos = lens[:, None] + torch.arange(steps)[None]
         cos_d, sin_d = cos_t[dec_pos], sin_t[dec_pos]
@@ -164,13 +185,21 @@ class TinySampler:
             y5 = (_rms(x, eps) @ wqkvr).view(B, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (B, 5, H, P, hd)
             qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (B, 2, H, P, hd), RoPE'd q (scaled) and k
             q, k, v = qk[:, 0], qk[:, 1], y5[:, 2]
-            K[li][..., :P] = k.transpose(-1, -2)
-            Vc[li][:, :, :P] = v
+            if lib is None:
+                K[li][..., :P] = k.transpose(-1, -2)
+                Vc[li][:, :, :P] = v
+            else:
+                Kn[li, :, :, :P] = k
+                Vn[li, :, :, :P] = v
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
             x = x + y.transpose(1, 2).reshape(B, P, d) @ wo
             g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
             x = x + (F.silu(g) * u) @ wd
         logits = _rms(x[:, -1], w.norm_eps) @ w.head_t  # (B, V) at the last prompt position
+
+        if lib is not None:
+            return self._finish(*self._decode_native(lib, w, B, P, steps, Tmax, Kn, Vn, cos_d, sin_d, pad, limit,
+                                                     noise, logits), [False] * B, T)
 
         # decode loop
         rows = torch.arange(B)  # original row index of each active row
@@ -245,12 +274,43 @@ class TinySampler:
                 x = torch.addmm(x, F.silu(g) * u, wd)
             logits = _rms(x, w.norm_eps) @ w.head_t  # (b, V)
 
+        return self._finish(all_tokens, all_logits, end_at, steps, stopped, T)
+
+    def _decode_native(self, lib, w: _Weights, B: int, P: int, steps: int, Tmax: int, K: Tensor, V: Tensor,
+                       cos_d: Tensor, sin_d: Tensor, pad: Tensor, limit: Tensor, noise: Tensor | None,
+                       logits: Tensor):
+        """The decode loop in C (same math as the torch loop below, see _tiny_decode.c)."""
+        from rlscale.engine.native import ptr, ptr_array
+
+        cfg, tok = self.policy.config, self.policy.tokenizer
+        Vocab = cfg.vocab_size
+        all_tokens = torch.full((steps, B), tok.eos_id, dtype=torch.long)
+        all_logits = torch.zeros(steps, B, Vocab)
+        end_at = torch.full((B,), -1, dtype=torch.long)
+        c = [t.contiguous() for t in (cos_d, sin_d, pad, limit, logits)]
+        cos_c, sin_c, pad_c, limit_c, logits_c = c
+        noise_c = noise.contiguous() if noise is not None else None
+        layers = list(zip(*[lay[1:] for lay in w.layers]))  # (wqkvr...), (wo...), (wgu...), (wd...)
+        eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)
+        ran = lib.tiny_decode(B, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, Vocab, len(w.layers), P, steps,
+                              Tmax, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *(ptr_array(x) for x in layers),
+                              ptr(eps), ptr(K), ptr(V), ptr(cos_c), ptr(sin_c), ptr(pad_c), ptr(limit_c),
+                              ptr(noise_c) if noise_c is not None else None, ptr(logits_c), int(tok.eos_id),
+                              ptr(all_tokens), ptr(all_logits), ptr(end_at))
+        if ran < 0:
+            raise MemoryError("native decode: out of memory")
+        return all_tokens, all_logits, end_at, steps
+
+    def _finish(self, all_tokens: Tensor, all_logits: Tensor, end_at: Tensor, steps: int, stopped: list[bool],
+                T: float):
+        """Per row: (generated ids, their log-probs, finished) from the decode loop's outputs."""
+        eos = self.policy.tokenizer.eos_id
         # log-probs of the chosen tokens under softmax(logits / T); slots of rows after they ended are never read
         lp_all = torch.log_softmax(all_logits / T if T != 1.0 else all_logits, dim=-1)
         all_lp = lp_all.gather(-1, all_tokens[..., None]).squeeze(-1)  # (steps, B)
         toks, lps, ends = all_tokens.t().tolist(), all_lp.t().tolist(), end_at.tolist()
         res = []
-        for r in range(B):
+        for r in range(len(ends)):
             n = ends[r] if ends[r] >= 0 else steps
             ids_r = toks[r][:n]
             res.append((ids_r, lps[r][:n], stopped[r] or (n > 0 and ids_r[-1] == eos)))
