@@ -1,6 +1,7 @@
 """Sampler throughput: our KV-cache TinySampler vs HF `generate` on the exported model (same weights, same
-prompts, batch 256, 64 new tokens, temperature 1; the two alternate within each repeat), and the fraction of this machine's 1-thread fp32 matmul peak
-the sampler reaches. Last line: JSON.
+prompts, batch 256, 64 new tokens, temperature 1; they alternate within each repeat), and the fraction of this
+machine's 1-thread fp32 matmul peak the sampler reaches. The sampler's decode loop is the C one when it builds
+(rlscale.engine.native); the torch decode loop is timed too (`ratio_native_vs_torch_loop`). Last line: JSON.
 
     .venv/bin/python bench/sampler.py [--model DIR] [--size s] [--batch 256] [--new 64] [--repeats 5]
 """
@@ -47,7 +48,11 @@ def main() -> None:
     policy = TinyPolicy.load(args.model) if args.model else build_policy(args.size, 0)
     prompts = [p.question for p in load_arith("test", limit=args.batch)]
     params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.new, seed=0)
+    from rlscale.engine import native
+    from rlscale.engine.tiny_sampler import TinySampler
+
     sampler = policy.sampler()
+    torch_loop = TinySampler(policy, native=False)
     with tempfile.TemporaryDirectory() as d:
         export_hf(policy, d + "/hf")
         hf = AutoModelForCausalLM.from_pretrained(d + "/hf")
@@ -57,13 +62,17 @@ def main() -> None:
               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     # ours and HF alternate within each repeat, so load drift on a shared machine hits both alike
     sampler.generate(prompts[:32], params)  # warm-up
+    torch_loop.generate(prompts[:32], params)
     with torch.inference_mode():
         hf.generate(**{k: v[:32] for k, v in enc.items()}, **kw)  # warm-up
-    ours_t, hf_t, outs, hf_out = [], [], None, None
+    ours_t, torch_t, hf_t, outs, hf_out = [], [], [], None, None
     for _ in range(args.repeats):
         t = time.perf_counter()
         outs = sampler.generate(prompts, params)
         ours_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        torch_loop.generate(prompts, params)
+        torch_t.append(time.perf_counter() - t)
         with torch.inference_mode():
             t = time.perf_counter()
             hf_out = hf.generate(**enc, **kw)
@@ -83,6 +92,8 @@ def main() -> None:
         "ours_s": round(ours_s, 4), "hf_generate_s": round(hf_best, 4),
         "ratio_vs_hf_generate": round(hf_best / ours_s, 2),
         "ratio_median_paired": round(ratios[len(ratios) // 2], 2),
+        "native_decode": native.load() is not None, "torch_loop_s": round(min(torch_t), 4),
+        "ratio_native_vs_torch_loop": round(min(torch_t) / ours_s, 2),
         "rollouts_per_s": round(len(prompts) / ours_s, 1),
         "tokens_per_s": round(gen_tokens / ours_s, 1),
         "mean_new_tokens": round(gen_tokens / len(prompts), 1),

@@ -5,8 +5,11 @@ on this CPU the decode step is bound by KV-cache memory traffic at 256 rows and 
 length-sorted chunks of 64 also pad prompts less); each chunk is left-padded to a multiple of 8, prefilled in one
 pass with per-row positions and a key-padding mask, then decoded one token per step from a KV cache that attention
 reads only up to the filled slot. Norm gains, the attention scale and RoPE's rotate_half are folded into the
-projection weights once per call (see `_Weights`), so a decode step is ~25 small kernels per layer. Finished rows
-are dropped from the batch every `compact_every` steps, or as soon as a quarter of the batch has ended.
+projection weights once per call (see `_Weights`). The decode loop runs in C (`_tiny_decode.c`, built on first use
+by rlscale.engine.native: one pass over the active rows per token, register-blocked matmuls) when it builds and
+the request has no stop strings and no top-p; otherwise, and as the reference the tests compare it with, in torch:
+~25 small kernels per layer and step, finished rows dropped from the batch every `compact_every` steps, or as soon
+as a quarter of the batch has ended.
 
 Sampling is Gumbel-max over softmax(logits / T) restricted to the top-p nucleus (the sort runs only when
 top_p < 1), with the Gumbel noise of each row pre-drawn from a generator seeded by that row's seed: the same seed
