@@ -334,3 +334,33 @@ def test_generation_budget_defaults_to_the_task():
     assert with_task_defaults(GRPOConfig(model="m", task="arith")).max_new_tokens == 128
     assert with_task_defaults(GRPOConfig(model="m", task="gsm8k")).max_new_tokens == 512
     assert with_task_defaults(GRPOConfig(model="m", task="arith", max_new_tokens=40)).max_new_tokens == 40
+
+
+def test_initial_validation_shared_through_cache(tmp_path, monkeypatch):
+    """Runs from the same weights with the same validation settings share the step-0 result; anything that
+    changes it (weights, validation settings) gets its own entry."""
+    import dataclasses
+
+    from rlscale.models.tiny import TinyConfig, TinyPolicy
+    from rlscale.models.tokenizer import CharTokenizer
+    from rlscale.rl import grpo
+    from rlscale.tasks.arith import ALPHABET, load_arith
+
+    monkeypatch.setenv(grpo.VAL_CACHE_ENV, str(tmp_path / "cache"))
+    tok = CharTokenizer(ALPHABET)
+    pol = TinyPolicy.create(TinyConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                                       max_seq_len=128), tok, seed=0)
+    cfg = grpo.GRPOConfig(model="x", task="arith", val_n=2, val_limit=6, max_new_tokens=16)
+    probs = load_arith("val", limit=6)
+    calls = []
+    real = grpo.validate_policy
+    monkeypatch.setattr(grpo, "validate_policy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = grpo.initial_validation(pol, probs, cfg, "plain", "flexible")
+    b = grpo.initial_validation(pol, probs, cfg, "plain", "flexible")
+    assert a == b and len(calls) == 1 and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert a == real(pol, probs, cfg, "plain", "flexible")  # the cached value is the computed one
+    grpo.initial_validation(pol, probs, dataclasses.replace(cfg, val_n=3), "plain", "flexible")
+    with torch.no_grad():
+        next(pol.module.parameters()).add_(0.01)
+    grpo.initial_validation(pol, probs, cfg, "plain", "flexible")
+    assert len(calls) == 3 and len(list((tmp_path / "cache").glob("*.json"))) == 3

@@ -11,7 +11,9 @@ import ast
 import copy
 import dataclasses
 import inspect
+import json
 import math
+import os
 import random
 import sys
 import time
@@ -359,6 +361,49 @@ def load_problems(cfg: GRPOConfig, which: str):
     return list(probs)
 
 
+VAL_CACHE_ENV = "RLSCALE_VAL_CACHE"
+"""directory where runs share their step-0 validation (set by the sweep driver; unset: every run computes its own)"""
+
+
+def validation_key(policy, problems, cfg: GRPOConfig, template: str, mode: str) -> str:
+    """Content hash of everything a validation result depends on: the weights, the validation problems, the
+    sampling and grading settings (the validation seed is fixed, not the run seed)."""
+    import hashlib
+
+    import torch
+
+    from rlscale.grading import GRADING_VERSION
+
+    h = hashlib.sha256()
+    for name, t in sorted(policy.module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    h.update(json.dumps({"problems": [[p.id, p.question, p.answer] for p in problems], "template": template,
+                         "mode": mode, "val_n": cfg.val_n, "val_ks": list(cfg.val_ks), "val_seed": cfg.val_seed,
+                         "temperature": cfg.val_temperature, "top_p": cfg.val_top_p,
+                         "max_new_tokens": cfg.max_new_tokens, "grading": GRADING_VERSION}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def initial_validation(policy, problems, cfg: GRPOConfig, template: str, mode: str) -> dict[str, float]:
+    """validate_policy of the initial weights, shared through $RLSCALE_VAL_CACHE when it is set: the runs of a
+    sweep start from the same weights and validate identically, so one computes and the others read it."""
+    cache = os.environ.get(VAL_CACHE_ENV)
+    if not cache:
+        return validate_policy(policy, problems, cfg, template, mode)
+    path = Path(cache) / f"{validation_key(policy, problems, cfg, template, mode)}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged entry is recomputed and rewritten
+    m = validate_policy(policy, problems, cfg, template, mode)
+    from rlscale.io import atomic_write_json
+
+    atomic_write_json(path, m)
+    return m
+
+
 def validate_policy(policy, problems, cfg: GRPOConfig, template: str, mode: str) -> dict[str, float]:
     """Held-out metrics val/avg, val/pass@k, val/worst@k, val/no_answer_frac (and val/maj@k via rlscale.evals when
     available). With the strict reward also val/flexible_avg and val/flexible_only_format: the fraction of
@@ -542,7 +587,8 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     def run_eval(step: int) -> dict:
         if step not in evals:
             t = time.perf_counter()
-            m = validate_policy(policy, val_problems, cfg, template, mode)
+            fn = initial_validation if step == 0 else validate_policy
+            m = fn(policy, val_problems, cfg, template, mode)
             m.update({"epochs": step * Bp / len(train_problems), "compute/rollouts": counters["rollouts"],
                       "compute/flops": counters["flops"], "time/val_s": time.perf_counter() - t})
             store.log_eval(step, m)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_text
+from rlscale.rl.grpo import VAL_CACHE_ENV
 from rlscale.sweep.export import read_store, run_finished
 from rlscale.sweep.plan import format_duration
 from rlscale.sweep.spec import RunSpec, SweepSpec
@@ -325,6 +326,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, ray_add
         _record(out, sweep, status)
         view.update(status, force=True)
         env = worker_env(spec.cpus, trainer)
+        # runs that start from the same weights validate identically at step 0 (fixed validation seed): one of
+        # them computes it, the others read it (rlscale.rl.grpo.initial_validation)
+        env[VAL_CACHE_ENV] = str(out.resolve() / "val_cache")
         if ray_address is None:
             _run_local(todo, out, workers, env, status, on_change)
         else:
