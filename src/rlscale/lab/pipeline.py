@@ -64,7 +64,7 @@ class LabPreset:
     """data-parallel pretraining processes, one torch thread each (0: as many as the lab's workers; nothing else
     runs during pretraining)"""
     # ---- profiling
-    pool_size: int = 6000
+    pool_size: int = 5000
     """first problems of the arith train split that are profiled (a 5M-token s model puts ~6% of the uniform-steps
     pool in Easy: 1500 gave a 48-problem Easy train set that RL memorised within ~1k rollouts)"""
     profile_n: int = 16
@@ -84,10 +84,10 @@ class LabPreset:
     # ---- the iso-compute sweep per set (fixed B_problem, trade n against M)
     n_grid: tuple[int, ...] = (2, 4, 8, 16)
     problems_per_batch: int = 8
-    max_rollouts: int = 4096
+    max_rollouts: int = 3072
     """budget C of every run in rollouts; validation points are log-spaced from one step to C"""
-    val_points: int = 8
-    """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 32x in
+    val_points: int = 6
+    """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 24x in
     compute for n <= 16 at the quick budget, with fewer points than an even grid needs for the same span, so each
     point can afford more samples (lower noise)"""
     val_n: int = 8
@@ -151,12 +151,13 @@ class LabPreset:
 
 
 PRESETS: dict[str, LabPreset] = {
-    # <= 15 min on a quiet 2-core machine: 8M-token s model (2 threads), n in {2, 4, 8, 16} (8x) x 3 seeds per set
-    # (a run-level bootstrap), 4096 rollouts per run, 8 log-spaced validation points each (32x-256x span in
-    # compute). Measured with 8192 rollouts per run instead: 20m23s, so the budget was halved to fit.
+    # <= 15 min on a quiet 2-core machine: 8M-token s model (2 data-parallel processes), a 5,000-problem pool,
+    # n in {2, 4, 8, 16} (8x) x 3 seeds per set (a run-level bootstrap), 3072 rollouts per run, 6 log-spaced
+    # validation points each (24x-192x span in compute). Measured on an AVX2 EPYC with 6,000 problems, 4096 rollouts
+    # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts.
     "quick": LabPreset(),
     # <= 2 h (not yet run; estimate_seconds says 2h12m, and it overstated the quick preset by 1.23x: ~1h47m):
-    # bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds per n
+    # bigger pool and val sets, 5 values of n (16x), ~10x the quick budget, 5 seeds per n
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=14, seeds=(0, 1, 2, 3, 4),
                       n_bootstrap=500),
