@@ -119,18 +119,20 @@ class TinySampler:
         rows.sort(key=lambda r: len(enc[r[0]]))  # similar lengths share a chunk
         out: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
         w = _Weights(self.policy)
+        lib = self._native_lib(params) if w.emb.dtype == torch.float32 else None  # decided once per call
         with torch.inference_mode():
             for c in range(0, len(rows), self.max_batch):
                 chunk = rows[c:c + self.max_batch]
                 res = self._generate_chunk(w, [enc[i] for i, _ in chunk], [int(seeds[i][j]) for i, j in chunk],
-                                           params)
+                                           params, lib)
                 for (i, j), (ids, lps, fin) in zip(chunk, res):
                     out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
                                         text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
         return out  # type: ignore[return-value]
 
     # -- one chunk ------------------------------------------------------------------------------------------------
-    def _generate_chunk(self, w: _Weights, enc: list[list[int]], seeds: list[int], params: SamplingParams):
+    def _generate_chunk(self, w: _Weights, enc: list[list[int]], seeds: list[int], params: SamplingParams,
+                        lib=None):
         cfg = self.policy.config
         tok = self.policy.tokenizer
         B, H, hd, V, d = len(enc), cfg.n_heads, cfg.head_dim, cfg.vocab_size, cfg.d_model
@@ -163,7 +165,6 @@ class TinySampler:
         top_p = params.top_p < 1.0 and not greedy
 
         cos_t, sin_t = rope_cos_sin(torch.arange(cfg.max_seq_len + 1), hd, cfg.rope_theta)  # (ctx+1, hd)
-        lib = self._native_lib(params) if w.emb.dtype == torch.float32 else None
         # KV cache, left uninitialised: the prefill writes slots [0, P) of every row and each decode step writes
         # slot tc before attending over [0, tc]. torch loop: keys stored transposed (q @ K[..., :t] is one bmm);
         # C loop: (layers, B, H, Tmax, hd) for both.
@@ -290,8 +291,7 @@ class TinySampler:
         all_tokens = torch.full((steps, B), tok.eos_id, dtype=torch.long)
         all_logits = torch.zeros(steps, B, Vocab)
         end_at = torch.full((B,), -1, dtype=torch.long)
-        c = [t.contiguous() for t in (cos_d, sin_d, pad, limit, logits)]
-        cos_c, sin_c, pad_c, limit_c, logits_c = c
+        cos_c, sin_c, pad_c, limit_c, logits_c = (t.contiguous() for t in (cos_d, sin_d, pad, limit, logits))
         noise_c = noise.contiguous() if noise is not None else None
         layers = list(zip(*[lay[1:] for lay in w.layers]))  # (wqkvr...), (wo...), (wgu...), (wd...)
         eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)

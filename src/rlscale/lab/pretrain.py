@@ -121,16 +121,11 @@ def batches(stream, tok: CharTokenizer, batch_tokens: int, rng: random.Random, p
         yield from out
 
 
-def loss_of(module, ids: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+def loss_of(module, ids: torch.Tensor, tgt: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per-token loss over the targets (mean, or "sum" when the caller divides by a global target count)."""
     logits = module(ids)[:, :-1]  # right padding + causal attention: pads never affect real tokens
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
-
-
-def loss_sum(module, ids: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """Summed per-token loss (the caller divides by the global target count)."""
-    logits = module(ids)[:, :-1]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
-                           reduction="sum")
+                           reduction=reduction)
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -145,7 +140,7 @@ def dp_backward(module, ids: torch.Tensor, tgt: torch.Tensor, global_targets: fl
     """This shard's share of the mean loss over all shards' targets, backpropagated; gradients are summed over
     processes (one flat all-reduce), so they equal the gradient of the mean loss on the union of the shards.
     Returns the shard's summed loss (detached)."""
-    ls = loss_sum(module, ids, tgt)
+    ls = loss_of(module, ids, tgt, reduction="sum")
     (ls / global_targets).backward()
     params = [p for p in module.parameters() if p.grad is not None]
     flat = _all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
@@ -237,14 +232,13 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
     held = None
     while True:
         ids, tgt = make_batch(next(batch_iter), tok.pad_id)
-        # global counts (and the slowest rank's clock, so every rank takes the same stop decision)
+        # global counts: targets, real tokens, padded tokens, FLOPs (fwd + bwd = 3x fwd), and the ranks' mean
+        # clock, so every rank takes the same stop decision (one all-reduce)
         counts = _all_reduce_sum(torch.tensor([float((tgt != -100).sum()), float((ids != tok.pad_id).sum()),
                                                float(ids.numel()), 3.0 * ids.numel() *
-                                               flops_per_token(policy.config, ids.shape[1] // 2)],
-                                              dtype=torch.float64))  # fwd + bwd (2x fwd)
-        elapsed = time.time() - t0
-        if world > 1:
-            elapsed = float(_all_reduce_sum(torch.tensor([elapsed], dtype=torch.float64))) / world
+                                               flops_per_token(policy.config, ids.shape[1] // 2),
+                                               time.time() - t0], dtype=torch.float64))
+        elapsed = float(counts[4]) / world
         frac = tokens / budget_tokens if budget_tokens else elapsed / (60.0 * cfg.minutes)
         if frac >= 1.0:
             break
