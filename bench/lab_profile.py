@@ -1,7 +1,8 @@
 """Pretrain (or load) a lab model and profile it on held-out arith problems: avg@16 per problem, accuracy by
 steps, Easy/Hard bucket fractions, strict vs flexible, constant-answer baseline. Last line: JSON.
 
-    .venv/bin/python bench/lab_profile.py --size s [--tokens T | --minutes M] [--model DIR] [--problems 500]
+    .venv/bin/python bench/lab_profile.py --size s [--tokens T | --minutes M] [--step-weights W1,..,W6]
+        [--processes P] [--model DIR] [--problems 500]
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=None)
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--step-weights", default=None, help="corpus mix of difficulties (rlscale pretrain --step-weights)")
+    ap.add_argument("--processes", type=int, default=1, help="data-parallel pretraining processes")
     ap.add_argument("--out", default=None, help="where to save the pretrained checkpoint")
     ap.add_argument("--problems", type=int, default=500)
     ap.add_argument("--n", type=int, default=16)
@@ -28,6 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    from rlscale.commands.pretrain import parse_weights
     from rlscale.engine.base import SamplingParams
     from rlscale.lab.pretrain import PretrainConfig, pretrain
     from rlscale.models.tiny import TinyPolicy
@@ -36,7 +40,8 @@ def main() -> None:
     if args.model:
         policy = TinyPolicy.load(args.model)
     else:
-        policy = pretrain(PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed),
+        policy = pretrain(PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
+                                         step_weights=parse_weights(args.step_weights), processes=args.processes),
                           out=args.out)
     problems = load_arith("test", limit=args.problems)
     t0 = time.time()
@@ -52,6 +57,7 @@ def main() -> None:
     accs = list(by_steps.values())
     res = {
         "size": policy.meta.get("size"), "params": policy.num_params(),
+        "step_weights": policy.meta.get("data_recipe", {}).get("arith", {}).get("step_weights"),
         "tokens": policy.meta.get("compute", {}).get("tokens"),
         "pretrain_wall_s": round(policy.meta.get("compute", {}).get("wall_s", 0.0), 1),
         "heldout_loss": round(policy.meta.get("heldout_loss", float("nan")), 4),

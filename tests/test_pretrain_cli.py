@@ -56,6 +56,7 @@ def test_pretrain_smoke_learns(tmp_path, capsys):
     meta = json.loads((out / "rlscale_model.json").read_text())
     assert meta["size"] == "xs" and meta["compute"]["tokens"] >= 150000 and meta["compute"]["flops"] > 0
     assert meta["data_recipe"]["arith"]["alt_format_frac"] == 0.3
+    assert meta["data_recipe"]["arith"]["step_weights"] == list(ArithConfig().step_weights)
     assert meta["heldout_loss"] < 0.75 * math.log(meta["config"]["vocab_size"])  # it learned something
     pol = TinyPolicy.load(str(out))
     assert pol.meta["compute"]["wall_s"] > 0
@@ -73,6 +74,26 @@ def test_pretrain_bad_input(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     with pytest.raises(UserError, match="alt-format-frac"):
         PretrainConfig(alt_format_frac=2.0).validate()
+    capsys.readouterr()
+    for bad, msg in (("0.5,0.5", "give 6 non-negative weights"), ("1,2,x,4,5,6", "comma-separated numbers"),
+                     ("0,0,0,0,0,0", "positive sum"), ("1,1,1,1,1,-1", "non-negative")):
+        assert main(["pretrain", "--step-weights", bad, "--tokens", "10", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert "--step-weights" in err and msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_corpus_mix_of_difficulties():
+    """--step-weights sets P(k) of the pretraining corpus (and is recorded in the data recipe)."""
+    def steps_of(doc: str) -> int:
+        return doc.split(";")[0].count(",")  # one definition per computed variable
+
+    only_hard = PretrainConfig(step_weights=(0, 0, 0, 0, 0, 1)).validate().arith_config()
+    assert {steps_of(d) for d, _ in zip(corpus_stream(0, only_hard), range(200))} == {6}
+    mix = PretrainConfig(step_weights=(3, 1, 0, 0, 0, 0)).validate().arith_config()
+    counts = [steps_of(d) for d, _ in zip(corpus_stream(0, mix), range(4000))]
+    assert set(counts) == {1, 2} and abs(counts.count(1) / len(counts) - 0.75) < 0.03
+    assert PretrainConfig().arith_config().step_weights == ArithConfig().step_weights  # default: harder rarer
 
 
 def test_dp_gradient_equals_union_batch():

@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
                         help="per-step probability of a slip (a value off by 1..3) in corpus solutions")
     parser.add_argument("--slip-kind", choices=("result", "operand"), default=PRETRAIN_DEFAULTS["slip_kind"],
                         help="result: the step's result is off; operand: a substituted value is off, arithmetic right")
+    parser.add_argument("--step-weights", default=None, metavar="W1,...,W6",
+                        help="corpus mix of difficulties: relative weights of 1..6-step problems (default "
+                             "0.3,0.24,0.18,0.13,0.09,0.06: harder rarer)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
     parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
     parser.add_argument("--processes", type=int, default=1,
@@ -34,11 +37,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def parse_weights(text: str | None) -> tuple[float, ...] | None:
+    """'0.3,0.2,...' -> floats; a one-line UserError naming the flag when malformed."""
+    from rlscale.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--step-weights {text!r}: expected comma-separated numbers, e.g. "
+                        "0.3,0.24,0.18,0.13,0.09,0.06") from None
+
+
 def run(args) -> int:
     from rlscale.lab.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
-                         alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind, lr=args.lr,
+                         alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind,
+                         step_weights=parse_weights(args.step_weights), lr=args.lr,
                          threads=args.threads, processes=args.processes)
     out = args.out or f"lab/models/{args.size}"
     policy = pretrain(cfg, out=out, progress=not args.quiet)

@@ -60,6 +60,8 @@ class LabPreset:
     the uniform-steps pool (5M: ~0.31 and ~0.06, too weak for RL to move the Easy set much)"""
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
+    pretrain_step_weights: tuple[float, ...] | None = None
+    """corpus mix of difficulties, P(k) for k = 1..6 steps (None: the default, harder rarer)"""
     pretrain_processes: int = 0
     """data-parallel pretraining processes, one torch thread each (0: as many as the lab's workers; nothing else
     runs during pretraining)"""
@@ -184,7 +186,7 @@ def get_preset(name: str) -> LabPreset:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
-    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds"):
+    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights"):
         if key in fields:
             fields[key] = tuple(fields[key])
     fields.setdefault("name", Path(name).stem)
@@ -257,7 +259,8 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
         from rlscale.lab.pretrain import PretrainConfig, pretrain
 
         pretrain(PretrainConfig(size=p.size, tokens=p.pretrain_tokens, minutes=p.pretrain_minutes,
-                                seed=p.pretrain_seed, processes=p.pretrain_processes or workers),
+                                seed=p.pretrain_seed, step_weights=p.pretrain_step_weights,
+                                processes=p.pretrain_processes or workers),
                  out=str(model), progress=progress)
     meta = json.loads((model / "rlscale_model.json").read_text())
     c = meta.get("compute", {})

@@ -46,6 +46,9 @@ class PretrainConfig:
     """per-step probability of a slip in a corpus solution (ArithConfig.slip_frac)"""
     slip_kind: str = PRETRAIN_DEFAULTS["slip_kind"]
     """'result' (wrong result) or 'operand' (wrong substituted value, right arithmetic): ArithConfig.slip_kind"""
+    step_weights: tuple[float, ...] | None = None
+    """the corpus mix of difficulties: relative P(k) for k = 1..6 steps (normalised; 0 leaves k out); default
+    ArithConfig's (0.30, 0.24, 0.18, 0.13, 0.09, 0.06), harder problems rarer so they are learned imperfectly"""
     lr: float | None = None
     """peak learning rate; default: the size preset's"""
     warmup_frac: float = PRETRAIN_DEFAULTS["warmup_frac"]
@@ -74,7 +77,18 @@ class PretrainConfig:
             raise UserError(f"--processes {self.processes}: must be in [1, 64] (one per core)")
         if not 0.0 <= self.slip_frac < 1.0:
             raise UserError(f"--slip-frac {self.slip_frac}: must be in [0, 1)")
+        if self.step_weights is not None:
+            w, k = self.step_weights, ArithConfig().max_steps
+            if len(w) != k or min(w) < 0 or sum(w) <= 0:
+                raise UserError(f"--step-weights {','.join(map(str, w))}: give {k} non-negative weights (P(k) for "
+                                f"k = 1..{k} steps) with a positive sum, e.g. 0.3,0.24,0.18,0.13,0.09,0.06")
         return self
+
+    def arith_config(self) -> ArithConfig:
+        """The generator settings of the corpus this config pretrains on."""
+        mix = {} if self.step_weights is None else {"step_weights": tuple(float(x) for x in self.step_weights)}
+        return ArithConfig(alt_format_frac=self.alt_format_frac, slip_frac=self.slip_frac, slip_kind=self.slip_kind,
+                           **mix).validate()
 
 
 def lr_at(progress: float, peak: float, warmup_frac: float, min_frac: float) -> float:
@@ -218,8 +232,7 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, betas=(0.9, 0.95))
-    arith_cfg = ArithConfig(alt_format_frac=cfg.alt_format_frac, slip_frac=cfg.slip_frac,
-                            slip_kind=cfg.slip_kind).validate()
+    arith_cfg = cfg.arith_config()
     # rank 0 of any world size draws the single-process stream; other ranks their own
     stream = corpus_stream(cfg.seed + 100_003 * rank, arith_cfg, exclude=heldout_questions())
     batch_iter = batches(stream, tok, preset.batch_tokens // world, random.Random(cfg.seed + 1 + 100_003 * rank))
