@@ -80,7 +80,11 @@ def test_step_weights_follow_config():
     docs = [d for d, _ in zip(corpus_stream(0, ArithConfig()), range(6000))]
     counts = Counter(d.split("?")[0].count(",") for d in docs)
     freqs = [counts[k] / len(docs) for k in range(1, 7)]
-    assert all(abs(f - wk) < 0.02 for f, wk in zip(freqs, ArithConfig().step_weights))  # harder rarer
+    w = ArithConfig().step_weights
+    assert all(abs(f - wk / sum(w)) < 0.02 for f, wk in zip(freqs, w))
+    mix = ArithConfig(step_weights=(0.30, 0.24, 0.18, 0.13, 0.09, 0.06))  # harder rarer
+    counts = Counter(d.split("?")[0].count(",") for d, _ in zip(corpus_stream(0, mix), range(6000)))
+    assert all(abs(counts[k] / 6000 - wk) < 0.02 for k, wk in zip(range(1, 7), mix.step_weights))
 
 
 def test_splits_fixed_disjoint_and_balanced():

@@ -93,7 +93,7 @@ def test_corpus_mix_of_difficulties():
     mix = PretrainConfig(step_weights=(3, 1, 0, 0, 0, 0)).validate().arith_config()
     counts = [steps_of(d) for d, _ in zip(corpus_stream(0, mix), range(4000))]
     assert set(counts) == {1, 2} and abs(counts.count(1) / len(counts) - 0.75) < 0.03
-    assert PretrainConfig().arith_config().step_weights == ArithConfig().step_weights  # default: harder rarer
+    assert PretrainConfig().arith_config().step_weights == ArithConfig().step_weights  # default: uniform
 
 
 def test_dp_gradient_equals_union_batch():

@@ -193,6 +193,40 @@ def test_no_gain_set_has_no_n_star_verdict(labdir):
 
 
 
+
+def test_measured_gain_overrules_a_rising_envelope(labdir):
+    """Flat noisy curves: the record-breaking envelope still rises (fitted gain > 0), but the runs' own last-minus-
+    first changes straddle 0, so the verdict is no-gain (the guard against the running maximum of noise)."""
+    from rlscale.report import evidence_sentence, n_star_evidence
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    ev0 = n_star_evidence(fit)
+    assert ev0["gain_ci"][0] > 0 and ev0["measured_gain_ci"][0] > 0 and ev0["verdict"] != "no-gain"
+    for n, d in fit["per_n"].items():  # the stored gains are the runs' last - first validation values
+        assert len(d["measured_gains"]) == len(SEEDS) and all(g > 0.05 for g in d["measured_gains"])
+        assert ev0["measured_gain_by_n"][float(n)] == pytest.approx(np.mean(d["measured_gains"]))
+    for d in fit["per_n"].values():
+        d["measured_gains"] = [0.004, -0.003, 0.006, -0.005]
+    ev = n_star_evidence(fit)
+    assert ev["gain_ci"][0] > 0 and ev["measured_gain_ci"][0] <= 0 < ev["measured_gain_ci"][1]
+    assert ev["verdict"] == "no-gain" and ev["measured_gain"] == pytest.approx(0.0005)
+    text = evidence_sentence("Easy", ev)
+    assert "largest measured gain, last minus first validation averaged over runs, +0.001" in text
+    assert "no compute-optimal n" in text
+
+
+def test_measured_gains_brute_force():
+    import pandas as pd
+
+    from rlscale.scaling.isocompute import measured_gains
+
+    df = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 2,
+                       "n": [2, 2, 2, 2, 2, 2, 4, 4],
+                       "compute/rollouts": [100.0, 0.0, 50.0, 0.0, 50.0, 100.0, 0.0, 64.0],
+                       "val/avg": [0.5, 0.2, 0.9, 0.3, 0.1, 0.35, 0.4, 0.38]})
+    got = measured_gains(df)
+    assert got[2] == pytest.approx([0.3, 0.05]) and got[4] == pytest.approx([-0.02])
+
 @pytest.mark.parametrize("rise_share, verdict", [(0.0, "no-rise"), (0.03, "no-rise"), (0.10, "unresolved")])
 def test_one_sided_verdict(labdir, monkeypatch, rise_share, verdict):
     """Resamples that fall or stay, but neither alone in 95% of them: the one-sided answer 'does not rise'."""

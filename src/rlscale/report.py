@@ -53,9 +53,12 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     at the smallest and largest fitted compute. Returns n_lo, n_hi, C_lo, C_hi, C_sat (start of the final n*),
     rise_frac / fall_frac (share of resamples with n*(C_hi) > / < n*(C_lo)), CIs of log2(n_hi / n_lo), n_hi and
     C_sat, the n* sigmoid's plateau 2^A with its CI, the RL gain (the largest per-n fitted rise R_n(C_hi) -
-    R_n(C_lo), with its CI) and the verdict: rises | falls | flat | no-rise | no-fall (one-sided: n*(C_max) <= or
-    >= n*(C_min) in >= level of the resamples) | unresolved, or no-gain when the gain's CI reaches down to 0
-    (RL moved no allocation on this set: there is no compute-optimal n to speak of, whatever the noise picks).
+    R_n(C_lo), with its CI), the measured gain (the largest per-n mean over runs of last - first validation, with a
+    run-resampling CI; from the fit's `measured_gains`) and the verdict: rises | falls | flat | no-rise | no-fall
+    (one-sided: n*(C_max) <= or >= n*(C_min) in >= level of the resamples) | unresolved, or no-gain when the fitted
+    or the measured gain's CI reaches down to 0 (RL moved no allocation on this set: there is no compute-optimal n
+    to speak of, whatever the noise picks). The measured gain guards against the record-breaking envelope, which
+    rises on flat noisy curves by the running maximum of the noise.
     """
     level = level or fit.get("ci_level", 0.95)
     q = (1.0 - level) / 2.0
@@ -77,6 +80,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
            "point_bootstrap": sorted(n for n, v in per_n.items() if v.get("bootstrap_unit") == "points")}
     ci_A = (fit.get("ci") or {}).get("A")
     out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
+    out.update(_measured_gain(per_n, level, int(fit.get("n_bootstrap") or 0) or 1000, int(fit.get("seed", 0))))
     samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
     B = min((len(s) for s in samples.values()), default=0)
     if B:
@@ -94,7 +98,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
                     "C_sat_ci": [float(np.quantile(sat, q)), float(np.quantile(sat, 1 - q))],
                     "n_hi_samples": hi.tolist(),
                     "gain_ci": [float(np.quantile(gains, q)), float(np.quantile(gains, 1 - q))]})
-        if out["gain_ci"][0] <= 0.0:
+        if out["gain_ci"][0] <= 0.0 or (out.get("measured_gain_ci") or [1.0])[0] <= 0.0:
             out["verdict"] = "no-gain"
         elif out["rise_frac"] >= level:
             out["verdict"] = "rises"
@@ -112,6 +116,20 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
         out["verdict"] = ("rises" if out["n_hi"] > out["n_lo"] else "falls" if out["n_hi"] < out["n_lo"]
                           else "flat") + " (point estimate, no bootstrap)"
     return out
+
+
+def _measured_gain(per_n: dict, level: float, B: int, seed: int) -> dict:
+    """max_n of the mean over runs of (last - first validation), and its CI from resampling each n's runs; {} when
+    the fit stored no measured gains (fits written before they were)."""
+    gains = {n: np.asarray(v.get("measured_gains") or [], float) for n, v in per_n.items()}
+    if not gains or any(g.size == 0 for g in gains.values()):
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = np.max([[rng.choice(g, g.size).mean() for _ in range(B)] for g in gains.values()], axis=0)
+    q = (1.0 - level) / 2.0
+    return {"measured_gain": max(float(g.mean()) for g in gains.values()),
+            "measured_gain_ci": [float(np.quantile(draws, q)), float(np.quantile(draws, 1 - q))],
+            "measured_gain_by_n": {float(n): float(g.mean()) for n, g in gains.items()}}
 
 
 def _rl_gain(params_by_n: dict, C_lo: float, C_hi: float) -> float:
@@ -152,14 +170,19 @@ def evidence_sentence(name: str, ev: dict) -> str:
                            "alone is not resolved"),
                "unresolved": "so the data do not resolve whether n*(C) rises with C on this set",
                }.get(ev["verdict"], f"point estimate: n*(C) {ev['verdict']}")
+    measured = ""
+    if ev.get("measured_gain_ci"):
+        mg = ev["measured_gain_ci"]
+        measured = (f"; largest measured gain, last minus first validation averaged over runs, {ev['measured_gain']:+.3f} "
+                    f"({pct} CI [{mg[0]:+.3f}, {mg[1]:+.3f}])")
     if ev["verdict"] == "no-gain":
         verdict = ("but RL did not raise the validation reward at any n: the largest fitted gain from C_min to C_max is "
-                   f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]), so this set "
-                   "has no compute-optimal n at these budgets (the frontier's n* is picked by noise) and whether "
-                   "n*(C) rises is not defined here")
+                   f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]){measured}, so "
+                   "this set has no compute-optimal n at these budgets (the frontier's n* is picked by noise) and "
+                   "whether n*(C) rises is not defined here")
     elif ev.get("gain_ci"):
         verdict += (f" (largest fitted RL gain from C_min to C_max {ev['gain']:+.3f}, {pct} CI [{ev['gain_ci'][0]:+.3f}, "
-                    f"{ev['gain_ci'][1]:+.3f}])")
+                    f"{ev['gain_ci'][1]:+.3f}]{measured})")
     caveat = ""
     if ev.get("point_bootstrap"):
         caveat = (f" Caveat: n = {', '.join(_n(n) for n in ev['point_bootstrap'])} had fewer runs than the fit needs "

@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
                         help="result: the step's result is off; operand: a substituted value is off, arithmetic right")
     parser.add_argument("--step-weights", default=None, metavar="W1,...,W6",
                         help="corpus mix of difficulties: relative weights of 1..6-step problems (default "
-                             "0.3,0.24,0.18,0.13,0.09,0.06: harder rarer)")
+                             "uniform; e.g. 0.3,0.24,0.18,0.13,0.09,0.06 makes harder problems rarer)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size preset's)")
     parser.add_argument("--out", default=None, help="checkpoint directory (default: lab/models/<size>)")
     parser.add_argument("--processes", type=int, default=1,

@@ -61,7 +61,7 @@ class LabPreset:
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
     pretrain_step_weights: tuple[float, ...] | None = None
-    """corpus mix of difficulties, P(k) for k = 1..6 steps (None: the default, harder rarer)"""
+    """corpus mix of difficulties, P(k) for k = 1..6 steps (None: the default, uniform)"""
     pretrain_processes: int = 0
     """data-parallel pretraining processes, one torch thread each (0: as many as the lab's workers; nothing else
     runs during pretraining)"""

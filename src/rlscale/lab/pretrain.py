@@ -48,7 +48,7 @@ class PretrainConfig:
     """'result' (wrong result) or 'operand' (wrong substituted value, right arithmetic): ArithConfig.slip_kind"""
     step_weights: tuple[float, ...] | None = None
     """the corpus mix of difficulties: relative P(k) for k = 1..6 steps (normalised; 0 leaves k out); default
-    ArithConfig's (0.30, 0.24, 0.18, 0.13, 0.09, 0.06), harder problems rarer so they are learned imperfectly"""
+    ArithConfig's (uniform over k; e.g. 0.3,0.24,0.18,0.13,0.09,0.06 makes harder problems rarer)"""
     lr: float | None = None
     """peak learning rate; default: the size preset's"""
     warmup_frac: float = PRETRAIN_DEFAULTS["warmup_frac"]

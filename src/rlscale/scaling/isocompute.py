@@ -44,6 +44,21 @@ def drop_initial_points(df: pd.DataFrame, x: str = X_DEFAULT) -> pd.DataFrame:
     return df[~initial.to_numpy()]
 
 
+def measured_gains(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT,
+                   run_col: str = "run_id") -> dict:
+    """{n: [last - first validation value of each run]}, ordered by compute within a run (the first point is the
+    before-training evaluation when it was stored). The raw end-to-end change, not the record-breaking envelope:
+    the envelope of a flat, noisy curve rises by the running maximum of its noise, so a fitted gain alone can
+    report progress where none was made."""
+    out: dict = {}
+    for (n, _run), g in df.sort_values([run_col, x], kind="stable").groupby([by, run_col], sort=True):
+        v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
+        v = v[np.isfinite(v)]
+        if v.size >= 2:
+            out.setdefault(_key(n), []).append(float(v[-1] - v[0]))
+    return out
+
+
 def check_values(df: pd.DataFrame, x: str, y: str) -> None:
     """NaN metrics and non-positive compute are one-line errors naming the column."""
     for c in (x, y):
@@ -235,6 +250,7 @@ class IsoCompute:
 
     def _fit(self, df: pd.DataFrame) -> IsoCompute:
         require_columns(df, (self.x, self.y, self.by, self.run_col))
+        self.measured_gains_ = measured_gains(df, by=self.by, x=self.x, y=self.y, run_col=self.run_col)
         df = drop_initial_points(df, self.x)
         check_values(df, self.x, self.y)
         if df[self.by].nunique() < 2:
@@ -318,6 +334,7 @@ class IsoCompute:
             d["points_used"] = self.points_used_.get(n)
             d["C_first"] = self.c_first_.get(n)
             d["bootstrap_samples"] = self.bootstrap_[n].tolist() if n in self.bootstrap_ else []
+            d["measured_gains"] = self.measured_gains_.get(n, [])
             per_n[str(n)] = d
         nsf = self.n_star_fit_
         return {

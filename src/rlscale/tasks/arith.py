@@ -34,8 +34,10 @@ class ArithConfig:
 
     max_steps: int = 6
     """problems have k = 1..max_steps computed variables"""
-    step_weights: tuple[float, ...] = (0.30, 0.24, 0.18, 0.13, 0.09, 0.06)
-    """P(k) for the pretraining corpus (harder rarer, so they are learned imperfectly); len == max_steps"""
+    step_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    """relative P(k) for the pretraining corpus; len == max_steps. Uniform, like the RL/eval splits: harder problems
+    are still learned imperfectly (accuracy falls with k), and the s model's per-problem pass rates spread more than
+    with a harder-rarer mix (rlscale.lab.presets: Easy share 21% vs 11% of held-out problems)"""
     single_digit_frac: float = 0.75
     """probability a literal is a single digit (else two digits)"""
     max_operand: int = 30
