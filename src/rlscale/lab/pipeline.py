@@ -56,8 +56,9 @@ class LabPreset:
     size: str = "s"
     """model size (rlscale.lab.presets.SIZES)"""
     pretrain_tokens: int | None = 8_000_000
-    """pretraining tokens (or pretrain_minutes); 8M gives the s model held-out loss ~0.09 and mean avg@16 ~0.33 on
-    the uniform-steps pool (5M: ~0.31 and ~0.06, too weak for RL to move the Easy set much)"""
+    """pretraining tokens (or pretrain_minutes); 8M gives the s model held-out loss ~0.08 and mean avg@16 0.24 on
+    the uniform-steps pool with the uniform corpus mix (0.36 with the harder-rarer mix; 5M: ~0.31 and ~0.06, too
+    weak for RL to move the Easy set much)"""
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
     pretrain_step_weights: tuple[float, ...] | None = None
@@ -156,7 +157,8 @@ PRESETS: dict[str, LabPreset] = {
     # <= 15 min on a quiet 2-core machine: 8M-token s model (2 data-parallel processes), a 5,000-problem pool,
     # n in {2, 4, 8, 16} (8x) x 3 seeds per set (a run-level bootstrap), 3072 rollouts per run, 6 log-spaced
     # validation points each (24x-192x span in compute). Measured on an AVX2 EPYC with 6,000 problems, 4096 rollouts
-    # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts.
+    # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts; as now:
+    # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default).
     "quick": LabPreset(),
     # <= 2 h (not yet run; estimate_seconds says 2h12m, and it overstated the quick preset by 1.23x: ~1h47m):
     # bigger pool and val sets, 5 values of n (16x), ~10x the quick budget, 5 seeds per n
