@@ -7,8 +7,10 @@ Zen 4 (AVX-512) machine; on a quiet AVX2 EPYC (bench: `rlscale pretrain --size s
 deterministic and does not collapse when the cores are shared. 8M tokens on 2 processes (harder-rarer mix): 197 s, held-out loss 0.080,
 mean avg@16 0.351 on the lab's 6,000-problem pool, Easy 12.2%, Hard 43.5% (30% never solved in 16 samples).
 
-Measured (bench/size_table.py, 1M tokens each, greedy accuracy on 500 test problems):
-xs 57,888 params, held-out loss 1.255, acc 0.018; s 109,952, 1.114, 0.024; m 479,360, 0.964, 0.032.
+Measured (`bench/size_table.py --tokens 1000000 --sizes l,m,s,xs`, 1 thread each, uniform corpus mix, greedy
+accuracy on 500 test problems; at 1M tokens every size is still before the knee of learning, so accuracy is ~3%):
+xs 57,888 params, held-out loss 1.238, acc 0.024, 36 s; s 109,952, 1.068, 0.034, 53 s; m 479,360, 0.929, 0.026,
+172 s; l 1,780,608, 0.649, 0.034, 574 s (harder-rarer mix: xs 1.255, s 1.114, m 0.964).
 Measured (bench/lab_profile.py, size s, 8M tokens): held-out loss 0.087, flexible avg@16 0.43, strict 0.29,
 accuracy by steps 0.85/0.76/0.43/0.31/0.16/0.05, Easy (avg@16 in [0.3, 0.6]) 13.8%, Hard (<= 1/16) 32.8%.
 Token budget matters sharply: 4.5M -> avg 0.07, 6M -> 0.13 (Easy 5.8%), 8M -> 0.43 (Easy 13.8%), 12M -> 0.41
