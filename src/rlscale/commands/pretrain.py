@@ -40,6 +40,7 @@ def add_arguments(parser) -> None:
 def parse_weights(text: str | None) -> tuple[float, ...] | None:
     """'0.3,0.2,...' -> floats; a one-line UserError naming the flag when malformed."""
     from rlscale.errors import UserError
+    from rlscale.tasks.arith import HARDER_RARER
 
     if text is None:
         return None
@@ -47,7 +48,7 @@ def parse_weights(text: str | None) -> tuple[float, ...] | None:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
         raise UserError(f"--step-weights {text!r}: expected comma-separated numbers, e.g. "
-                        "0.3,0.24,0.18,0.13,0.09,0.06") from None
+                        f"{','.join(f'{w:g}' for w in HARDER_RARER)}") from None
 
 
 def run(args) -> int:

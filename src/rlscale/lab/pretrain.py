@@ -27,7 +27,14 @@ from rlscale.errors import UserError
 from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
 from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
 from rlscale.models.tokenizer import CharTokenizer
-from rlscale.tasks.arith import ALPHABET, ArithConfig, corpus_stream, heldout_questions, load_arith
+from rlscale.tasks.arith import (
+    ALPHABET,
+    ArithConfig,
+    corpus_stream,
+    heldout_questions,
+    load_arith,
+    step_weights_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,10 @@ class PretrainConfig:
             raise UserError(f"--processes {self.processes}: must be in [1, 64] (one per core)")
         if not 0.0 <= self.slip_frac < 1.0:
             raise UserError(f"--slip-frac {self.slip_frac}: must be in [0, 1)")
-        if self.step_weights is not None:
-            w, k = self.step_weights, ArithConfig().max_steps
-            if len(w) != k or min(w) < 0 or sum(w) <= 0:
-                raise UserError(f"--step-weights {','.join(map(str, w))}: give {k} non-negative weights (P(k) for "
-                                f"k = 1..{k} steps) with a positive sum, e.g. 0.3,0.24,0.18,0.13,0.09,0.06")
+        problem = None if self.step_weights is None else step_weights_problem(self.step_weights,
+                                                                                ArithConfig().max_steps)
+        if problem:
+            raise UserError(f"--step-weights {','.join(map(str, self.step_weights))}: {problem}")
         return self
 
     def arith_config(self) -> ArithConfig:

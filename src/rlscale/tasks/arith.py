@@ -27,6 +27,17 @@ VAR_NAMES = string.ascii_lowercase
 ALPHABET = " 0123456789" + string.ascii_lowercase + "=+-*,;?#:"
 """every character a question or solution of this task can contain (the lab tokenizer's vocabulary)"""
 
+HARDER_RARER = (0.30, 0.24, 0.18, 0.13, 0.09, 0.06)
+"""a corpus mix where harder problems are rarer (the lab's default before the uniform mix); used in examples"""
+
+
+def step_weights_problem(weights: Sequence[float], max_steps: int) -> str | None:
+    """What is wrong with a mix of difficulties (None if nothing): one relative weight per k = 1..max_steps."""
+    if len(weights) != max_steps or min(weights, default=0) < 0 or sum(weights) <= 0:
+        return (f"give {max_steps} non-negative weights (P(k) for k = 1..{max_steps} steps) with a positive sum, "
+                f"e.g. {','.join(f'{w:g}' for w in HARDER_RARER)}")
+    return None
+
 
 @dataclass(frozen=True)
 class ArithConfig:
@@ -66,8 +77,9 @@ class ArithConfig:
     def validate(self) -> ArithConfig:
         if not 1 <= self.max_steps <= len(VAR_NAMES) - 1:
             raise UserError(f"arith max_steps={self.max_steps}: must be in 1..{len(VAR_NAMES) - 1}")
-        if len(self.step_weights) != self.max_steps or min(self.step_weights) < 0 or sum(self.step_weights) <= 0:
-            raise UserError(f"arith step_weights: need {self.max_steps} non-negative weights with a positive sum")
+        problem = step_weights_problem(self.step_weights, self.max_steps)
+        if problem:
+            raise UserError(f"arith step_weights: {problem}")
         if self.slip_kind not in ("result", "operand"):
             raise UserError(f"arith slip_kind={self.slip_kind!r}: choose 'result' or 'operand'")
         if not set(self.ops) <= {"+", "-", "*"} or not self.ops:
