@@ -90,7 +90,7 @@ sharpening alone leaves room, but RL at any stable LR gains ~3 points in 10 minu
 On the uniform-mix default model (base 0.248; same command, 600 steps = 76,800 rollouts, two runs side by side,
 ~137 rollouts/s each): lr 1e-4 (the trainer's default) -> 0.281 / 0.280 / 0.297 / 0.290 at steps 150 / 300 / 450 /
 600 (640 s); **7e-5 + 20 warmup steps -> 0.281 / 0.295 / 0.311 / 0.311 (+6.3 in 593 s)**; 1.5e-4 -> 0.234 / 0.242 /
-0.240 / 0.251 (593 s). One run each (validation noise ~0.007)."""
+0.240 / 0.251 (593 s). One run each, no repeats: the 7e-5 vs 1e-4 difference is not yet established."""
 
 
 def get_size(name: str) -> SizePreset:
