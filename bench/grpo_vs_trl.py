@@ -5,6 +5,13 @@ Same model weights, n, problems per step and max completion length; rewards from
 peak (measured in this run, 1 thread) that our generation and our update reach.
 
     .venv/bin/python bench/grpo_vs_trl.py [--sizes s,m] [--steps 4] [--n 8] [--problems 8] [--max-new-tokens 32]
+        [--threads 1]
+
+The peak fractions are model-FLOPs utilisation (MFU): the FLOPs of rlscale.compute's convention (every rollout's
+full sequence, as an implementation that shares nothing would compute them) per second over the measured matmul
+peak. Our sampler prefills each distinct prompt once per chunk and our update computes each prompt once per
+micro-batch for all of its group's rows, so the executed FLOPs are fewer and the hardware's utilisation is lower
+than these fractions.
 
 Last printed line: one JSON object with ratio_vs_trl (size s, fp32 unless bf16 is faster), rollouts_per_s,
 gen_peak_fraction, update_peak_fraction, and the per-size/dtype details.
@@ -104,8 +111,9 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (and the peak)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     from rlscale.lab.pretrain import build_policy
     from rlscale.models.export import export_hf

@@ -294,8 +294,11 @@ def test_loop_micro_batching_does_not_change_training(tmp_path, agg):
                         kl_coef=0.1, entropy_coef=0.01)
         train(cfg, tmp_path / f"mb{mb}{agg}", progress=False, policy=pol)
         finals.append(params_vec(pol))
-    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only
-    torch.testing.assert_close(finals[0], finals[2], rtol=0, atol=2e-5)  # Adam step = 1e-2: rounding only
+    # Adam's step is 1e-2 per coordinate whatever the gradient's size, so a coordinate with a near-zero gradient
+    # moves by rounding-level amounts that differ between splits; a wrong split (a row lost or counted twice)
+    # moves weights by ~1e-2
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)
+    torch.testing.assert_close(finals[0], finals[2], rtol=0, atol=5e-5)
 
 
 def test_problem_passes_sums_repeats_across_an_epoch_boundary():

@@ -266,6 +266,43 @@ def test_length_buckets_partition_and_minimal_padding():
     assert length_buckets(list(range(4)), [50, 50, 50, 50], 4) == [[0, 1, 2, 3]]
 
 
+def test_group_chunks_hold_whole_groups():
+    """Whole-group micro-batches: every row exactly once, at most micro_batch_size rows per chunk, a group split
+    only when it alone exceeds micro_batch_size (into full pieces and a remainder)."""
+    import random
+
+    from rlscale.rl.grpo import group_chunks
+
+    rng = random.Random(0)
+    for _ in range(300):
+        G, n, mb = rng.randint(1, 12), rng.randint(1, 10), rng.randint(1, 16)
+        lens = [rng.randint(0, 40) for _ in range(G * n)]
+        groups = [[i * n + j for j in range(n) if rng.random() < 0.8] for i in range(G)]
+        out = group_chunks(groups, lens, mb)
+        assert sorted(i for c in out for i in c) == sorted(i for g in groups for i in g)
+        assert all(1 <= len(c) <= mb for c in out)
+        for g in groups:
+            holding = [c for c in out if set(g) & set(c)]
+            assert len(holding) == (0 if not g else 1 if len(g) <= mb else -(-len(g) // mb))
+    assert group_chunks([[0, 1], [2, 3], [4, 5]], [5, 5, 9, 9, 1, 1], 4) == [[4, 5, 0, 1], [2, 3]]
+    assert group_chunks([[0, 1, 2, 3, 4]], [1] * 5, 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_update_chunks_pick_the_cheaper_split():
+    """Short completions: whole groups (prompts once); long completions of mixed lengths: length-sorted rows.
+    chunk_cost against a hand count."""
+    from rlscale.rl.grpo import chunk_cost, update_chunks
+
+    group_of = [0, 0, 1, 1]
+    assert chunk_cost([[0, 1, 2, 3]], group_of, [40, 30], [8, 8, 8, 8]) == 2 * 40 + 4 * 8
+    assert chunk_cost([[0, 2], [1, 3]], group_of, [40, 30], [8, 8, 8, 8]) == 2 * (2 * 40 + 2 * 8)
+    short = update_chunks([[0, 1], [2, 3]], group_of, [40, 30], [3, 5, 4, 6], 2)
+    assert short == [[0, 1], [2, 3]]  # whole groups: each prompt once
+    mixed = update_chunks([[0, 1], [2, 3]], group_of, [4, 4], [100, 8, 100, 8], 2)
+    assert mixed == [[1, 3], [0, 2]]  # the two long rows together, the two short ones together
+    assert sorted(i for c in mixed for i in c) == [0, 1, 2, 3]
+
+
 # ------------------------------------------------------------------------------------------------ native decode loop
 def native_lib():
     import shutil

@@ -6,7 +6,9 @@ over a sequence of length L costs F(L) = sum_{j=1}^{L} fpt(j) (causal attention:
   generated token but the last is fed back (positions P+1..P+g-1): F(P + g - 1) (F(P) when g = 0; 0 when P+g = 0).
 - Training on the full sequence of length P + g: 3 F(P+g) per update pass (forward + backward ~ 2x forward), plus
   F(P+g) for each extra no-grad forward (reference policy for KL, old policy when it is recomputed).
-Rollouts dropped by zero-variance filtering still count: they were generated. See tests/test_compute.py.
+Rollouts dropped by zero-variance filtering still count: they were generated. These are model FLOPs, the same for
+every backend: the lab's sampler and update share each prompt's work across its group's rows and so execute fewer
+(the HF path shares nothing). See tests/test_compute.py.
 """
 
 from __future__ import annotations

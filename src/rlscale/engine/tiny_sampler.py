@@ -2,8 +2,9 @@
 
 Rows (prompt x sample) are sorted by prompt length and processed in chunks of at most `max_batch` (default 64:
 on this CPU the decode step is bound by KV-cache memory traffic at 256 rows and by per-op overhead below ~32, and
-length-sorted chunks of 64 also pad prompts less); each chunk is left-padded to a multiple of 8, prefilled in one
-pass with per-row positions and a key-padding mask, then decoded one token per step from a KV cache that attention
+length-sorted chunks of 64 also pad prompts less); each chunk is left-padded to a multiple of 8, its distinct
+prompts prefilled once in one pass (the n samples of a prompt share the prefill; their KV-cache slots are copies)
+with per-row positions and a key-padding mask, then decoded one token per step from a KV cache that attention
 reads only up to the filled slot. Norm gains, the attention scale and RoPE's rotate_half are folded into the
 projection weights once per call (see `_Weights`). The decode loop runs in C (`_tiny_decode.c`, built on first use
 by rlscale.engine.native: one pass over the active rows per token, register-blocked matmuls) when it builds and
@@ -178,28 +179,37 @@ class TinySampler:
         dec_pos = lens[:, None] + torch.arange(steps)[None]
         cos_d, sin_d = cos_t[dec_pos], sin_t[dec_pos]
 
-        # prefill (B, P): same math as TinyGPT.forward with a left-padding mask, on the folded weights
-        am = key_ok[:, :P]
+        # prefill, once per distinct prompt of the chunk (a group's n rows share it): (U, P), same math as
+        # TinyGPT.forward with a left-padding mask, on the folded weights; each row's cache slots [0, P) are copies
+        index: dict[tuple[int, ...], int] = {}  # distinct prompt -> its index u
+        rep_rows: list[int] = []  # u -> the first row with that prompt
+        for b, e in enumerate(enc):
+            if tuple(e) not in index:
+                index[tuple(e)] = len(rep_rows)
+                rep_rows.append(b)
+        inv = torch.tensor([index[tuple(e)] for e in enc])  # (B,) row -> u
+        U, rep = len(rep_rows), torch.tensor(rep_rows)
+        am = key_ok[rep, :P]
         pos = (am.long().cumsum(-1) - 1).clamp(min=0)
-        cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (B, 1, 1, P, hd)
+        cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (U, 1, 1, P, hd)
         mask = (torch.ones(P, P, dtype=torch.bool).tril()[None, None] & am[:, None, None, :]) | \
             torch.eye(P, dtype=torch.bool)[None, None]
-        x = F.embedding(ids, w.emb)  # (B, P, d)
+        x = F.embedding(ids[rep], w.emb)  # (U, P, d)
         for li, (eps, wqkvr, wo, wgu, wd) in enumerate(w.layers):
-            y5 = (_rms(x, eps) @ wqkvr).view(B, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (B, 5, H, P, hd)
-            qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (B, 2, H, P, hd), RoPE'd q (scaled) and k
+            y5 = (_rms(x, eps) @ wqkvr).view(U, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (U, 5, H, P, hd)
+            qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (U, 2, H, P, hd), RoPE'd q (scaled) and k
             q, k, v = qk[:, 0], qk[:, 1], y5[:, 2]
             if lib is None:
-                K[li][..., :P] = k.transpose(-1, -2)
-                Vc[li][:, :, :P] = v
+                K[li][..., :P] = k.transpose(-1, -2)[inv]
+                Vc[li][:, :, :P] = v[inv]
             else:
-                Kn[li, :, :, :P] = k
-                Vn[li, :, :, :P] = v
+                Kn[li, :, :, :P] = k[inv]
+                Vn[li, :, :, :P] = v[inv]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-            x = x + y.transpose(1, 2).reshape(B, P, d) @ wo
+            x = x + y.transpose(1, 2).reshape(U, P, d) @ wo
             g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
             x = x + (F.silu(g) * u) @ wd
-        logits = _rms(x[:, -1], w.norm_eps) @ w.head_t  # (B, V) at the last prompt position
+        logits = (_rms(x[:, -1], w.norm_eps) @ w.head_t)[inv]  # (B, V) at the last prompt position
 
         if lib is not None:
             return self._finish(*self._decode_native(lib, w, B, P, steps, Tmax, Kn, Vn, cos_d, sin_d, pad, limit,

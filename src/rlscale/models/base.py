@@ -29,6 +29,27 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
     return logp, ent
 
 
+def packed_completion_logprobs(policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, comp_ids: torch.Tensor,
+                               group: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Policy.completion_logprobs by the unshared route, for any policy with token_logprobs: row r is the sequence
+    prompt[group[r]] (pads removed) + comp_ids[r], right-padded; the log-probs of its completion positions are
+    gathered into (R, C). The reference the shared-prefix forward of the lab model is tested against."""
+    R, C = comp_ids.shape
+    prompts = [prompt_ids[g][prompt_mask[g].bool()] for g in range(prompt_ids.shape[0])]
+    plen = torch.tensor([len(prompts[g]) for g in group.tolist()])  # (R,)
+    L = int(plen.max()) + C
+    ids = torch.full((R, L), int(policy.tokenizer.pad_id), dtype=torch.long)
+    attn = torch.zeros((R, L), dtype=torch.long)
+    for r, g in enumerate(group.tolist()):
+        seq = torch.cat((prompts[g], comp_ids[r]))
+        ids[r, :len(seq)] = seq
+        attn[r, :len(seq)] = 1  # completion pads count as tokens: right padding, never seen by real positions
+    logp, ent = policy.token_logprobs(ids, attn, temperature, with_entropy)  # (R, L-1)
+    at = (plen - 1)[:, None] + torch.arange(C)  # (R, C): logp coordinate of completion token t
+    return logp.gather(1, at), None if ent is None else ent.gather(1, at)
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     eos_id: int
@@ -55,6 +76,19 @@ class Policy(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """logp[b, t] = log p(input_ids[b, t+1] | input_ids[b, :t+1]) under softmax(logits / temperature): (B, T-1);
         entropy (B, T-1) of that full distribution when with_entropy."""
+        ...
+
+    def completion_logprobs(
+        self,
+        prompt_ids: torch.Tensor,  # (G, P) left-padded prompts
+        prompt_mask: torch.Tensor,  # (G, P) 1 for real tokens
+        comp_ids: torch.Tensor,  # (R, C) right-padded completions
+        group: torch.Tensor,  # (R,) prompt index of each completion row
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """logp[r, t] = log p(comp_ids[r, t] | prompt[group[r]], comp_ids[r, :t]): (R, C) (what the RL update
+        needs); entropy (R, C) when with_entropy. `packed_completion_logprobs` is the generic implementation."""
         ...
 
     def num_params(self) -> int: ...

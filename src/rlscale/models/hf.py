@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from rlscale.errors import UserError
-from rlscale.models.base import logprobs_from_logits
+from rlscale.models.base import logprobs_from_logits, packed_completion_logprobs
 
 
 class HFTokenizer:
@@ -75,6 +75,11 @@ class HFPolicy:
         """logp[b, t] = log softmax(logits[b, t] / T)[input_ids[b, t+1]]: (B, T-1); entropy of that distribution."""
         logits = self.module(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
         return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
+
+    def completion_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor,
+                            temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Completion log-probs (R, C) via full sequences (see rlscale.models.base.packed_completion_logprobs)."""
+        return packed_completion_logprobs(self, prompt_ids, prompt_mask, comp_ids, group, temperature, with_entropy)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())

@@ -85,21 +85,32 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, d, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d) -> q, k, v (B, H, T, hd), RoPE applied to q and k."""
         B, T, _ = x.shape
         q, k, v = (p(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
                    for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, T, hd)
         if q.dtype != cos.dtype:  # bf16 autocast: RoPE in the activations' dtype (as HF Llama), no fp32 promotion
             cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        if torch.is_autocast_enabled("cpu") and torch.is_grad_enabled():
-            y = _math_attention(q, k, v, mask)  # CPU flash-attention backward is ~5x slower in bf16
-        elif mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def out(self, y: Tensor) -> Tensor:
+        """y (B, H, T, hd) -> (B, T, d)."""
+        B, _, T, _ = y.shape
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+        return self.out(attend(*self.qkv(x, cos, sin), mask))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hd) + mask) v. q (B, H, Tq, hd), k/v (B, H, Tk, hd); mask (B, 1, Tq, Tk) bool (True =
+    may attend) or None = causal (Tq = Tk)."""
+    if torch.is_autocast_enabled("cpu") and torch.is_grad_enabled():
+        return _math_attention(q, k, v, mask)  # CPU flash-attention backward is ~5x slower in bf16
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -107,7 +118,7 @@ def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Ten
     bf16 autocast on CPU its forward + backward is 4-6x faster than F.scaled_dot_product_attention's flash kernel
     at the lab's sizes (T <= 256)."""
     T = q.shape[-2]
-    s = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # (B, H, T, T)
+    s = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
     keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril() if mask is None else mask
     p = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1)
     return p.to(v.dtype) @ v
@@ -135,6 +146,18 @@ class Block(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_grouped(self, xp: Tensor, xc: Tensor, group: Tensor, rp: tuple, rc: tuple) -> tuple[Tensor, Tensor]:
+        """Prompt stream xp (G, P, d) and completion stream xc (R, C, d); completion row r continues prompt
+        group[r] and attends to its keys. rp/rc = (cos, sin, mask) of each stream (see TinyGPT.forward_grouped)."""
+        a = self.self_attn
+        qp, kp, vp = a.qkv(self.input_layernorm(xp), rp[0], rp[1])
+        qc, kc, vc = a.qkv(self.input_layernorm(xc), rc[0], rc[1])
+        yp = attend(qp, kp, vp, rp[2])  # (G, H, P, hd)
+        yc = attend(qc, torch.cat((kp[group], kc), 2), torch.cat((vp[group], vc), 2), rc[2])  # (R, H, C, hd)
+        xp, xc = xp + a.out(yp), xc + a.out(yc)
+        return (xp + self.mlp(self.post_attention_layernorm(xp)),
+                xc + self.mlp(self.post_attention_layernorm(xc)))
 
 
 class Backbone(nn.Module):
@@ -188,6 +211,40 @@ class TinyGPT(nn.Module):
         x = self.model.norm(x)
         return x @ self.model.embed_tokens.weight.T
 
+    def forward_grouped(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor
+                        ) -> tuple[Tensor, Tensor]:
+        """Shared-prefix forward: each prompt runs once for all of its completions.
+
+        prompt_ids (G, P) left-padded, prompt_mask (G, P) 1 = real token (every prompt has one); comp_ids (R, C)
+        right-padded completions, row r continuing prompt group[r] (R,). Returns (logits (G, V) at each prompt's last
+        token, logits (R, C, V) at the completion positions): the logits `forward` gives at those positions of the
+        concatenated sequence prompt[group[r]] + comp_ids[r], up to rounding, with the prompt's work done once per
+        group instead of once per row (gradients reach it summed over the group's rows, as they would unshared)."""
+        G, P = prompt_ids.shape
+        R, C = comp_ids.shape
+        if P + C > self.cfg.max_seq_len:
+            raise UserError(f"sequence of {P + C} tokens exceeds the model context of {self.cfg.max_seq_len}")
+        hd, theta = self.cfg.head_dim, self.cfg.rope_theta
+        pm = prompt_mask.bool()
+        pos_p = (pm.long().cumsum(-1) - 1).clamp(min=0)  # (G, P) positions count real tokens
+        pos_c = pm.sum(1)[group][:, None] + torch.arange(C)  # (R, C)
+        cos_p, sin_p = rope_cos_sin(pos_p, hd, theta)
+        cos_c, sin_c = rope_cos_sin(pos_c, hd, theta)
+        if bool(pm.all()):
+            mask_p = None  # no padding: pure causal
+        else:
+            mask_p = torch.ones(P, P, dtype=torch.bool).tril()[None, None] & pm[:, None, None, :]
+            mask_p = mask_p | torch.eye(P, dtype=torch.bool)[None, None]  # pad queries see themselves (no NaN rows)
+        causal_c = torch.ones(C, C, dtype=torch.bool).tril()[None, None].expand(R, 1, C, C)
+        mask_c = torch.cat((pm[group][:, None, None, :].expand(R, 1, C, P), causal_c), -1)  # (R, 1, C, P + C)
+        rp = (cos_p[:, None], sin_p[:, None], mask_p)
+        rc = (cos_c[:, None], sin_c[:, None], mask_c)
+        xp, xc = self.model.embed_tokens(prompt_ids), self.model.embed_tokens(comp_ids)
+        for layer in self.model.layers:
+            xp, xc = layer.forward_grouped(xp, xc, group, rp, rc)
+        w = self.model.embed_tokens.weight
+        return self.model.norm(xp[:, -1]) @ w.T, self.model.norm(xc) @ w.T
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -225,6 +282,14 @@ class TinyPolicy:
                        with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         logits = self.module(input_ids, attention_mask)[:, :-1]  # (B, T-1, V)
         return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
+
+    def completion_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor,
+                            temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        """logp[r, t] = log p(comp_ids[r, t] | prompt[group[r]], comp_ids[r, :t]): (R, C), each prompt computed once
+        for its group (TinyGPT.forward_grouped); entropy (R, C) when with_entropy. Shapes as forward_grouped."""
+        last, comp = self.module.forward_grouped(prompt_ids, prompt_mask, comp_ids, group)
+        logits = torch.cat((last[group][:, None], comp[:, :-1]), 1)  # (R, C, V): position t predicts comp_ids[:, t]
+        return logprobs_from_logits(logits, comp_ids, temperature, with_entropy)
 
     def num_params(self) -> int:
         return self.module.num_params()

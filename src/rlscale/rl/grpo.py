@@ -298,6 +298,74 @@ def length_buckets(order: list[int], lens: list[int], micro_batch_size: int, mul
     return out
 
 
+def group_chunks(rows_by_group: list[list[int]], comp_lens: list[int], micro_batch_size: int) -> list[list[int]]:
+    """Micro-batches of whole groups (the rows continuing one prompt), groups in order of their longest completion,
+    packed until a chunk holds `micro_batch_size` rows; a group larger than that is split into pieces of
+    `micro_batch_size`. Every row appears once."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for rows in sorted((r for r in rows_by_group if r), key=lambda r: max(comp_lens[i] for i in r)):
+        if cur and len(cur) + len(rows) > micro_batch_size:
+            out.append(cur)
+            cur = []
+        for c in range(0, len(rows), micro_batch_size):
+            piece = rows[c:c + micro_batch_size]
+            if len(piece) == micro_batch_size and not cur:
+                out.append(piece)
+            else:
+                cur.extend(piece)
+    return out + ([cur] if cur else [])
+
+
+def chunk_cost(chunks: list[list[int]], group_of: list[int], prompt_lens: list[int], comp_lens: list[int],
+               multiple: int = 8) -> int:
+    """Tokens the shared-prefix update computes for these micro-batches: per chunk, its distinct prompts x the
+    longest of them + its rows x the longest completion rounded up to `multiple`. prompt_lens is per group."""
+    cost = 0
+    for rows in chunks:
+        groups = {group_of[i] for i in rows}
+        cost += len(groups) * max(prompt_lens[g] for g in groups)
+        cost += len(rows) * round_up(max(max(comp_lens[i] for i in rows), 1), multiple)
+    return cost
+
+
+def update_chunks(rows_by_group: list[list[int]], group_of: list[int], prompt_lens: list[int],
+                  comp_lens: list[int], micro_batch_size: int) -> list[list[int]]:
+    """The update's micro-batches: whole groups (each prompt computed once) or rows sorted by completion length
+    (least padding, a prompt recomputed in every chunk that holds one of its rows), whichever computes fewer
+    tokens (`chunk_cost`). Short completions favour the first, long ones of mixed lengths the second; the
+    gradient is the same either way (the loss weights are global)."""
+    order = sorted((i for rows in rows_by_group for i in rows), key=lambda i: comp_lens[i])
+    candidates = [group_chunks(rows_by_group, comp_lens, micro_batch_size),
+                  length_buckets(order, comp_lens, micro_batch_size)]
+    return min(candidates, key=lambda c: chunk_cost(c, group_of, prompt_lens, comp_lens))
+
+
+def round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple
+
+
+def group_inputs(row_prompts: list[list[int]], row_groups: list[int], comp: torch.Tensor, pad_id: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Arguments of Policy.completion_logprobs for one micro-batch: its distinct prompts left-padded (G, P) with
+    their mask (G, P), the completions (R, C) and each row's index into those prompts (R,). row_prompts[r] is row
+    r's prompt ids, row_groups[r] its group (rows of one group share the prompt)."""
+    import torch
+
+    first: dict[int, int] = {}
+    for r, g in enumerate(row_groups):
+        first.setdefault(g, r)
+    prompts = [row_prompts[r] for r in first.values()]
+    P = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), P), dtype=torch.long)
+    for g, p in enumerate(prompts):
+        ids[g, P - len(p):] = torch.tensor(p)
+        mask[g, P - len(p):] = 1
+    local = {g: k for k, g in enumerate(first)}
+    return ids, mask, comp, torch.tensor([local[g] for g in row_groups])
+
+
 def problem_indices(step: int, batch: int, num_problems: int, seed: int) -> list[int]:
     """Problems of 0-based step `step`: positions step*batch .. of an epoch-wise shuffled stream (seeded per epoch).
     The cursor is step * batch, so a resumed run continues the same order."""
@@ -635,26 +703,27 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         finished_t = torch.tensor([r.finished for r in used])
         if cfg.mask_truncated:
             keep_pg, keep_reg = keep_pg & finished_t, keep_reg & finished_t
-        # ---- pack sequences: (N, L) right-padded; completion tokens in logp coordinates (N, L-1) -----------
+        # ---- pack completions: (N, C) right-padded, one left-padded prompt per group (shared-prefix update) --------
         N = len(used)
-        lens = [len(r.prompt_ids) + len(r.token_ids) for r in used]
-        L = max(max(lens), 2)
-        ids = torch.full((N, L), int(policy.tokenizer.pad_id), dtype=torch.long)
-        attn = torch.zeros((N, L), dtype=torch.long)
-        cmask = torch.zeros((N, L - 1))
-        samp_lp = torch.zeros((N, L - 1))
+        comp_lens = [len(r.token_ids) for r in used]
+        C = round_up(max(max(comp_lens), 1), 8)
+        comp = torch.full((N, C), int(policy.tokenizer.pad_id), dtype=torch.long)
+        cmask = torch.zeros((N, C))
+        samp_lp = torch.zeros((N, C))
         for i, r in enumerate(used):
-            P, g = len(r.prompt_ids), len(r.token_ids)
-            ids[i, :P + g] = torch.tensor(list(r.prompt_ids) + list(r.token_ids))
-            attn[i, :P + g] = 1
-            cmask[i, P - 1:P - 1 + g] = 1.0
-            samp_lp[i, P - 1:P - 1 + g] = torch.tensor(r.logprobs[:g]) if g else 0.0
+            g = comp_lens[i]
+            if g:
+                comp[i, :g] = torch.tensor(r.token_ids)
+                cmask[i, :g] = 1.0
+                samp_lp[i, :g] = torch.tensor(r.logprobs[:g])
+        group_of = [i // n for i in range(N)]  # row -> problem of the batch (its prompt)
         w_pg = aggregation_weights(cmask, keep_pg, cfg.loss_aggregation, cfg.max_new_tokens)
         w_reg = aggregation_weights(cmask, keep_reg, cfg.loss_aggregation, cfg.max_new_tokens)
-        # micro-batches over rows sorted by length (less padding); each padded to a multiple of 8 of its own length
-        # rollouts that no loss term uses (filtered) skip the forward/backward: no training FLOPs spent or counted
-        order = sorted((i for i in range(N) if keep_pg[i] or keep_reg[i]), key=lambda i: lens[i])
-        chunks = length_buckets(order, lens, cfg.micro_batch_size)
+        # micro-batches (whole groups or length-sorted rows, see update_chunks); rollouts that no loss term uses
+        # (filtered) skip the forward/backward (no training FLOPs spent or counted)
+        chunks = update_chunks([[i * n + j for j in range(n) if keep_pg[i * n + j] or keep_reg[i * n + j]]
+                                for i in range(Bp)], group_of, [len(g[0].prompt_ids) for g in groups], comp_lens,
+                               cfg.micro_batch_size)
         # ---- update ---------------------------------------------------------------------------------------
         old_lp: list[torch.Tensor | None] = [None] * len(chunks)
         ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
@@ -667,18 +736,18 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         for u in range(cfg.updates_per_batch):
             opt.zero_grad(set_to_none=True)
             for c, rows in enumerate(chunks):
-                Lc = min(L, -(-max(lens[i] for i in rows) // 8) * 8)
                 idx = torch.tensor(rows)
-                x, am = ids[idx, :Lc], attn[idx, :Lc]
-                sl = slice(0, Lc - 1)
+                sl = slice(0, round_up(max(max(comp_lens[i] for i in rows), 1), 8))
+                batch_in = group_inputs([used[i].prompt_ids for i in rows], [group_of[i] for i in rows],
+                                        comp[idx, sl], int(policy.tokenizer.pad_id))
                 with autocast:
-                    logp, ent = policy.token_logprobs(x, am, temperature=cfg.temperature, with_entropy=True)
+                    logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True)
                 logp, ent = logp.float(), ent.float()
                 if old_lp[c] is None:
                     old_lp[c] = logp.detach()
                 if use_ref and ref_lp[c] is None:
                     with torch.no_grad(), autocast:
-                        ref_lp[c] = ref_policy.token_logprobs(x, am, temperature=cfg.temperature)[0].float()
+                        ref_lp[c] = ref_policy.completion_logprobs(*batch_in, temperature=cfg.temperature)[0].float()
                 loss, st = grpo_loss(logp, old_lp[c], A[idx], w_pg[idx, sl], w_reg[idx, sl],
                                      eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high,
                                      ref_logp=ref_lp[c], kl_coef=cfg.kl, entropy=ent, entropy_coef=cfg.entropy,
