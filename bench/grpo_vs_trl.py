@@ -2,7 +2,7 @@
 
 Same model weights, n, problems per step and max completion length; rewards from the same grader. For each size
 (default s and m) and dtype (fp32, bf16) it reports rollouts/s of both, their ratio, and the fraction of the matmul
-peak (measured in this run, 1 thread) that our generation and our update reach.
+peak (measured in this run on --threads threads) that our generation and our update reach.
 
     .venv/bin/python bench/grpo_vs_trl.py [--sizes s,m] [--steps 4] [--n 8] [--problems 8] [--max-new-tokens 32]
         [--threads 1]
@@ -51,7 +51,11 @@ def ours(policy_dir: str, out: Path, args, dtype: str) -> dict:
                      iterations=args.steps + 1, max_new_tokens=args.max_new_tokens, val_every=0, val_n=1,
                      val_limit=1, checkpoint_every=10_000, micro_batch_size=args.n * args.problems, dtype=dtype,
                      reward="flexible", lr=1e-5)
-    train(cfg, out, progress=False, policy=load_policy(policy_dir))
+    torch.set_num_threads(1)  # our threads are workers over generation chunks and micro-batches
+    try:
+        train(cfg, out, progress=False, policy=load_policy(policy_dir), workers=args.threads)
+    finally:
+        torch.set_num_threads(args.threads)
     rows = RunStore.open(out).steps()[1:]  # first step warms the kernels up
     step_s = [r["time/gen_s"] + r["time/grade_s"] + r["time/update_s"] for r in rows]
     rollouts = args.n * args.problems
@@ -111,7 +115,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--dtypes", default="fp32,bf16")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (and the peak)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for both trainers and the peak: TRL's torch intra-op threads; our workers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -119,7 +124,7 @@ def main() -> None:
     from rlscale.models.export import export_hf
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak (1 thread): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s",
+    print(f"matmul peak ({args.threads} thread(s)): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s",
           file=sys.stderr)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rlscale-bench-") as tmp:
@@ -146,7 +151,7 @@ def main() -> None:
                       "update_peak_fraction": head["update_peak_fraction"], "headline": best,
                       "min_ratio_vs_trl": min(r["ratio_vs_trl"] for r in results.values()),
                       "peak_gflops": peaks, "n": args.n, "problems_per_step": args.problems,
-                      "max_new_tokens": args.max_new_tokens,
+                      "max_new_tokens": args.max_new_tokens, "threads": args.threads,
                       "results": {k: {"ratio_vs_trl": v["ratio_vs_trl"], "ours_rollouts_per_s":
                                       v["ours"]["rollouts_per_s"], "trl_rollouts_per_s": v["trl"]["rollouts_per_s"],
                                       "gen_peak_fraction": v["gen_peak_fraction"],

@@ -226,6 +226,12 @@ def test_changed_config_on_resume_refused(tmp_path, capsys):
     rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "cli"), "--json",
                "--quiet"])
     assert rc == 0 and _tree(tmp_path / "cli") == snap
+    # a lab model with --threads 2: two workers, the same summary as one (weights equal up to rounding)
+    rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "cli2"), "--json",
+               "--quiet", "--threads", "2"])
+    two = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and two["steps"] == 2 and two["val_before"] == json.loads(out)["val_before"]
+    assert torch.get_num_threads() == 1  # the workers' torch ops run on one thread each
 
 
 def test_config_plumbing():
@@ -243,6 +249,27 @@ def test_config_plumbing():
     # decoupled baseline generates n_est per problem: the budget counts them
     c2 = GRPOConfig(model="m", rollouts_per_problem=4, baseline_rollouts=8, problems_per_batch=2, budget_rollouts=64)
     assert c2.num_steps == 4
+
+
+def test_default_lr_is_the_models_suggestion(tmp_path):
+    """lr unset: a lab model gets RL_LR of its size (from the policy's meta or the checkpoint), anything else
+    (a Hugging Face directory) HF_RL_LR; an explicit lr is kept; the run records the resolved value."""
+    from rlscale.lab.presets import RL_LR
+    from rlscale.rl.grpo import HF_RL_LR, suggested_rl_lr, with_model_defaults
+
+    pol = tiny_policy()
+    pol.meta["size"] = "m"
+    assert suggested_rl_lr("ignored", pol) == RL_LR["m"]
+    pol.save(str(tmp_path / "lab"))
+    assert suggested_rl_lr(str(tmp_path / "lab")) == RL_LR["m"]
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert suggested_rl_lr(str(tmp_path / "hf")) == HF_RL_LR == 1e-6
+    assert with_model_defaults(GRPOConfig(model=str(tmp_path / "hf"), iterations=1)).lr == 1e-6
+    assert with_model_defaults(GRPOConfig(model=str(tmp_path / "hf"), iterations=1, lr=3e-5)).lr == 3e-5
+    pol.meta["size"] = "xs"
+    train(small_cfg(tmp_path, iterations=1, val_every=0), tmp_path / "run", progress=False, policy=pol)
+    assert RunStore.open(tmp_path / "run").config["lr"] == RL_LR["xs"]
 
 
 def test_problem_order_epochs():
@@ -299,6 +326,22 @@ def test_loop_micro_batching_does_not_change_training(tmp_path, agg):
     # moves weights by ~1e-2
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)
     torch.testing.assert_close(finals[0], finals[2], rtol=0, atol=5e-5)
+
+
+def test_workers_match_one_worker_and_repeat_exactly(tmp_path):
+    """workers=2 (generation chunks and update micro-batches on two threads): the same first-step rollouts and, up to
+    rounding of the micro-batch split, the same weights as one worker; bitwise the same from run to run."""
+    finals, rewards = [], []
+    for name, w in (("w1", 1), ("w2a", 2), ("w2b", 2)):
+        pol = tiny_policy()
+        cfg = small_cfg(tmp_path, iterations=2, val_every=0, lr=1e-2, kl_coef=0.1, entropy_coef=0.01)
+        train(cfg, tmp_path / name, progress=False, policy=pol, workers=w)
+        finals.append(params_vec(pol))
+        rewards.append(RunStore.open(tmp_path / name).steps()[0]["rollout/reward_mean"])
+    assert rewards[0] == rewards[1] == rewards[2]
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)  # see the micro-batching test
+    assert torch.equal(finals[1], finals[2])
+    assert float((finals[0] - params_vec(tiny_policy())).abs().max()) > 1e-3  # training moved the weights
 
 
 def test_problem_passes_sums_repeats_across_an_epoch_boundary():

@@ -72,6 +72,8 @@ def test_same_seed_same_tokens_regardless_of_batch(pol):
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=7)
     full = pol.sampler().generate(PROMPTS, params)
     again = TinySampler(pol, max_batch=5, compact_every=1).generate(PROMPTS, params)
+    threaded = TinySampler(pol, workers=2).generate(PROMPTS, params)  # two chunks decoded concurrently
+    assert [[r.token_ids for r in rs] for rs in full] == [[r.token_ids for r in rs] for rs in threaded]
     alone = pol.sampler().generate([PROMPTS[4]], params, seeds=[[r.seed for r in full[4]]])
     assert [[r.token_ids for r in rs] for rs in full] == [[r.token_ids for r in rs] for rs in again]
     assert [r.token_ids for r in alone[0]] == [r.token_ids for r in full[4]]

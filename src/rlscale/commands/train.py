@@ -49,7 +49,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.add_argument("--config", help="TOML or YAML file of config fields (flags override it)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared CPU)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads: lab models (grpo) run generation chunks and update micro-batches on this many "
+                        "threads, one torch thread each; otherwise torch intra-op threads (1 is fastest on a shared CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -116,10 +118,14 @@ def run_grpo(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args, GRPOConfig)
     import torch
-    torch.set_num_threads(max(1, args.threads))
+
+    from rlscale.models.tiny import MARKER
     from rlscale.rl.grpo import train
 
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    lab_model = (Path(cfg.model) / MARKER).exists()  # lab model: threads are workers over micro-batches
+    torch.set_num_threads(1 if lab_model else max(1, args.threads))
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                    workers=max(1, args.threads) if lab_model else 1)
     return _finish(args, summary, ("val_before", "val_after", "rollouts", "steps", "wall_s", "flops"))
 
 

@@ -79,13 +79,16 @@ class TinySampler:
     """Sampler protocol for TinyPolicy. generate(prompts, params, seeds) -> per prompt, params.n Rollouts."""
 
     def __init__(self, policy: TinyPolicy, max_batch: int = 64, compact_every: int = 8, bucket: int = 8,
-                 native: bool | None = None):
+                 native: bool | None = None, workers: int = 1):
         self.policy = policy
         self.max_batch = max_batch
         self.compact_every = compact_every
         self.bucket = bucket
         self.native = native
         """decode loop: True = the C loop (rlscale.engine.native), False = torch, None = C when it builds"""
+        self.workers = max(1, workers)
+        """chunks decoded concurrently, one per thread (torch ops and the C loop release the GIL); chunks are cut
+        to at most rows / workers so that a single batch uses every worker. Tokens do not depend on it."""
 
     def _native_lib(self, params: SamplingParams):
         """The C decode library when it applies: no stop strings (matched on decoded text) and no top-p."""
@@ -121,14 +124,25 @@ class TinySampler:
         out: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
         w = _Weights(self.policy)
         lib = self._native_lib(params) if w.emb.dtype == torch.float32 else None  # decided once per call
-        with torch.inference_mode():
-            for c in range(0, len(rows), self.max_batch):
-                chunk = rows[c:c + self.max_batch]
-                res = self._generate_chunk(w, [enc[i] for i, _ in chunk], [int(seeds[i][j]) for i, j in chunk],
-                                           params, lib)
-                for (i, j), (ids, lps, fin) in zip(chunk, res):
-                    out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
-                                        text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
+        size = min(self.max_batch, -(-len(rows) // self.workers))
+        chunks = [rows[c:c + size] for c in range(0, len(rows), size)]
+
+        def run(chunk):
+            with torch.inference_mode():  # grad mode is per thread
+                return self._generate_chunk(w, [enc[i] for i, _ in chunk], [int(seeds[i][j]) for i, j in chunk],
+                                            params, lib)
+
+        if self.workers > 1 and len(chunks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                results = list(pool.map(run, chunks))
+        else:
+            results = [run(chunk) for chunk in chunks]
+        for chunk, res in zip(chunks, results):
+            for (i, j), (ids, lps, fin) in zip(chunk, res):
+                out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
+                                    text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
         return out  # type: ignore[return-value]
 
     # -- one chunk ------------------------------------------------------------------------------------------------

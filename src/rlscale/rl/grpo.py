@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -91,8 +92,9 @@ class GRPOConfig:
     """healthy-recipe preset: healthy-easy (KL + entropy) | healthy-hard (neither)"""
     zero_variance_filter: str = "off"
     """groups with equal rewards: off | drop (leave the loss) | kl-entropy (only drop their KL/entropy terms)"""
-    lr: float = 1e-4
-    """base learning rate at the reference batch size lr_ref_batch"""
+    lr: float | None = None
+    """base learning rate at the reference batch size lr_ref_batch; None = the model's suggested RL rate (lab
+    models: rlscale.lab.presets.RL_LR of their size; Hugging Face models: 1e-6, TRL's default)"""
     lr_scaling: str = "constant"
     """scale the LR with B = n * B_problem: constant | sqrt | linear"""
     lr_ref_batch: int = 128
@@ -237,7 +239,7 @@ class GRPOConfig:
         need(0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0, "clip eps: need 0 <= eps_low < 1, eps_high >= 0")
         need(self.tis_cap is None or self.tis_cap > 0, "tis_cap must be > 0 (or unset)")
         need(self.kl >= 0 and self.entropy >= 0, "kl_coef and entropy_coef must be >= 0")
-        need(self.lr > 0 and self.lr_ref_batch >= 1 and self.warmup_steps >= 0, "need lr > 0, lr_ref_batch >= 1, "
+        need((self.lr is None or self.lr > 0) and self.lr_ref_batch >= 1 and self.warmup_steps >= 0, "need lr > 0, lr_ref_batch >= 1, "
                                                                                    "warmup_steps >= 0")
         need(self.temperature > 0, "temperature must be > 0 for training (log-probs of the sampling distribution)")
         need(0 < self.top_p <= 1 and 0 < self.val_top_p <= 1, "top_p and val_top_p must be in (0, 1]")
@@ -404,6 +406,34 @@ def with_task_defaults(cfg: GRPOConfig) -> GRPOConfig:
     return dataclasses.replace(cfg, max_new_tokens=get_task(cfg.task).max_new_tokens)
 
 
+HF_RL_LR = 1e-6
+"""suggested GRPO learning rate for Hugging Face models (TRL's GRPOConfig default; verl's examples use 1e-6 too)"""
+
+
+def suggested_rl_lr(model_dir: str, policy=None) -> float:
+    """The RL learning rate a run on this model gets when none is given: RL_LR of a lab model's size (from the
+    in-memory policy's meta, else the checkpoint's rlscale_model.json), HF_RL_LR for anything else."""
+    from rlscale.lab.presets import RL_LR
+    from rlscale.models.tiny import MARKER
+
+    if policy is not None:
+        meta = policy.meta if getattr(policy, "kind", None) == "tiny" else None
+    else:
+        marker = Path(model_dir) / MARKER
+        try:
+            meta = json.loads(marker.read_text()) if marker.exists() else None
+        except (OSError, json.JSONDecodeError):
+            meta = None  # the model loader reports a broken checkpoint in one line
+    if meta is None:
+        return HF_RL_LR
+    return RL_LR.get(str(meta.get("size")), RL_LR["s"])
+
+
+def with_model_defaults(cfg: GRPOConfig, policy=None) -> GRPOConfig:
+    """cfg with lr = suggested_rl_lr of its model when unset (None)."""
+    return cfg if cfg.lr is not None else dataclasses.replace(cfg, lr=suggested_rl_lr(cfg.model, policy))
+
+
 def stop_strings(template: str) -> tuple[str, ...]:
     from rlscale.prompts import stop_strings as _stops
     return tuple(_stops(template))
@@ -519,6 +549,66 @@ def _internal_validation(policy, problems, params, template, mode, ks) -> dict[s
     return out
 
 
+@dataclass
+class UpdateBatch:
+    """One step's packed rollouts for the update (N rows, C completion positions) and the per-micro-batch caches
+    of the first pass (the old policy's and the reference's log-probs)."""
+    used: list  # (N) Rollouts that are updated on
+    group_of: list[int]  # (N) row -> problem of the batch
+    comp_lens: list[int]  # (N) completion tokens per row
+    comp_ids: Any  # (N, C) right-padded completions
+    adv: Any  # (N,) advantages
+    w_pg: Any  # (N, C) policy-gradient weights (global aggregation)
+    w_reg: Any  # (N, C) KL/entropy weights
+    samp_lp: Any  # (N, C) sampler log-probs
+    cmask: Any  # (N, C) 1 on completion tokens
+    old_lp: list
+    ref_lp: list
+
+
+def micro_batch(b: UpdateBatch, c: int, rows: list[int], u: int, accumulate: bool, policy, ref_policy,
+                cfg: GRPOConfig):
+    """Forward, loss and backward of micro-batch c (rows of b): gradients into .grad (accumulate) or returned (for
+    worker threads, summed by the caller in chunk order); its summed statistics on the first pass (u = 0)."""
+    import torch
+
+    from rlscale.rl.losses import grpo_loss
+
+    idx = torch.tensor(rows)
+    sl = slice(0, round_up(max(max(b.comp_lens[i] for i in rows), 1), 8))
+    batch_in = group_inputs([b.used[i].prompt_ids for i in rows], [b.group_of[i] for i in rows],
+                            b.comp_ids[idx, sl], int(policy.tokenizer.pad_id))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")  # per thread
+    with autocast:
+        logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True)
+    logp, ent = logp.float(), ent.float()
+    if b.old_lp[c] is None:
+        b.old_lp[c] = logp.detach()
+    if ref_policy is not None and b.ref_lp[c] is None:
+        with torch.no_grad(), autocast:
+            b.ref_lp[c] = ref_policy.completion_logprobs(*batch_in, temperature=cfg.temperature)[0].float()
+    loss, st = grpo_loss(logp, b.old_lp[c], b.adv[idx], b.w_pg[idx, sl], b.w_reg[idx, sl],
+                         eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high, ref_logp=b.ref_lp[c],
+                         kl_coef=cfg.kl, entropy=ent, entropy_coef=cfg.entropy, sampler_logp=b.samp_lp[idx, sl],
+                         tis_cap=cfg.tis_cap, kl_ratio_correction=cfg.kl_ratio_correction)
+    grads = None
+    if accumulate:
+        loss.backward()
+    else:
+        grads = torch.autograd.grad(loss, [p for p in policy.module.parameters() if p.requires_grad],
+                                    allow_unused=True)
+    stats: dict[str, float] = {}
+    if u == 0:
+        stats = {"loss": float(loss.detach()), **{k: float(v) for k, v in st.items()}}
+        # true distribution entropy and KL, token-mean over all completion tokens (for logging)
+        mtok = b.cmask[idx, sl]
+        stats["ent_tok"] = float((ent.detach() * mtok).sum())
+        if ref_policy is not None:
+            d = b.ref_lp[c] - logp.detach()
+            stats["kl_tok"] = float(((d.exp() - d - 1) * mtok).sum())
+    return grads, stats
+
+
 class _Mirror:
     """Optional TensorBoard/MLflow mirror of the metrics (the store stays the record)."""
 
@@ -577,20 +667,23 @@ def open_run(cfg: GRPOConfig | Any, out_dir: str | Path, resume: bool, create: b
 
 
 def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: bool = True, *,
-          policy=None) -> dict:
+          policy=None, workers: int = 1) -> dict:
     """Run (or resume) GRPO; returns the summary {val_before, val_after, rollouts, steps, wall_s, ...}.
 
-    `policy` overrides loading cfg.model (for in-memory pipelines and tests)."""
+    `policy` overrides loading cfg.model (for in-memory pipelines and tests). `workers` > 1 (lab models only):
+    generation chunks and update micro-batches run on that many threads, each torch op on one thread (call with
+    torch.set_num_threads(1)); results are the same as with 1 worker up to float rounding of the micro-batch split,
+    and identical from run to run."""
     import numpy as np
     import torch
 
     from rlscale.compute import cumulative_forward_flops, step_compute
     from rlscale.engine.base import SamplingParams
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
-    from rlscale.rl.losses import aggregation_weights, filter_masks, grpo_loss
+    from rlscale.rl.losses import aggregation_weights, filter_masks
     from rlscale.rl.lr import lr_at
 
-    cfg = with_task_defaults(cfg.validate())
+    cfg = with_model_defaults(with_task_defaults(cfg.validate()), policy)
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
     if finished is not None:
         store.close()
@@ -605,11 +698,13 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         from rlscale.models import load_policy
         policy = load_policy(cfg.model)
 
+    workers = max(1, workers) if getattr(policy, "kind", None) == "tiny" else 1
     if store is None:  # inputs loaded fine: only now does the run directory get written
         store, _ = open_run(cfg, out_dir, resume)
     out = store.root
     M, n, n_est, Bp = cfg.num_steps, cfg.n, cfg.n_est, cfg.B_problem
     use_ref = cfg.kl > 0
+    ref_policy = None
     module = policy.module
     params_list = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -684,7 +779,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         seeds = [[derive_seed(cfg.seed, step, p.id, j) for j in range(n_est)] for p in batch]
         # ---- rollout --------------------------------------------------------------------------------------
         module.eval()
-        groups = policy.sampler().generate(prompts, sp, seeds)  # (Bp) x n_est Rollouts
+        groups = policy.sampler(**({"workers": workers} if workers > 1 else {})).generate(prompts, sp, seeds)
         module.train()
         t_gen = time.perf_counter()
         # ---- grade ----------------------------------------------------------------------------------------
@@ -707,13 +802,13 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         N = len(used)
         comp_lens = [len(r.token_ids) for r in used]
         C = round_up(max(max(comp_lens), 1), 8)
-        comp = torch.full((N, C), int(policy.tokenizer.pad_id), dtype=torch.long)
+        comp_ids = torch.full((N, C), int(policy.tokenizer.pad_id), dtype=torch.long)
         cmask = torch.zeros((N, C))
         samp_lp = torch.zeros((N, C))
         for i, r in enumerate(used):
             g = comp_lens[i]
             if g:
-                comp[i, :g] = torch.tensor(r.token_ids)
+                comp_ids[i, :g] = torch.tensor(r.token_ids)
                 cmask[i, :g] = 1.0
                 samp_lp[i, :g] = torch.tensor(r.logprobs[:g])
         group_of = [i // n for i in range(N)]  # row -> problem of the batch (its prompt)
@@ -723,50 +818,39 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         # (filtered) skip the forward/backward (no training FLOPs spent or counted)
         chunks = update_chunks([[i * n + j for j in range(n) if keep_pg[i * n + j] or keep_reg[i * n + j]]
                                 for i in range(Bp)], group_of, [len(g[0].prompt_ids) for g in groups], comp_lens,
-                               cfg.micro_batch_size)
+                               min(cfg.micro_batch_size, -(-N // workers)))  # >= one micro-batch per worker
         # ---- update ---------------------------------------------------------------------------------------
-        old_lp: list[torch.Tensor | None] = [None] * len(chunks)
-        ref_lp: list[torch.Tensor | None] = [None] * len(chunks)
         sums: dict[str, float] = {}
         grad_norms = []
         lr = lr_at(step, cfg.lr, n * Bp, cfg.lr_ref_batch, cfg.lr_scaling, cfg.warmup_steps)
         for group_ in opt.param_groups:
             group_["lr"] = lr
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+        ub = UpdateBatch(used, group_of, comp_lens, comp_ids, A, w_pg, w_reg, samp_lp, cmask,
+                         old_lp=[None] * len(chunks), ref_lp=[None] * len(chunks))
+        pool = None
+        if workers > 1 and len(chunks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(workers)
         for u in range(cfg.updates_per_batch):
             opt.zero_grad(set_to_none=True)
-            for c, rows in enumerate(chunks):
-                idx = torch.tensor(rows)
-                sl = slice(0, round_up(max(max(comp_lens[i] for i in rows), 1), 8))
-                batch_in = group_inputs([used[i].prompt_ids for i in rows], [group_of[i] for i in rows],
-                                        comp[idx, sl], int(policy.tokenizer.pad_id))
-                with autocast:
-                    logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True)
-                logp, ent = logp.float(), ent.float()
-                if old_lp[c] is None:
-                    old_lp[c] = logp.detach()
-                if use_ref and ref_lp[c] is None:
-                    with torch.no_grad(), autocast:
-                        ref_lp[c] = ref_policy.completion_logprobs(*batch_in, temperature=cfg.temperature)[0].float()
-                loss, st = grpo_loss(logp, old_lp[c], A[idx], w_pg[idx, sl], w_reg[idx, sl],
-                                     eps_low=cfg.clip_eps_low, eps_high=cfg.clip_eps_high,
-                                     ref_logp=ref_lp[c], kl_coef=cfg.kl, entropy=ent, entropy_coef=cfg.entropy,
-                                     sampler_logp=samp_lp[idx, sl], tis_cap=cfg.tis_cap,
-                                     kl_ratio_correction=cfg.kl_ratio_correction)
-                loss.backward()
-                if u == 0:
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                    for k, v in st.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    # true distribution entropy and KL, token-mean over all completion tokens (for logging)
-                    mtok = cmask[idx, sl]
-                    sums["ent_tok"] = sums.get("ent_tok", 0.0) + float((ent.detach() * mtok).sum())
-                    if use_ref:
-                        d = ref_lp[c] - logp.detach()
-                        sums["kl_tok"] = sums.get("kl_tok", 0.0) + float(((d.exp() - d - 1) * mtok).sum())
+            run = functools.partial(micro_batch, ub, u=u, accumulate=pool is None, policy=policy,
+                                    ref_policy=ref_policy, cfg=cfg)
+            if pool is None:
+                results = [run(c, rows) for c, rows in enumerate(chunks)]
+            else:  # micro-batches on worker threads; gradients summed in chunk order, as .grad accumulates them
+                results = list(pool.map(run, range(len(chunks)), chunks))
+                for k, p in enumerate(params_list):
+                    for grads, _ in results:
+                        if grads[k] is not None:
+                            p.grad = grads[k] if p.grad is None else p.grad.add_(grads[k])
+            for _, stats in results:
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
             gn = torch.nn.utils.clip_grad_norm_(params_list, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             grad_norms.append(float(gn))
             opt.step()
+        if pool is not None:
+            pool.shutdown()
         t_upd = time.perf_counter()
         # ---- log ------------------------------------------------------------------------------------------
         trained = [bool(keep_pg[i] or keep_reg[i]) for i in range(N)]
