@@ -158,7 +158,7 @@ PRESETS: dict[str, LabPreset] = {
     # n in {2, 4, 8, 16} (8x) x 3 seeds per set (a run-level bootstrap), 3072 rollouts per run, 6 log-spaced
     # validation points each (24x-192x span in compute). Measured on an AVX2 EPYC with 6,000 problems, 4096 rollouts
     # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts; as now:
-    # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default).
+    # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default); 12m01s with the shared-prefix update.
     "quick": LabPreset(),
     # <= 2 h (not yet run; estimate_seconds says 2h12m, and it overstated the quick preset by 1.23x: ~1h47m):
     # bigger pool and val sets, 5 values of n (16x), ~10x the quick budget, 5 seeds per n
