@@ -26,6 +26,7 @@ from rlscale.coscale.pipeline import (
     segment_cost,
     transitions,
 )
+from rlscale.store import RunStore
 
 torch.set_num_threads(1)
 
@@ -158,6 +159,26 @@ def test_micro_end_to_end_and_resume(setup, tmp_path, capsys):
             n = next_n(n, rewards, 1, 0.02, 64) if n == part["n0"] else n
             assert it["n_final"][j] == n
         assert sum(it["transitions"].values()) == sum(it["pool_start"].values())
+    # re-distillation data = the last K correct rollouts per problem of each partition's replay buffer (its GRPO
+    # segments' run stores), as recorded by the segments
+    assert any(v["result"]["solutions"] for v in segs.values()), "RL found no correct rollout to re-distil"
+    for it in summary["iterations"]:
+        replay_rows = set()
+        for j in range(len(it["partitions"])):
+            merged: dict[str, list[str]] = {}  # the partition's segments in order, newest last
+            for sg in sorted(int(k.rsplit("seg", 1)[1]) for k in segs if k.startswith(f"it{it['iteration']}/p{j}/")):
+                for i, texts in segs[f"it{it['iteration']}/p{j}/seg{sg}"]["result"]["solutions"].items():
+                    merged[i] = [t for t in merged.get(i, []) if t not in texts] + texts
+            replay_rows |= {(i, t) for i, texts in merged.items() for t in texts[-8:]}
+        d = out / "stages" / f"it{it['iteration']}" / "redistill" / "data.jsonl"
+        if d.exists():
+            data = {(r["problem_id"], r["solution"]) for r in map(json.loads, d.read_text().splitlines())}
+            assert replay_rows <= data
+        for k, v in segs.items():
+            store = RunStore.open(out / "stages" / k / "run")
+            assert all(len(t) <= 8 for t in v["result"]["solutions"].values())
+            assert sum(len(t) for t in store.replay_solutions(10**6).values()) >= \
+                sum(len(t) for t in v["result"]["solutions"].values())
     assert Path(summary["final_model"], "rlscale_model.json").exists()
     assert 0.0 <= summary["val_final"]["acc"] <= 1.0 and len(summary["val_final"]["ci95"]) == 2
 

@@ -16,7 +16,7 @@ import torch
 
 from rlscale.cli import main
 from rlscale.errors import UserError
-from rlscale.rl.grpo import GRPOConfig, field_docs, problem_indices, train
+from rlscale.rl.grpo import GRPOConfig, field_docs, grade, problem_indices, train
 from rlscale.store import RunStore
 
 torch.set_num_threads(1)
@@ -342,6 +342,22 @@ def test_workers_match_one_worker_and_repeat_exactly(tmp_path):
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)  # see the micro-batching test
     assert torch.equal(finals[1], finals[2])
     assert float((finals[0] - params_vec(tiny_policy())).abs().max()) > 1e-3  # training moved the weights
+
+
+def test_replay_buffer_keeps_the_correct_completions(tmp_path):
+    """replay_correct: every rollout with reward 1 is in the replay table, as many per problem as problem_passes
+    counts correct, and its text ends in the gold answer; off by default."""
+    pol = tiny_policy()
+    cfg = small_cfg(tmp_path, iterations=6, val_every=0, lr=1e-2, replay_correct=True, max_new_tokens=4)
+    train(cfg, tmp_path / "on", progress=False, policy=pol)
+    st = RunStore.open(tmp_path / "on")
+    correct = sum(c for _, _, _, c in st.problem_passes())
+    rows = st._db.execute("SELECT problem_id, text FROM replay").fetchall()
+    assert correct > 0 and len(rows) == correct
+    assert grade([t for _, t in rows], ["7"] * len(rows), "flexible") == [1.0] * len(rows)  # every gold is 7
+    assert sum(len(v) for v in st.replay_solutions(10**6).values()) == len({(p, t) for p, t in rows})
+    train(small_cfg(tmp_path, iterations=1, val_every=0), tmp_path / "off", progress=False, policy=tiny_policy())
+    assert RunStore.open(tmp_path / "off").replay_solutions(10) == {}
 
 
 def test_problem_passes_sums_repeats_across_an_epoch_boundary():

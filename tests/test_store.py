@@ -55,6 +55,21 @@ def test_truncate_after_and_checkpoints(tmp_path):
     assert not list(s.checkpoint_root.glob(".tmp*"))
 
 
+def test_replay_buffer_last_k_distinct_and_rollback(tmp_path):
+    """replay_solutions(K): per problem the K most recent distinct texts, oldest first; truncate_after drops the
+    replay rows of rolled-back steps with the rest of the step."""
+    s = RunStore.create(tmp_path / "run", {"a": 1})
+    s.log_step(1, {}, replay=[("p1", "x"), ("p1", "y"), ("p2", "u")])
+    s.log_step(2, {}, replay=[("p1", "x"), ("p1", "z")])
+    s.log_step(3, {}, replay=[("p2", "v"), ("p2", "u")])
+    assert s.replay_solutions(2) == {"p1": ["x", "z"], "p2": ["v", "u"]}
+    assert s.replay_solutions(10) == {"p1": ["y", "x", "z"], "p2": ["v", "u"]}
+    s.truncate_after(1)
+    assert s.replay_solutions(10) == {"p1": ["x", "y"], "p2": ["u"]}
+    s.log_step(2, {}, replay=[("p3", "w")])  # a re-run step writes its replay rows again, no key clash
+    assert s.replay_solutions(1) == {"p1": ["y"], "p2": ["u"], "p3": ["w"]}
+
+
 def test_summary_marks_finished(tmp_path):
     s = RunStore.create(tmp_path, {})
     assert not s.is_finished() and s.summary() is None

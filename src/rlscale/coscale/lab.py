@@ -56,7 +56,7 @@ class LabQuick:
     """CoScaleConfig fields of the lab run. solutions_per_problem is 1 (the canonical chain): the arith generator's
     other solutions are re-ordered step chains, and SFT on them broke the 0.1M lab model (measured: held-out Hard
     avg@4 0.03 after SFT on 96 problems x 8 re-ordered chains vs 0.11 after 8 copies of the canonical chain, base
-    0.12); the harvested correct solutions (the policy's own) supply the extra solutions per problem."""
+    0.12); the replay buffers' correct rollouts (the policy's own) supply the extra solutions per problem."""
 
 
 PRESETS = {"lab-quick": LabQuick()}

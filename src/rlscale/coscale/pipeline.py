@@ -5,8 +5,9 @@
         -> multi-solution SFT on the unsolvable problems -> re-evaluate them
         -> partition the solvable problems by difficulty, rollout count N per partition (harder -> larger)
         -> independent GRPO per partition in segments of `plateau_window` steps; N doubles when the reward plateaus
-        -> harvest the last K correct solutions per problem; problems below the solvable threshold go back to the
-           unsolvable pool, those at/above the solved threshold leave it
+        -> the last K correct solutions per problem from the partition's replay buffer (its GRPO runs' correct
+           rollouts); a harvest evaluation after RL moves problems below the solvable threshold back to the
+           unsolvable pool, and those at/above the solved threshold out of it
         -> re-distillation: SFT the iteration's start policy on the union (the next iteration starts from it)
     -> finally SFT the initial policy on every collected solution (against catastrophic forgetting).
 
@@ -16,9 +17,10 @@ re-running the same command after a kill replays the same decisions. Every rollo
 against the budget: GRPO rollouts (filtered ones included) and GRPO's own minimal validation, the pool evaluations
 and the harvest sampling. Held-out validation for reporting (val_* stages) is not counted.
 
-Replay buffer: the GRPO run store does not record sampled texts, so "the last K correct solutions per problem of a
-partition's replay buffer" are collected by sampling the partition's final policy `collect_n` times per problem
-after its RL (counted) and keeping up to K distinct correct completions.
+Replay buffer: each GRPO segment runs with `replay_correct`, so its run store keeps every correct rollout; a
+partition's re-distillation data are the last K distinct correct completions per problem over its segments of the
+iteration (newest segment last), as in the paper. The harvest samples the partition's final policy `collect_n`
+times per problem (counted) for the accuracy that moves problems between pools.
 
 N doubling: a GRPO run's config (hence N) is fixed, so each segment is its own run that starts from the previous
 segment's saved model (weights carried over; the AdamW state restarts at each segment).
@@ -98,7 +100,8 @@ class CoScaleConfig:
     redistill_k: int = 8
     """K: correct solutions per problem kept from each partition for re-distillation"""
     collect_n: int = 16
-    """samples per problem when harvesting correct solutions after a partition's RL (counted)"""
+    """samples per problem of the harvest evaluation after a partition's RL (its accuracy moves problems between
+    pools; counted)"""
     max_iterations: int = 3
     """CoScale iterations at most (the budget may end them earlier)"""
     grpo_lr: float = 1e-4
@@ -369,7 +372,7 @@ class _Runner:
         self.val_problems = val_problems
 
     # ---- sampling ----------------------------------------------------------------------------------------------
-    def sample(self, model: str, ids: Sequence[str], n: int, seed: int, keep_text: bool = False,
+    def sample(self, model: str, ids: Sequence[str], n: int, seed: int,
                problems=None) -> list[dict]:
         from rlscale.engine.base import SamplingParams
         from rlscale.evals.evaluate import evaluate
@@ -382,7 +385,7 @@ class _Runner:
         params = SamplingParams(n=n, temperature=self.cfg.temperature, top_p=1.0,
                                 max_new_tokens=self.cfg.max_new_tokens, stop=stop_strings(self.template), seed=seed)
         res = evaluate(probs, policy.sampler(), template=self.template, params=params, modes=(self.mode,),
-                       ks=(1,), progress=False, keep_text=keep_text)
+                       ks=(1,), progress=False)
         return res.records
 
     def eval_accuracy(self, name: str, model: str, ids: Sequence[str]) -> dict[str, float]:
@@ -394,20 +397,11 @@ class _Runner:
         return self.stages.run(name, fn) if ids else {}
 
     def harvest(self, name: str, model: str, ids: Sequence[str]) -> dict:
-        """Sample collect_n per problem; accuracy and up to K distinct correct completions (the most recent K)."""
+        """Accuracy of a partition's final policy after its RL: collect_n samples per problem (counted)."""
         def fn():
-            recs = self.sample(model, ids, self.cfg.collect_n, derive_seed(self.cfg.seed, name), keep_text=True)
-            acc, sols = {}, {}
-            for r in recs:
-                ok = r["modes"][self.mode]["rewards"]
-                acc[r["problem_id"]] = sum(ok) / r["n"]
-                distinct: list[str] = []
-                for text, good in zip(r["completions"], ok):
-                    if good and text.strip() and text not in distinct:
-                        distinct.append(text)
-                if distinct:
-                    sols[r["problem_id"]] = distinct[-self.cfg.redistill_k:]
-            return {"acc": acc, "solutions": sols}, sum(r["n"] for r in recs)
+            recs = self.sample(model, ids, self.cfg.collect_n, derive_seed(self.cfg.seed, name))
+            return {"acc": {r["problem_id"]: r["modes"][self.mode]["correct"] / r["n"] for r in recs}}, \
+                sum(r["n"] for r in recs)
         return self.stages.run(name, fn)
 
     def validate(self, name: str, model: str) -> dict:
@@ -461,15 +455,21 @@ class _Runner:
                              lr=self.cfg.grpo_lr, reward=self.mode, temperature=self.cfg.temperature,
                              max_new_tokens=self.cfg.max_new_tokens, val_every=0, val_n=1, val_ks=(1,),
                              val_limit=1, seed=derive_seed(self.cfg.seed, name) % 2**31,
-                             checkpoint_every=max(1, steps), micro_batch_size=64)
+                             checkpoint_every=max(1, steps), micro_batch_size=64, replay_correct=True)
             s = train(cfg, d / "run", resume=True, progress=self.progress)
             from rlscale.store import RunStore
 
             with RunStore.open(d / "run") as st:
                 rewards = [r["rollout/reward_mean"] for r in st.steps()]
                 val_rollouts = sum(int(e.get("val/rollouts", 1)) for e in st.evals())
+                replay = st.replay_solutions(self.cfg.redistill_k)
+            source = dict((new, src) for src, new in pad_to_multiple(ids, Bp))  # training id -> problem id
+            solutions: dict[str, list[str]] = {}
+            for new, texts in replay.items():  # duplicates of a problem pool their solutions
+                sols = solutions.setdefault(source[new], [])
+                sols += [t for t in texts if t.strip() and t not in sols]
             return {"model": str(d / "run" / "model"), "n": n, "steps": steps, "rewards": rewards,
-                    "train_rollouts": int(s["rollouts"])}, int(s["rollouts"]) + val_rollouts
+                    "train_rollouts": int(s["rollouts"]), "solutions": solutions}, int(s["rollouts"]) + val_rollouts
         return self.stages.run(name, fn)
 
 
@@ -584,6 +584,7 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
         reserve = cfg.collect_n * sum(len(p) for p in parts)
         models = [rl_model] * len(parts)
         hist: list[list[float]] = [[] for _ in parts]
+        replay: list[dict[str, list[str]]] = [{} for _ in parts]  # per partition: problem -> correct rollouts
         steps_done = [0] * len(parts)
         seg = 0
         while parts and any(s < cfg.rl_steps for s in steps_done):
@@ -598,6 +599,8 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
                 r = R.grpo_segment(f"it{it}/p{j}/seg{seg}", models[j], ids, ns[j], steps)
                 ran = True
                 models[j] = r["model"]
+                for i, sols in r.get("solutions", {}).items():  # newest segment last
+                    replay[j][i] = [t for t in replay[j].get(i, []) if t not in sols] + sols
                 steps_done[j] += steps
                 hist[j] += r["rewards"]
                 n_timeline.append({"iteration": it, "partition": j, "segment": seg, "n": ns[j],
@@ -610,8 +613,12 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
                 break
         rec["rl_steps"] = steps_done
         rec["n_final"] = list(ns)
-        # ---- harvest: accuracy after RL (pool transitions) and the last K correct solutions per problem ---------
+        # ---- the last K correct solutions per problem from each partition's replay buffer; harvest: accuracy ---
         union: dict[str, list[str]] = {}
+        for part in replay:
+            for i, sols in part.items():
+                union.setdefault(i, [])
+                union[i] += [t for t in sols[-cfg.redistill_k:] if t not in union[i]]
         end_classes = dict(classes)
         for j, ids in enumerate(parts):
             if not ledger.afford(cfg.collect_n * len(ids)):
@@ -619,9 +626,6 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
             h = R.harvest(f"it{it}/p{j}/harvest", models[j], ids)
             for i, a in h["acc"].items():
                 end_classes[i] = classify(a, cfg.unsolvable_below, cfg.solved_at)
-            for i, sols in h["solutions"].items():
-                union.setdefault(i, [])
-                union[i] += [s for s in sols if s not in union[i]]
         rec["transitions"] = transitions(start_classes, end_classes)
         classes = end_classes
         rec["pool_end"] = class_counts(classes)

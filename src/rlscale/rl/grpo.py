@@ -135,6 +135,9 @@ class GRPOConfig:
     """number of validation problems (None = all)"""
     val_seed: int = 1234
     """fixed validation sampling seed (same samples for the same weights)"""
+    replay_correct: bool = False
+    """keep every correct completion (reward 1) in the run store's replay table (RunStore.replay_solutions gives
+    the last K per problem; CoScale-RL's re-distillation reads it)"""
     micro_batch_size: int = 64
     """rollouts per forward/backward chunk (memory only: gradients do not depend on it)"""
     seed: int = 0
@@ -886,7 +889,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             "train/grad_norm": grad_norms[0], "train/grad_norm_last": grad_norms[-1], "train/lr": lr,
             "train/steps_per_batch": cfg.updates_per_batch,
         })
-        store.log_step(step + 1, m, passes)
+        replay = [(p.id, groups[i][j].text) for i, p in enumerate(batch) for j in range(n_est)
+                  if cfg.replay_correct and rewards[i, j] == 1]
+        store.log_step(step + 1, m, passes, replay)
         mirror.log(step + 1, m)
         # ---- eval, checkpoint -----------------------------------------------------------------------------
         done = step + 1

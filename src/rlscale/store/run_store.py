@@ -3,7 +3,8 @@
 Layout:
     RUN/config.json           resolved config + config_hash (written once, atomically)
     RUN/run.db                SQLite (WAL): steps(step, metrics JSON), evals(step, metrics JSON),
-                              problem_passes(step, problem_id, n, correct)
+                              problem_passes(step, problem_id, n, correct),
+                              replay(step, k, problem_id, text): correct completions, when the run keeps them
     RUN/checkpoints/step_XXXXXX/   written to a temp dir then renamed; the last `keep` are kept
     RUN/summary.json          written last: its presence means the run finished
 
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, metrics TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS evals (step INTEGER PRIMARY KEY, metrics TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS problem_passes (step INTEGER NOT NULL, problem_id TEXT NOT NULL, n INTEGER NOT NULL,
     correct INTEGER NOT NULL, PRIMARY KEY (step, problem_id));
+CREATE TABLE IF NOT EXISTS replay (step INTEGER NOT NULL, k INTEGER NOT NULL, problem_id TEXT NOT NULL,
+    text TEXT NOT NULL, PRIMARY KEY (step, k));
 """
 
 
@@ -102,12 +105,16 @@ class RunStore:
         self.close()
 
     # ---- records -------------------------------------------------------------------------------------------
-    def log_step(self, step: int, metrics: dict, problem_passes: Iterable[tuple[str, int, int]] = ()) -> None:
-        """Record one step (and its per-problem (problem_id, n, correct) pass counts) in one transaction."""
+    def log_step(self, step: int, metrics: dict, problem_passes: Iterable[tuple[str, int, int]] = (),
+                 replay: Iterable[tuple[str, str]] = ()) -> None:
+        """Record one step, its per-problem (problem_id, n, correct) pass counts and its replay entries
+        (problem_id, completion text) in one transaction."""
         with self._tx():
             self._db.execute("INSERT INTO steps (step, metrics) VALUES (?, ?)", (step, _dumps(metrics)))
             self._db.executemany("INSERT INTO problem_passes (step, problem_id, n, correct) VALUES (?, ?, ?, ?)",
                                  [(step, str(p), int(n), int(c)) for p, n, c in problem_passes])
+            self._db.executemany("INSERT INTO replay (step, k, problem_id, text) VALUES (?, ?, ?, ?)",
+                                 [(step, k, str(p), t) for k, (p, t) in enumerate(replay)])
 
     def log_eval(self, step: int, metrics: dict) -> None:
         with self._tx():
@@ -116,7 +123,7 @@ class RunStore:
     def truncate_after(self, step: int) -> None:
         """Delete every step/eval/pass row with step > `step` in one transaction (rollback to a checkpoint)."""
         with self._tx():
-            for table in ("steps", "evals", "problem_passes"):
+            for table in ("steps", "evals", "problem_passes", "replay"):
                 self._db.execute(f"DELETE FROM {table} WHERE step > ?", (step,))
 
     def _tx(self):
@@ -141,6 +148,15 @@ class RunStore:
     def problem_passes(self) -> list[tuple[int, str, int, int]]:
         return self._db.execute("SELECT step, problem_id, n, correct FROM problem_passes ORDER BY step, problem_id"
                                 ).fetchall()
+
+    def replay_solutions(self, last: int) -> dict[str, list[str]]:
+        """The replay buffer: per problem, its `last` most recent distinct recorded completions (oldest first)."""
+        out: dict[str, list[str]] = {}
+        for pid, text in self._db.execute("SELECT problem_id, text FROM replay ORDER BY step DESC, k DESC"):
+            sols = out.setdefault(pid, [])
+            if len(sols) < last and text not in sols:
+                sols.append(text)
+        return {pid: sols[::-1] for pid, sols in out.items()}
 
     def steps_df(self):
         import pandas as pd
