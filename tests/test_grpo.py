@@ -100,8 +100,8 @@ def test_resume_in_process_is_exact(tmp_path, monkeypatch):
 
     orig = rs.RunStore.log_step
 
-    def boom(self, step, metrics, passes=()):
-        orig(self, step, metrics, passes)
+    def boom(self, step, metrics, passes=(), replay=()):
+        orig(self, step, metrics, passes, replay)
         if step == 3:
             raise KeyboardInterrupt
     monkeypatch.setattr(rs.RunStore, "log_step", boom)
