@@ -160,10 +160,12 @@ PRESETS: dict[str, LabPreset] = {
     # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts; as now:
     # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default); 12m01s with the shared-prefix update.
     "quick": LabPreset(),
-    # <= 2 h (not yet run; estimate_seconds says 2h12m, and it overstated the quick preset by 1.23x: ~1h47m):
-    # bigger pool and val sets, 5 values of n (16x), ~10x the quick budget, 5 seeds per n
+    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 4 seeds per n. Sized from a
+    # partial run of the previous full preset (32,768 rollouts x 5 seeds): pretrain 271 s, profile of 12,000
+    # problems 212 s, Easy sweep ~207 rollouts/s on 2 workers (the quick lab's Hard sweep runs 1.31x slower than its
+    # Easy one), i.e. ~2h20m in all; at 24,576 x 4 seeds the same rates give ~1h41m (not yet run end to end).
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
-                      n_grid=(2, 4, 8, 16, 32), max_rollouts=32768, val_points=14, seeds=(0, 1, 2, 3, 4),
+                      n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3),
                       n_bootstrap=500),
 }
 
