@@ -242,8 +242,8 @@ class GRPOConfig:
         need(0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0, "clip eps: need 0 <= eps_low < 1, eps_high >= 0")
         need(self.tis_cap is None or self.tis_cap > 0, "tis_cap must be > 0 (or unset)")
         need(self.kl >= 0 and self.entropy >= 0, "kl_coef and entropy_coef must be >= 0")
-        need((self.lr is None or self.lr > 0) and self.lr_ref_batch >= 1 and self.warmup_steps >= 0, "need lr > 0, lr_ref_batch >= 1, "
-                                                                                   "warmup_steps >= 0")
+        need((self.lr is None or self.lr > 0) and self.lr_ref_batch >= 1 and self.warmup_steps >= 0,
+             "need lr > 0 (or unset), lr_ref_batch >= 1, warmup_steps >= 0")
         need(self.temperature > 0, "temperature must be > 0 for training (log-probs of the sampling distribution)")
         need(0 < self.top_p <= 1 and 0 < self.val_top_p <= 1, "top_p and val_top_p must be in (0, 1]")
         need(self.val_temperature >= 0, "val_temperature must be >= 0")
