@@ -160,12 +160,12 @@ PRESETS: dict[str, LabPreset] = {
     # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts; as now:
     # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default); 12m01s with the shared-prefix update.
     "quick": LabPreset(),
-    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 4 seeds per n. Sized from a
-    # partial run of the previous full preset (32,768 rollouts x 5 seeds): pretrain 271 s, profile of 12,000
-    # problems 212 s, Easy sweep ~207 rollouts/s on 2 workers (the quick lab's Hard sweep runs 1.31x slower than its
-    # Easy one), i.e. ~2h20m in all; at 24,576 x 4 seeds the same rates give ~1h41m (not yet run end to end).
+    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds per n. Sized from a run of
+    # the previous full preset (32,768 rollouts x 5 seeds): pretrain 271 s, profile of 12,000 problems 211 s, Easy
+    # sweep 47m47s on 2 workers (plus ~2 min before an interruption); with the Hard sweep ~1.31x the Easy one (as in
+    # the quick lab) that is ~2h05m in all; at 24,576 rollouts the same rates give ~1h33m (not yet run end to end).
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
-                      n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3),
+                      n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4),
                       n_bootstrap=500),
 }
 
