@@ -18,6 +18,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
+def round_up(x: int, multiple: int) -> int:
+    """x rounded up to a multiple of `multiple` (padded lengths and chunk sizes)."""
+    return -(-x // multiple) * multiple
+
+
 def transformer_flops_per_token(n_matmul_params: float, n_layers: int, d_model: int, context_len: int) -> float:
     """Forward FLOPs for one token of a decoder: 2 * N_matmul (every weight matrix, output head included, one
     multiply-add each) + 4 * L * ctx * d (QK^T and AV over ctx keys). Embedding lookups and norms are not counted.

@@ -119,10 +119,10 @@ def run_grpo(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args, GRPOConfig)
     import torch
 
-    from rlscale.models.tiny import MARKER
+    from rlscale.models import is_tiny_checkpoint
     from rlscale.rl.grpo import train
 
-    lab_model = (Path(cfg.model) / MARKER).exists()  # lab model: threads are workers over micro-batches
+    lab_model = is_tiny_checkpoint(cfg.model)  # lab model: threads are workers over micro-batches
     torch.set_num_threads(1 if lab_model else max(1, args.threads))
     summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
                     workers=max(1, args.threads) if lab_model else 1)

@@ -238,6 +238,12 @@ def class_counts(classes: dict[str, str]) -> dict[str, int]:
     return {c: sum(1 for v in classes.values() if v == c) for c in CLASSES}
 
 
+def add_distinct(into: dict[str, list[str]], key: str, items) -> None:
+    """Append to into[key] (created if absent) the items it does not hold yet, in order."""
+    have = into.setdefault(key, [])
+    have += [t for t in items if t not in have]
+
+
 def pad_to_multiple(ids: Sequence[str], m: int) -> list[tuple[str, str]]:
     """(source id, training id) pairs: ids, then the hardest (last) ones repeated under ids 'ID~dupK' until the count
     is a multiple of m. With a multiple, GRPO's epoch-wise batches never hold a problem twice (a batch spanning an
@@ -466,8 +472,7 @@ class _Runner:
             source = dict((new, src) for src, new in pad_to_multiple(ids, Bp))  # training id -> problem id
             solutions: dict[str, list[str]] = {}
             for new, texts in replay.items():  # duplicates of a problem pool their solutions
-                sols = solutions.setdefault(source[new], [])
-                sols += [t for t in texts if t.strip() and t not in sols]
+                add_distinct(solutions, source[new], [t for t in texts if t.strip()])
             return {"model": str(d / "run" / "model"), "n": n, "steps": steps, "rewards": rewards,
                     "train_rollouts": int(s["rollouts"]), "solutions": solutions}, int(s["rollouts"]) + val_rollouts
         return self.stages.run(name, fn)
@@ -564,8 +569,7 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
         if unsolvable:
             data = {i: refs[i][:cfg.solutions_per_problem] for i in unsolvable}
             for i, s in data.items():
-                collected.setdefault(i, [])
-                collected[i] += [x for x in s if x not in collected[i]]
+                add_distinct(collected, i, s)
             rl_model = R.sft(f"it{it}/sft_unsolvable", start, _sft_rows(data, R.questions))["model"]
             recheck = [i for i in active if classes[i] != "solved"]
             if ledger.afford(cfg.eval_n * len(recheck)):
@@ -617,8 +621,7 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
         union: dict[str, list[str]] = {}
         for part in replay:
             for i, sols in part.items():
-                union.setdefault(i, [])
-                union[i] += [t for t in sols[-cfg.redistill_k:] if t not in union[i]]
+                add_distinct(union, i, sols[-cfg.redistill_k:])
         end_classes = dict(classes)
         for j, ids in enumerate(parts):
             if not ledger.afford(cfg.collect_n * len(ids)):
@@ -631,12 +634,10 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
         rec["pool_end"] = class_counts(classes)
         # ---- 6. re-distillation: SFT the iteration's start policy on the union ---------------------------------
         for i, sols in union.items():
-            collected.setdefault(i, [])
-            collected[i] += [s for s in sols if s not in collected[i]]
+            add_distinct(collected, i, sols)
         redistill = dict(union)
         for i in unsolvable:  # the multi-solution SFT data of this iteration is part of the union
-            redistill.setdefault(i, [])
-            redistill[i] += [s for s in refs[i][:cfg.solutions_per_problem] if s not in redistill[i]]
+            add_distinct(redistill, i, refs[i][:cfg.solutions_per_problem])
         if redistill:
             start = R.sft(f"it{it}/redistill", start, _sft_rows(redistill, R.questions))["model"]
         rec["redistill_problems"] = len(redistill)

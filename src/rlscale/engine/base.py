@@ -14,6 +14,32 @@ from typing import Protocol, runtime_checkable
 from rlscale.seeds import derive_seed
 
 
+def first_occurrences(keys: Sequence) -> tuple[list[int], list[int]]:
+    """(reps, inv) for a sequence of hashable keys: reps[u] is the first position of the u-th distinct key (in
+    order of appearance), inv[i] the index u of keys[i]. Shared work (a prompt's prefill or forward) runs on reps
+    and is copied back with inv."""
+    index: dict = {}
+    reps: list[int] = []
+    inv = []
+    for i, k in enumerate(keys):
+        if k not in index:
+            index[k] = len(reps)
+            reps.append(i)
+        inv.append(index[k])
+    return reps, inv
+
+
+def thread_map(fn, items: Sequence, workers: int) -> list:
+    """[fn(x) for x in items], on `workers` threads when that is > 1 and there is more than one item (results in
+    order). For work that releases the GIL: torch ops and the C decode loop."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     n: int = 1

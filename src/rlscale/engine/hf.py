@@ -19,6 +19,7 @@ from torch import Tensor
 
 from rlscale.engine.base import Rollout, SamplingParams, default_seeds
 from rlscale.errors import UserError
+from rlscale.models.base import left_pad
 
 
 def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,12 +85,7 @@ class HFSampler:
         model, tok = self.policy.module, self.policy.tokenizer
         device = next(model.parameters()).device
         b = len(rows)
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.full((b, width), tok.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for r, p in enumerate(prompt_ids):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
+        ids, mask = left_pad(prompt_ids, tok.pad_id)
         ids, mask = ids.to(device), mask.to(device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator().manual_seed(seed % (1 << 63)) for _, _, seed in rows]

@@ -26,13 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlscale.engine.base import Rollout, SamplingParams, default_seeds
+from rlscale.compute import round_up
+from rlscale.engine.base import Rollout, SamplingParams, default_seeds, first_occurrences, thread_map
 from rlscale.errors import UserError
-from rlscale.models.tiny import TinyPolicy, rope_cos_sin, rotate_half
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+from rlscale.models.base import left_pad
+from rlscale.models.tiny import TinyPolicy, padded_causal, rope_cos_sin, rotate_half
 
 
 class _Weights:
@@ -132,14 +130,7 @@ class TinySampler:
                 return self._generate_chunk(w, [enc[i] for i, _ in chunk], [int(seeds[i][j]) for i, j in chunk],
                                             params, lib)
 
-        if self.workers > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(self.workers) as pool:
-                results = list(pool.map(run, chunks))
-        else:
-            results = [run(chunk) for chunk in chunks]
-        for chunk, res in zip(chunks, results):
+        for chunk, res in zip(chunks, thread_map(run, chunks, self.workers)):
             for (i, j), (ids, lps, fin) in zip(chunk, res):
                 out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
                                     text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
@@ -158,13 +149,10 @@ class TinySampler:
         steps = int(limit.max())
         Tmax = P + steps
 
-        ids = torch.full((B, P), tok.pad_id, dtype=torch.long)
-        for b, e in enumerate(enc):
-            ids[b, P - len(e):] = torch.tensor(e)
+        ids, am = left_pad(enc, tok.pad_id, P)  # (B, P)
         pad = P - lens  # (B,) left padding per row
-        key_ok = torch.zeros(B, Tmax, dtype=torch.bool)
-        key_ok[:, :P] = torch.arange(P)[None] >= pad[:, None]
-        key_ok[:, P:] = True
+        key_ok = torch.ones(B, Tmax, dtype=torch.bool)
+        key_ok[:, :P] = am.bool()
         bias = torch.zeros(B, H, 1, Tmax).masked_fill_(~key_ok[:, None, None], float("-inf"))  # additive key mask
 
         greedy = params.temperature == 0
@@ -195,19 +183,10 @@ class TinySampler:
 
         # prefill, once per distinct prompt of the chunk (a group's n rows share it): (U, P), same math as
         # TinyGPT.forward with a left-padding mask, on the folded weights; each row's cache slots [0, P) are copies
-        index: dict[tuple[int, ...], int] = {}  # distinct prompt -> its index u
-        rep_rows: list[int] = []  # u -> the first row with that prompt
-        for b, e in enumerate(enc):
-            if tuple(e) not in index:
-                index[tuple(e)] = len(rep_rows)
-                rep_rows.append(b)
-        inv = torch.tensor([index[tuple(e)] for e in enc])  # (B,) row -> u
-        U, rep = len(rep_rows), torch.tensor(rep_rows)
-        am = key_ok[rep, :P]
-        pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+        rep_rows, inv_rows = first_occurrences([tuple(e) for e in enc])
+        U, rep, inv = len(rep_rows), torch.tensor(rep_rows), torch.tensor(inv_rows)  # u -> a row; row -> u
+        pos, mask = padded_causal(key_ok[rep, :P])  # (U, P), (U, 1, P, P)
         cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (U, 1, 1, P, hd)
-        mask = (torch.ones(P, P, dtype=torch.bool).tril()[None, None] & am[:, None, None, :]) | \
-            torch.eye(P, dtype=torch.bool)[None, None]
         x = F.embedding(ids[rep], w.emb)  # (U, P, d)
         for li, (eps, wqkvr, wo, wgu, wd) in enumerate(w.layers):
             y5 = (_rms(x, eps) @ wqkvr).view(U, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (U, 5, H, P, hd)

@@ -29,6 +29,18 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
     return logp, ent
 
 
+def left_pad(seqs: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (ids (B, W), mask (B, W)) left-padded to W = width or the longest; mask 1 = real token."""
+    W = max(len(s) for s in seqs) if width is None else width
+    ids = torch.full((len(seqs), W), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), W), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if s:
+            ids[r, W - len(s):] = torch.tensor(s)
+            mask[r, W - len(s):] = 1
+    return ids, mask
+
+
 def packed_completion_logprobs(policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, comp_ids: torch.Tensor,
                                group: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False
                                ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -75,6 +75,15 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
     return emb.cos(), emb.sin()
 
 
+def padded_causal(am: Tensor) -> tuple[Tensor, Tensor]:
+    """am (B, T) bool, True = real token (any padding) -> (positions (B, T) counting real tokens, the HF convention;
+    attention mask (B, 1, T, T): causal over real keys, and pad queries see themselves so no row is all-masked)."""
+    T = am.shape[1]
+    pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & am[:, None, None, :]
+    return pos, mask | torch.eye(T, dtype=torch.bool)[None, None]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: TinyConfig):
         super().__init__()
@@ -200,10 +209,7 @@ class TinyGPT(nn.Module):
             cos, sin = rope_cos_sin(torch.arange(T), self.cfg.head_dim, self.cfg.rope_theta)  # (T, hd)
             mask = None  # pure causal: SDPA fast path, RoPE tables broadcast over the batch
         else:
-            pos = (am.long().cumsum(-1) - 1).clamp(min=0)  # positions count real tokens (HF convention)
-            causal = torch.ones(T, T, dtype=torch.bool).tril()
-            mask = causal[None, None] & am[:, None, None, :]  # (B, 1, T, T)
-            mask = mask | torch.eye(T, dtype=torch.bool)[None, None]  # pad queries see themselves (no NaN rows)
+            pos, mask = padded_causal(am)  # (B, T), (B, 1, T, T)
             cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hd)
         for layer in self.model.layers:
@@ -225,15 +231,12 @@ class TinyGPT(nn.Module):
         # no context check here: P + C includes padding on both sides (the sampler bounds the real lengths)
         hd, theta = self.cfg.head_dim, self.cfg.rope_theta
         pm = prompt_mask.bool()
-        pos_p = (pm.long().cumsum(-1) - 1).clamp(min=0)  # (G, P) positions count real tokens
+        pos_p, mask_p = padded_causal(pm)  # (G, P), (G, 1, P, P)
+        if bool(pm.all()):
+            mask_p = None  # no padding: pure causal
         pos_c = pm.sum(1)[group][:, None] + torch.arange(C)  # (R, C)
         cos_p, sin_p = rope_cos_sin(pos_p, hd, theta)
         cos_c, sin_c = rope_cos_sin(pos_c, hd, theta)
-        if bool(pm.all()):
-            mask_p = None  # no padding: pure causal
-        else:
-            mask_p = torch.ones(P, P, dtype=torch.bool).tril()[None, None] & pm[:, None, None, :]
-            mask_p = mask_p | torch.eye(P, dtype=torch.bool)[None, None]  # pad queries see themselves (no NaN rows)
         causal_c = torch.ones(C, C, dtype=torch.bool).tril()[None, None].expand(R, 1, C, C)
         mask_c = torch.cat((pm[group][:, None, None, :].expand(R, 1, C, P), causal_c), -1)  # (R, 1, C, P + C)
         rp = (cos_p[:, None], sin_p[:, None], mask_p)

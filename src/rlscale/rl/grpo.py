@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlscale.compute import round_up
 from rlscale.config import config_from_dict, config_to_dict
 from rlscale.errors import UserError
 from rlscale.seeds import derive_seed
@@ -284,6 +285,11 @@ def problem_passes(ids: list[str], valid: torch.Tensor, rewards: torch.Tensor) -
     return [(pid, n, c) for pid, (n, c) in agg.items()]
 
 
+def padded_tokens(rows: list[int], lens: list[int], multiple: int = 8) -> int:
+    """Tokens of a micro-batch of `rows` padded to its longest length rounded up to `multiple` (>= 1 token)."""
+    return len(rows) * round_up(max(max(lens[i] for i in rows), 1), multiple)
+
+
 def length_buckets(order: list[int], lens: list[int], micro_batch_size: int, multiple: int = 8,
                    min_saving: float = 0.15) -> list[list[int]]:
     """Micro-batches of the rows `order` (sorted by length): chunks of `micro_batch_size`, each split once more at
@@ -292,7 +298,7 @@ def length_buckets(order: list[int], lens: list[int], micro_batch_size: int, mul
     prompts + early EOS next to long ones) stop paying for the longest row; the gradient is the same for any
     split (the loss weights are global)."""
     def padded(rows: list[int]) -> int:
-        return len(rows) * -(-max(lens[i] for i in rows) // multiple) * multiple
+        return padded_tokens(rows, lens, multiple)
 
     out = []
     for c in range(0, len(order), micro_batch_size):
@@ -330,7 +336,7 @@ def chunk_cost(chunks: list[list[int]], group_of: list[int], prompt_lens: list[i
     for rows in chunks:
         groups = {group_of[i] for i in rows}
         cost += len(groups) * max(prompt_lens[g] for g in groups)
-        cost += len(rows) * round_up(max(max(comp_lens[i] for i in rows), 1), multiple)
+        cost += padded_tokens(rows, comp_lens, multiple)
     return cost
 
 
@@ -346,10 +352,6 @@ def update_chunks(rows_by_group: list[list[int]], group_of: list[int], prompt_le
     return min(candidates, key=lambda c: chunk_cost(c, group_of, prompt_lens, comp_lens))
 
 
-def round_up(x: int, multiple: int) -> int:
-    return -(-x // multiple) * multiple
-
-
 def group_inputs(row_prompts: list[list[int]], row_groups: list[int], comp: torch.Tensor, pad_id: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Arguments of Policy.completion_logprobs for one micro-batch: its distinct prompts left-padded (G, P) with
@@ -357,18 +359,12 @@ def group_inputs(row_prompts: list[list[int]], row_groups: list[int], comp: torc
     r's prompt ids, row_groups[r] its group (rows of one group share the prompt)."""
     import torch
 
-    first: dict[int, int] = {}
-    for r, g in enumerate(row_groups):
-        first.setdefault(g, r)
-    prompts = [row_prompts[r] for r in first.values()]
-    P = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), P), dtype=torch.long)
-    for g, p in enumerate(prompts):
-        ids[g, P - len(p):] = torch.tensor(p)
-        mask[g, P - len(p):] = 1
-    local = {g: k for k, g in enumerate(first)}
-    return ids, mask, comp, torch.tensor([local[g] for g in row_groups])
+    from rlscale.engine.base import first_occurrences
+    from rlscale.models.base import left_pad
+
+    reps, inv = first_occurrences(row_groups)
+    ids, mask = left_pad([row_prompts[r] for r in reps], pad_id)
+    return ids, mask, comp, torch.tensor(inv)
 
 
 def problem_indices(step: int, batch: int, num_problems: int, seed: int) -> list[int]:
@@ -417,16 +413,17 @@ def suggested_rl_lr(model_dir: str, policy=None) -> float:
     """The RL learning rate a run on this model gets when none is given: RL_LR of a lab model's size (from the
     in-memory policy's meta, else the checkpoint's rlscale_model.json), HF_RL_LR for anything else."""
     from rlscale.lab.presets import RL_LR
-    from rlscale.models.tiny import MARKER
+    from rlscale.models import TINY_MARKER, is_tiny_checkpoint
 
     if policy is not None:
         meta = policy.meta if getattr(policy, "kind", None) == "tiny" else None
-    else:
-        marker = Path(model_dir) / MARKER
+    elif is_tiny_checkpoint(model_dir):
         try:
-            meta = json.loads(marker.read_text()) if marker.exists() else None
+            meta = json.loads((Path(model_dir) / TINY_MARKER).read_text())
         except (OSError, json.JSONDecodeError):
             meta = None  # the model loader reports a broken checkpoint in one line
+    else:
+        meta = None
     if meta is None:
         return HF_RL_LR
     return RL_LR.get(str(meta.get("size")), RL_LR["s"])
@@ -554,12 +551,10 @@ def _internal_validation(policy, problems, params, template, mode, ks) -> dict[s
 
 @dataclass
 class UpdateBatch:
-    """One step's packed rollouts for the update (N rows, C completion positions) and the per-micro-batch caches
-    of the first pass (the old policy's and the reference's log-probs)."""
-    used: list  # (N) Rollouts that are updated on
-    group_of: list[int]  # (N) row -> problem of the batch
-    comp_lens: list[int]  # (N) completion tokens per row
-    comp_ids: Any  # (N, C) right-padded completions
+    """One step's packed rollouts for the update (N rows, C completion positions), each micro-batch's inputs
+    (row index, completion slice, completion_logprobs arguments; built once for every pass over the batch) and
+    the per-micro-batch caches of the first pass (the old policy's and the reference's log-probs)."""
+    inputs: list  # per micro-batch: (idx (R,), slice of C, group_inputs(...))
     adv: Any  # (N,) advantages
     w_pg: Any  # (N, C) policy-gradient weights (global aggregation)
     w_reg: Any  # (N, C) KL/entropy weights
@@ -569,18 +564,15 @@ class UpdateBatch:
     ref_lp: list
 
 
-def micro_batch(b: UpdateBatch, c: int, rows: list[int], u: int, accumulate: bool, policy, ref_policy,
+def micro_batch(b: UpdateBatch, c: int, u: int, accumulate: bool, policy, ref_policy, params: list,
                 cfg: GRPOConfig):
-    """Forward, loss and backward of micro-batch c (rows of b): gradients into .grad (accumulate) or returned (for
-    worker threads, summed by the caller in chunk order); its summed statistics on the first pass (u = 0)."""
+    """Forward, loss and backward of micro-batch c of b: gradients of `params` into .grad (accumulate) or returned
+    (for worker threads, summed by the caller in chunk order); its summed statistics on the first pass (u = 0)."""
     import torch
 
     from rlscale.rl.losses import grpo_loss
 
-    idx = torch.tensor(rows)
-    sl = slice(0, round_up(max(max(b.comp_lens[i] for i in rows), 1), 8))
-    batch_in = group_inputs([b.used[i].prompt_ids for i in rows], [b.group_of[i] for i in rows],
-                            b.comp_ids[idx, sl], int(policy.tokenizer.pad_id))
+    idx, sl, batch_in = b.inputs[c]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")  # per thread
     with autocast:
         logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True)
@@ -598,8 +590,7 @@ def micro_batch(b: UpdateBatch, c: int, rows: list[int], u: int, accumulate: boo
     if accumulate:
         loss.backward()
     else:
-        grads = torch.autograd.grad(loss, [p for p in policy.module.parameters() if p.requires_grad],
-                                    allow_unused=True)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
     stats: dict[str, float] = {}
     if u == 0:
         stats = {"loss": float(loss.detach()), **{k: float(v) for k, v in st.items()}}
@@ -681,7 +672,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     import torch
 
     from rlscale.compute import cumulative_forward_flops, step_compute
-    from rlscale.engine.base import SamplingParams
+    from rlscale.engine.base import SamplingParams, thread_map
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
     from rlscale.rl.losses import aggregation_weights, filter_masks
     from rlscale.rl.lr import lr_at
@@ -828,20 +819,21 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         lr = lr_at(step, cfg.lr, n * Bp, cfg.lr_ref_batch, cfg.lr_scaling, cfg.warmup_steps)
         for group_ in opt.param_groups:
             group_["lr"] = lr
-        ub = UpdateBatch(used, group_of, comp_lens, comp_ids, A, w_pg, w_reg, samp_lp, cmask,
-                         old_lp=[None] * len(chunks), ref_lp=[None] * len(chunks))
-        pool = None
-        if workers > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            pool = ThreadPoolExecutor(workers)
+        inputs = []
+        for rows in chunks:
+            idx = torch.tensor(rows)
+            sl = slice(0, round_up(max(max(comp_lens[i] for i in rows), 1), 8))
+            inputs.append((idx, sl, group_inputs([used[i].prompt_ids for i in rows], [group_of[i] for i in rows],
+                                                 comp_ids[idx, sl], int(policy.tokenizer.pad_id))))
+        ub = UpdateBatch(inputs, A, w_pg, w_reg, samp_lp, cmask, old_lp=[None] * len(chunks),
+                         ref_lp=[None] * len(chunks))
+        threaded = workers > 1 and len(chunks) > 1  # as thread_map decides
         for u in range(cfg.updates_per_batch):
             opt.zero_grad(set_to_none=True)
-            run = functools.partial(micro_batch, ub, u=u, accumulate=pool is None, policy=policy,
-                                    ref_policy=ref_policy, cfg=cfg)
-            if pool is None:
-                results = [run(c, rows) for c, rows in enumerate(chunks)]
-            else:  # micro-batches on worker threads; gradients summed in chunk order, as .grad accumulates them
-                results = list(pool.map(run, range(len(chunks)), chunks))
+            run = functools.partial(micro_batch, ub, u=u, accumulate=not threaded, policy=policy,
+                                    ref_policy=ref_policy, params=params_list, cfg=cfg)
+            results = thread_map(run, range(len(chunks)), workers)
+            if threaded:  # micro-batches on worker threads; gradients summed in chunk order, as .grad accumulates
                 for k, p in enumerate(params_list):
                     for grads, _ in results:
                         if grads[k] is not None:
@@ -852,8 +844,6 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             gn = torch.nn.utils.clip_grad_norm_(params_list, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             grad_norms.append(float(gn))
             opt.step()
-        if pool is not None:
-            pool.shutdown()
         t_upd = time.perf_counter()
         # ---- log ------------------------------------------------------------------------------------------
         trained = [bool(keep_pg[i] or keep_reg[i]) for i in range(N)]
@@ -889,8 +879,10 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             "train/grad_norm": grad_norms[0], "train/grad_norm_last": grad_norms[-1], "train/lr": lr,
             "train/steps_per_batch": cfg.updates_per_batch,
         })
-        replay = [(p.id, groups[i][j].text) for i, p in enumerate(batch) for j in range(n_est)
-                  if cfg.replay_correct and rewards[i, j] == 1]
+        replay = []
+        if cfg.replay_correct:  # every correct rollout of the step, problem by problem
+            correct = (rewards == 1).tolist()
+            replay = [(p.id, groups[i][j].text) for i, p in enumerate(batch) for j in range(n_est) if correct[i][j]]
         store.log_step(step + 1, m, passes, replay)
         mirror.log(step + 1, m)
         # ---- eval, checkpoint -----------------------------------------------------------------------------
