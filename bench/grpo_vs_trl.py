@@ -14,7 +14,8 @@ micro-batch for all of its group's rows, so the executed FLOPs are fewer and the
 than these fractions.
 
 Last printed line: one JSON object with ratio_vs_trl (size s, fp32 unless bf16 is faster), rollouts_per_s,
-gen_peak_fraction, update_peak_fraction, and the per-size/dtype details.
+gen_peak_fraction, update_peak_fraction, and the per-size/dtype details (with our median generation and update
+seconds per step).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def main() -> None:
                       "results": {k: {"ratio_vs_trl": v["ratio_vs_trl"], "ours_rollouts_per_s":
                                       v["ours"]["rollouts_per_s"], "trl_rollouts_per_s": v["trl"]["rollouts_per_s"],
                                       "gen_peak_fraction": v["gen_peak_fraction"],
-                                      "update_peak_fraction": v["update_peak_fraction"]}
+                                      "update_peak_fraction": v["update_peak_fraction"],
+                                      "ours_gen_s": v["ours"]["gen_s"], "ours_update_s": v["ours"]["update_s"]}
                                   for k, v in results.items()}}))
 
 

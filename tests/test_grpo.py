@@ -346,7 +346,7 @@ def test_workers_match_one_worker_and_repeat_exactly(tmp_path):
 
 def test_replay_buffer_keeps_the_correct_completions(tmp_path):
     """replay_correct: every rollout with reward 1 is in the replay table, as many per problem as problem_passes
-    counts correct, and its text ends in the gold answer; off by default."""
+    counts correct, and each grades correct against its gold; off by default."""
     pol = tiny_policy()
     cfg = small_cfg(tmp_path, iterations=6, val_every=0, lr=1e-2, replay_correct=True, max_new_tokens=4)
     train(cfg, tmp_path / "on", progress=False, policy=pol)
