@@ -33,7 +33,8 @@ STEP_RE = re.compile(r"^([a-z])=([a-z])([+*-])([a-z]|\d+)=(\d+)([+*-])(\d+)=(\d+
 
 
 def check_solution(question: str, solution: str, answer: str) -> None:
-    """Independent checker: every step restates a definition of the question, substitutes known values, computes."""
+    """Independent checker: every step restates a definition of the question, substitutes known values (either order
+    for + and *), computes."""
     defs, target = question.rstrip("?").split(";")
     known = {defs.split(",")[0].split("=")[0]: int(defs.split(",")[0].split("=")[1])}
     definitions = {d.split("=")[0]: d.split("=")[1] for d in defs.split(",")[1:]}
@@ -45,8 +46,11 @@ def check_solution(question: str, solution: str, answer: str) -> None:
         assert m, s
         name, left, op, right, lv, op2, rv, val = m.groups()
         assert definitions[name] == f"{left}{op}{right}" and op2 == op
-        assert int(lv) == known[left]
-        assert int(rv) == (known[right] if right.isalpha() else int(right))
+        operands = (known[left], known[right] if right.isalpha() else int(right))
+        if op in "+*":  # a commutative step may write its substituted operands in either order
+            assert sorted((int(lv), int(rv))) == sorted(operands)
+        else:
+            assert (int(lv), int(rv)) == operands
         assert int(val) == eval(f"{lv}{op}{rv}")  # noqa: S307 (digits and one operator)
         known[name] = int(val)
     assert known[target] == int(answer)
@@ -183,18 +187,28 @@ def test_corpus_excludes_heldout():
 
 
 def test_multiple_distinct_solutions():
-    # b and c both depend only on a; d on both: exactly two topological orders
+    # b and c both depend only on a; d on both: exactly two topological orders; b, d are + steps (commutable),
+    # c is a * step, so in the canonical order there are 2^3 chains, and 2 x 2^3 with reordering
     p = ArithProblem("a", 3, (Step("b", "a", "+", "1", 4), Step("c", "a", "*", "2", 6), Step("d", "b", "+", "c", 10)))
     prob = Problem("x", p.question, "10")
-    sols = solutions(prob, 5, seed=0)
-    assert len(sols) == 2 and len(set(sols)) == 2
+    sols = solutions(prob, 20, seed=0)
+    assert len(sols) == 8 and len(set(sols)) == 8
     assert sols[0] == format_solution(p)
     for s in sols:
         check_solution(p.question, s, "10")
-    chain = Problem("y", "a=2,b=a+1,c=b*2;c?", "6")
-    assert solutions(chain, 4) == ["b=a+1=2+1=3;c=b*2=3*2=6;####6"]  # a pure chain allows one order
+        assert [part.split("=")[0] for part in s.split(";")[:-1]] == ["b", "c", "d"]  # canonical order kept
+    assert "b=a+1=1+3=4;c=a*2=2*3=6;d=b+c=6+4=10;####10" in sols
+    both = solutions(prob, 40, seed=0, reorder=True)
+    assert len(both) == 16 and set(sols) < set(both)
+    assert any(s.startswith("c=") for s in both)
+    for s in both:
+        check_solution(p.question, s, "10")
+    chain = Problem("y", "a=2,b=a-1,c=b-1;c?", "0")
+    assert solutions(chain, 4, reorder=True) == ["b=a-1=2-1=1;c=b-1=1-1=0;####0"]  # no + or *, one order: one chain
+    same = Problem("z", "a=3,b=a+3;b?", "6")
+    assert solutions(same, 4) == ["b=a+3=3+3=6;####6"]  # commuting 3+3 writes the same text
     many = [p for p in load_arith("test", limit=200) if p.meta["steps"] == 6]
-    assert any(len(solutions(p, 4, seed=1)) == 4 for p in many)
+    assert sum(len(solutions(p, 8, seed=1)) == 8 for p in many) >= 0.7 * len(many)
     assert solutions(many[0], 3, seed=1) == solutions(many[0], 3, seed=1)
 
 

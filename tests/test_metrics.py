@@ -14,6 +14,7 @@ from rlscale.errors import UserError
 from rlscale.evals.metrics import (
     avg_at_k,
     bootstrap_ci,
+    bootstrap_diff_ci,
     maj_at_k,
     majority_answer,
     mean_stderr,
@@ -141,3 +142,17 @@ def test_mean_stderr_and_bootstrap():
     lo, hi = bootstrap_ci(big, seed=0)
     _, se = mean_stderr(big)
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.1)  # bootstrap agrees with the normal interval
+
+
+def test_bootstrap_diff_ci_matches_the_normal_interval_of_a_difference():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(1500) * 0.5 + 0.2, rng.random(900)  # independent sets of different sizes
+    lo, hi = bootstrap_diff_ci(a, b, seed=0)
+    d = a.mean() - b.mean()
+    se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert lo < d < hi
+    assert (lo + hi) / 2 == pytest.approx(d, abs=0.2 * se)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.1)
+    assert bootstrap_diff_ci([0.5] * 4, [0.25] * 7) == (0.25, 0.25)  # no spread: the difference itself
+    assert bootstrap_diff_ci(a, b, seed=0) == (lo, hi)
+    assert all(np.isnan(bootstrap_diff_ci([], b)))

@@ -142,3 +142,18 @@ def bootstrap_ci(values, num_resamples: int = 2000, alpha: float = 0.05, seed: i
     means = v[idx].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_diff_ci(a, b, num_resamples: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of mean(a) - mean(b) for two independent sets of problems (each
+    resampled with replacement on its own)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or y.size == 0:
+        return float("nan"), float("nan")
+    if not 0 < alpha < 1:
+        raise UserError(f"alpha={alpha}: must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    d = (x[rng.integers(0, x.size, size=(num_resamples, x.size))].mean(axis=1)
+         - y[rng.integers(0, y.size, size=(num_resamples, y.size))].mean(axis=1))
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)

@@ -168,16 +168,25 @@ def generate_problem(rng: random.Random, cfg: ArithConfig, k: int) -> ArithProbl
     return ArithProblem(VAR_NAMES[0], values[VAR_NAMES[0]], tuple(steps))
 
 
-def _step_text(s: Step, values: dict[str, int]) -> str:
-    rv = values[s.right] if s.right in values else int(s.right)
-    return f"{s.name}={s.left}{s.op}{s.right}={values[s.left]}{s.op}{rv}={s.value}"
+COMMUTATIVE = frozenset("+*")
 
 
-def format_solution(p: ArithProblem, order: Sequence[int] | None = None, alt_format: bool = False) -> str:
-    """The worked solution; `order` is a permutation of step indices (a topological order), default as defined."""
+def _step_text(s: Step, values: dict[str, int], commute: bool = False) -> str:
+    """`c=b+5=21+5=26`; with commute (for + and * only) the substituted operands swap: `c=b+5=5+21=26`."""
+    lv, rv = values[s.left], values[s.right] if s.right in values else int(s.right)
+    if commute and s.op in COMMUTATIVE:
+        lv, rv = rv, lv
+    return f"{s.name}={s.left}{s.op}{s.right}={lv}{s.op}{rv}={s.value}"
+
+
+def format_solution(p: ArithProblem, order: Sequence[int] | None = None, alt_format: bool = False,
+                    commute: Sequence[bool] | None = None) -> str:
+    """The worked solution; `order` is a permutation of step indices (a topological order), default as defined;
+    `commute[i]` swaps the substituted operands of step i when its operator is commutative (default: none)."""
     values = {p.start_name: p.start_value} | {s.name: s.value for s in p.steps}
     order = range(len(p.steps)) if order is None else order
-    body = ";".join(_step_text(p.steps[i], values) for i in order)
+    flips = commute if commute is not None else [False] * len(p.steps)
+    body = ";".join(_step_text(p.steps[i], values, bool(flips[i])) for i in order)
     end = f"answer: {p.answer}" if alt_format else f"####{p.answer}"
     return f"{body};{end}"
 
@@ -257,22 +266,28 @@ def parse_question(question: str) -> ArithProblem:
     return ArithProblem(start_name, int(start_value), tuple(steps))
 
 
-def solutions(problem: Problem, m: int, seed: int = 0, max_tries: int | None = None) -> list[str]:
-    """Up to m distinct correct worked solutions: the canonical one first, then other valid orders of the steps
-    (any topological order of the dependency graph). Fewer than m when the structure allows fewer."""
+def solutions(problem: Problem, m: int, seed: int = 0, max_tries: int | None = None, reorder: bool = False) -> list[str]:
+    """Up to m distinct correct worked solutions, the canonical one first. The others compute the same steps in
+    the same order and differ in the order each + or * step writes its substituted operands (`21+5` or `5+21`,
+    chosen per step), so a k-step problem with j commutative steps has up to 2^j chains; with `reorder`, the steps
+    also come in any valid order (any topological order of the dependency graph). Fewer than m when the structure
+    allows fewer. (Re-ordered chains broke the 0.1M lab model under SFT, as measured in rlscale.coscale.lab, so
+    reordering is off by default.)"""
     p = parse_question(problem.question)
     rng = random.Random(seed)
-    deps = _deps(p)
-    orders = [tuple(range(len(p.steps)))]
-    seen = set(orders)
+    deps, k = _deps(p), len(p.steps)
+    canonical = tuple(range(k))
+    texts = [format_solution(p)]
+    seen = set(texts)
     for _ in range(max_tries if max_tries is not None else 20 * m):
-        if len(orders) >= m:
+        if len(texts) >= m:
             break
-        o = _random_topological_order(deps, rng)
-        if o not in seen:
-            seen.add(o)
-            orders.append(o)
-    return [format_solution(p, o) for o in orders[:m]]
+        order = _random_topological_order(deps, rng) if reorder else canonical
+        t = format_solution(p, order, commute=[rng.random() < 0.5 for _ in range(k)])
+        if t not in seen:
+            seen.add(t)
+            texts.append(t)
+    return texts[:m]
 
 
 def sample_steps(rng: random.Random, cfg: ArithConfig, weights: Sequence[float] | None = None) -> int:
