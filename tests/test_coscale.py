@@ -280,7 +280,11 @@ def test_coscale_compare_micro(setup, tmp_path, capsys):
                 e = full["arms"][arm][phase][where]
                 assert 0 <= e["pass@1"] <= e["pass@16"] <= 1 and e["pass@16_ci"][0] <= e["pass@16"]
     assert Path(r["plot"]).read_bytes()[:4] == b"\x89PNG"
-    assert isinstance(r["direction_reproduced"], bool)
+    lo, hi = r["own_pass@16_deep_minus_wide_ci"]
+    d = full["arms"]["deep"]["rl"]["own"]["pass@16"] - full["arms"]["wide"]["rl"]["own"]["pass@16"]
+    assert r["own_pass@16_deep_minus_wide"] == pytest.approx(d) and lo <= d <= hi
+    assert r["direction"] == ("reproduced" if lo > 0 else "reversed" if hi < 0 else "unresolved")
+    assert r["direction_reproduced"] is (lo > 0)
     assert main(args[:-2] + ["--problems", "3", "--quiet"]) == 2  # changed config on the same --out
 
 
