@@ -93,7 +93,14 @@ On the uniform-mix default model (base 0.248; same command, 600 steps = 76,800 r
 0.240 / 0.251 (593 s). **7e-5, no warmup, three seeds** (`--lr 7e-5 --seed S`, 1 thread, two runs side by side,
 ~125-150 rollouts/s): seed 0 0.287 / 0.283 / 0.314 / 0.298 (521 s), seed 1 0.287 / 0.267 / 0.305 / 0.308 (529 s),
 seed 2 0.291 / 0.299 / 0.307 / 0.319 (555 s): +5.0 / +6.0 / +7.1 at step 600, mean +6.0; hence 7e-5 for s (the
-default of `rlscale train grpo` on an s model since). xs, m and l were not scanned on RL."""
+default of `rlscale train grpo` on an s model since). xs, m and l were not scanned on RL.
+The quick lab's sweeps at higher rates (its model, sets and specs with only `lr` changed; `rlscale sweep run`, 12
+runs per set, n in {2, 4, 8, 16} x 3 seeds, 3,072 rollouts each; means over seeds at 3,072 rollouts, base Easy
+0.420, Hard 0.044): lr 7e-5 (the preset) Easy 0.489 / 0.484 / 0.473 / 0.446; 1.4e-4 Easy 0.470 / 0.473 / 0.451 /
+0.423, with a dip below the base first (n = 16: 0.387 at 512 rollouts), Hard 0.040 / 0.040 / 0.038 / 0.037 (below
+its base: no gain); 2.1e-4 Easy 0.414 / 0.444 / 0.419 / 0.369 after dips to 0.32-0.39. A higher rate makes the
+larger-n runs (which get the larger sqrt-scaled rate) dip, so n*(C) "rises" there by recovery from damage (Easy:
+rises in 62% / 90% of 200 resamples, one-sided no-fall), not by the study's mechanism; the preset keeps 7e-5."""
 
 
 def get_size(name: str) -> SizePreset:
