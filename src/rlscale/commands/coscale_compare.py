@@ -7,7 +7,7 @@ import argparse
 import json
 
 HELP = "CoScale-RL data scaling: many solutions per problem vs many problems (lab scale)"
-DESCRIPTION = ("rlscale coscale-compare --model LAB_MODEL --out DIR [--problems 32 --solutions-per-problem 8] "
+DESCRIPTION = ("rlscale coscale-compare --model LAB_MODEL --out DIR [--problems 64 --solutions-per-problem 8] "
                "[--json]\nDeep arm: P problems x M distinct worked solutions; wide arm: P*M problems x 1 solution "
                "(same Hard arith distribution).\nBoth are SFT'd from --model, then GRPO'd briefly; re-running "
                "resumes. Writes OUT/result.json and OUT/compare.png.")
