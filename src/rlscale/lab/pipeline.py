@@ -163,7 +163,8 @@ PRESETS: dict[str, LabPreset] = {
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds per n. Sized from a run of
     # the previous full preset (32,768 rollouts x 5 seeds): pretrain 271 s, profile of 12,000 problems 211 s, Easy
     # sweep 47m47s on 2 workers (plus ~2 min before an interruption); with the Hard sweep ~1.31x the Easy one (as in
-    # the quick lab) that is ~2h05m in all; at 24,576 rollouts the same rates give ~1h33m (not yet run end to end).
+    # the quick lab) that is ~2h05m in all; at 24,576 rollouts the same rates give ~1h33m. Run end to end once at
+    # 24,576: 2h02m50s (Easy sweep 50m49s, Hard 1h04m) with other work sharing the cores for ~40 min of it.
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4),
                       n_bootstrap=500),
