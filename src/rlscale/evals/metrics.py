@@ -137,11 +137,14 @@ def bootstrap_ci(values, num_resamples: int = 2000, alpha: float = 0.05, seed: i
         return float("nan"), float("nan")
     if not 0 < alpha < 1:
         raise UserError(f"alpha={alpha}: must be in (0, 1)")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(num_resamples, v.size))
-    means = v[idx].mean(axis=1)
+    means = _resampled_means(v, num_resamples, np.random.default_rng(seed))
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _resampled_means(v: np.ndarray, num_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of num_resamples resamples of v with replacement (problems resampled)."""
+    return v[rng.integers(0, v.size, size=(num_resamples, v.size))].mean(axis=1)
 
 
 def bootstrap_diff_ci(a, b, num_resamples: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
@@ -153,7 +156,6 @@ def bootstrap_diff_ci(a, b, num_resamples: int = 2000, alpha: float = 0.05, seed
     if not 0 < alpha < 1:
         raise UserError(f"alpha={alpha}: must be in (0, 1)")
     rng = np.random.default_rng(seed)
-    d = (x[rng.integers(0, x.size, size=(num_resamples, x.size))].mean(axis=1)
-         - y[rng.integers(0, y.size, size=(num_resamples, y.size))].mean(axis=1))
+    d = _resampled_means(x, num_resamples, rng) - _resampled_means(y, num_resamples, rng)
     lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
