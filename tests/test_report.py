@@ -341,3 +341,59 @@ def test_report_coscale_flag_and_errors(labdir, lab_with_coscale, tmp_path, caps
     (lab_with_coscale / "coscale" / "coscale").mkdir()
     (lab_with_coscale / "coscale" / "coscale" / "coscale.json").write_text("{}")
     assert "has not finished" in _coscale_part(build(lab_with_coscale))
+
+
+# ------------------------------------------------------------------------------------------------ iso-FLOP n*(C)
+def fit_from_truth(family: dict, B: int = 200, jitter: float = 0.004, seed: int = 0) -> dict:
+    """A fit.json as IsoCompute writes it, from known per-n sigmoids: resample i jitters every n's ceiling A
+    (the joint bootstrap's spread, independent per n), measured gains = the true rise over the range."""
+    rng = np.random.default_rng(seed)
+    C_lo, C_hi = 256.0, 24576.0
+    per_n = {}
+    for n, p in family.items():
+        samples = [[p["R0"], p["A"] + rng.normal(0, jitter), p["C_mid"], p["B"]] for _ in range(B)]
+        gain = float(np.diff(sigmoid_law(np.array([C_lo, C_hi]), **p))[0])
+        per_n[str(n)] = {"params": p, "C_first": 8.0 * n, "bootstrap_samples": samples,
+                         "measured_gains": [gain - 0.002, gain, gain + 0.002]}
+    return {"x_range": [C_lo, C_hi], "per_n": per_n, "ci_level": 0.95, "n_bootstrap": B, "seed": 0, "ci": {},
+            "params": {"R0": 1.0, "A": 2.0, "C_mid": 3000.0, "B": 1.0}}
+
+
+def test_isoflop_verdict_follows_the_truth():
+    """n* known in closed form: a constant vertex (n* = 4 at every C) is 'flat', never 'rises'; ceilings that grow
+    with n and midpoints that move out with n (n* rises) give 'rises'; the mirror image gives 'falls'."""
+    from rlscale.report import evidence_sentence, n_star_evidence
+
+    ns = (2, 4, 8, 16, 32)
+    flat = {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 2) ** 2, "C_mid": 4000.0, "B": 1.5} for n in ns}
+    ev = n_star_evidence(fit_from_truth(flat))
+    iso = ev["isoflop"]
+    assert iso["n_on"] == pytest.approx(4.0) and iso["n_hi"] == pytest.approx(4.0)  # the exact vertex, both ends
+    assert iso["verdict"] == "flat" and iso["rise_frac"] < 0.95
+    rising = {n: {"R0": 0.42, "A": 0.50 + 0.06 * np.log2(n) - 0.012 * np.log2(n) ** 2, "C_mid": 600.0 * n ** 0.8,
+                  "B": 1.5} for n in ns}
+    ev = n_star_evidence(fit_from_truth(rising))
+    iso = ev["isoflop"]
+    assert iso["verdict"] == "rises" and iso["n_hi"] > 2 * iso["n_on"] and iso["log2_ratio_ci"][0] > 0
+    assert "Iso-FLOP-profile estimate" in evidence_sentence("Easy", ev)
+    assert "so n*(C) rises with C at the 95% level." in evidence_sentence("Easy", ev).split("Iso-FLOP")[1]
+    # larger n learn earlier, smaller n reach higher: n* falls
+    falling = {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1.5) ** 2, "C_mid": 600.0 * (64 / n) ** 0.8,
+                   "B": 1.5} for n in ns}
+    iso = n_star_evidence(fit_from_truth(falling))["isoflop"]
+    assert iso["verdict"] == "falls" and iso["n_hi"] < iso["n_on"] / 2
+
+
+def test_isoflop_onset_skips_the_tied_start(labdir):
+    """The comparison starts where the frontier has made 10% of its rise, not at the first compute every n has."""
+    from rlscale.report import n_star_evidence
+    from rlscale.scaling.isocompute import curves
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    ev = n_star_evidence(fit)
+    iso = ev["isoflop"]
+    params = {float(k): v["params"] for k, v in fit["per_n"].items()}
+    _, R = curves(params, np.array([ev["C_lo"], iso["C_on"], ev["C_hi"]]))
+    front = R.max(axis=0)
+    assert front[1] - front[0] == pytest.approx(0.1 * (front[2] - front[0]), abs=0.02 * (front[2] - front[0]))
+    assert iso["C_on"] > ev["C_lo"] and iso["verdict"] == "rises"

@@ -194,3 +194,50 @@ def test_frontier_ignores_an_allocation_below_its_first_step():
     assert transitions(crossing, C)  # n=16 overtakes n=2 somewhere
     t = transitions(crossing, C, c_first={2: 16.0, 16: 4096.0})
     assert all(row["C"] >= 4096.0 for row in t)
+
+
+# ------------------------------------------------------------------------------------------------ iso-FLOP n*(C)
+@pytest.mark.parametrize("vertex", [1.0, 1.7, 2.5, 3.9, 5.0])
+def test_isoflop_n_star_recovers_an_exact_parabola(vertex):
+    """Exact concave profiles in log2 n: the vertex comes back to rounding; outside the swept range it is clipped."""
+    from rlscale.scaling.isocompute import isoflop_n_star
+
+    ns = [2, 4, 8, 16, 32]
+    x = np.log2(ns)
+    scale = np.array([0.01, 0.03, 0.2])  # three C columns: same vertex, different curvature
+    R = 0.4 - scale[None, :] * (x[:, None] - vertex) ** 2
+    got = np.log2(isoflop_n_star(R, ns))
+    assert got == pytest.approx([np.clip(vertex, 1.0, 5.0)] * 3, abs=1e-9)
+
+
+def test_isoflop_n_star_matches_polyfit_and_falls_back_to_argmax():
+    from rlscale.scaling.isocompute import isoflop_n_star
+
+    rng = np.random.default_rng(3)
+    ns = [2, 4, 8, 16]
+    x = np.log2(ns)
+    R = rng.uniform(0.2, 0.6, (4, 50))
+    got = np.log2(isoflop_n_star(R, ns))
+    for j in range(R.shape[1]):  # reference: numpy's polyfit per column, then the same rule by hand
+        a, b, _ = np.polyfit(x, R[:, j], 2)
+        ref = np.clip(-b / (2 * a), x[0], x[-1]) if a < 0 else x[np.argmax(R[:, j])]
+        assert got[j] == pytest.approx(ref, abs=1e-9)
+    convex = np.array([[0.5], [0.3], [0.31], [0.45]])  # U-shaped: no interior maximum -> the best swept n
+    assert isoflop_n_star(convex, ns)[0] == 2.0
+    with pytest.raises(ValueError):
+        isoflop_n_star(R[:2], ns[:2])
+
+
+def test_learning_onset_is_the_first_grid_point_past_the_share():
+    from rlscale.scaling.isocompute import learning_onset
+
+    C = np.geomspace(100, 1e5, 400)
+    p = {"R0": 0.2, "A": 0.6, "C_mid": 3000.0, "B": 1.5}
+    f = sigmoid_law(C, **p)
+    j = learning_onset(C, f, 0.1)
+    target = f[0] + 0.1 * (f[-1] - f[0])
+    assert f[j] >= target > f[j - 1]
+    # closed form: R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B) reaches `target` at C = C_mid * (frac / (1 - frac))^(1/B)
+    share = (target - p["R0"]) / (p["A"] - p["R0"])
+    assert C[j - 1] < p["C_mid"] * (share / (1 - share)) ** (1 / p["B"]) <= C[j]
+    assert learning_onset(C, np.full_like(C, 0.3)) == 0 and learning_onset(C, f[::-1]) == 0

@@ -156,6 +156,34 @@ def frontier(params_by_n: dict, C_grid: np.ndarray, c_first: dict | None = None)
     return pd.DataFrame({"C": C_grid, "reward": R[j, np.arange(len(C_grid))], "n_star": np.array(ns)[j]})
 
 
+def isoflop_n_star(R: np.ndarray, ns) -> np.ndarray:
+    """Compute-optimal n from iso-compute profiles, as Hoffmann et al. (2022, approach 2) read N_opt from iso-FLOP
+    profiles: at each C (a column of R, rows = sorted swept ns) a least-squares parabola of reward in log2 n; n* =
+    2 ** its vertex when it is concave, clipped to the swept range (an optimum outside the grid is not measured),
+    else the best swept n. Continuous in the data: near-ties between adjacent n move it a little instead of flipping
+    an argmax between them. Needs >= 3 swept n and finite R."""
+    x = np.log2(np.asarray(ns, float))
+    R = np.asarray(R, float)
+    if x.size < 3 or R.shape[0] != x.size or not np.isfinite(R).all():
+        raise ValueError("isoflop_n_star needs >= 3 ns and a finite (len(ns), len(C)) reward matrix")
+    (a, b, _), *_ = np.linalg.lstsq(np.vander(x, 3), R, rcond=None)  # columns x^2, x, 1
+    best = x[np.argmax(R, axis=0)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(a < 0, -b / (2 * a), best)
+    return 2.0 ** np.clip(vertex, x[0], x[-1])
+
+
+def learning_onset(C: np.ndarray, reward: np.ndarray, frac: float = 0.1) -> int:
+    """Index of the smallest C on the grid where `reward` (the frontier) has made `frac` of its largest rise over
+    the grid; 0 when it does not rise. Below it no allocation has learnt yet and every n ties at the base reward,
+    so an n* read there (argmax or vertex) is picked by noise."""
+    gain = np.asarray(reward, float) - float(reward[0])
+    top = float(gain.max())
+    if not top > 0:
+        return 0
+    return int(np.argmax(gain >= frac * top))
+
+
 def first_compute(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT) -> dict:
     """{n: smallest positive compute measured for n} (the cost of its first step when validated after step 1)."""
     return {_key(n): float(g[x].min()) for n, g in df.groupby(by)}

@@ -64,6 +64,12 @@ def n_star_vs_compute(fit: dict):
     C = np.array([r["C"] for r in fr])
     ax.step(C, [float(r["n_star"]) for r in fr], where="mid", color="tab:blue", label="n* (frontier)")
     ax.plot(C, 2.0 ** sigmoid_law(C, **fit["params"]), color="tab:red", label="sigmoid fit of log2 n*")
+    iso = _isoflop_band(fit, C)
+    if iso is not None:
+        Ci, mid, lo, hi = iso
+        ax.plot(Ci, mid, color="tab:green", label="iso-FLOP vertex n*")
+        if lo is not None:
+            ax.fill_between(Ci, lo, hi, color="tab:green", alpha=0.2, lw=0, label="95% band (bootstrap)")
     for t in fit.get("transitions", []):
         ax.axvline(t["C"], color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
@@ -73,6 +79,29 @@ def n_star_vs_compute(fit: dict):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _isoflop_band(fit: dict, C: np.ndarray):
+    """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
+    pointwise 95% band from the stored joint bootstrap samples (lo = hi = None without them); None for < 3 ns."""
+    from rlscale.scaling.isocompute import curves, isoflop_n_star
+
+    per_n = {float(k): v for k, v in fit.get("per_n", {}).items()}
+    if len(per_n) < 3:
+        return None
+    C = C[C >= max(float(v.get("C_first") or 0.0) for v in per_n.values())]
+    if C.size < 2:
+        return None
+    ns, R = curves({n: v["params"] for n, v in per_n.items()}, C)
+    mid = isoflop_n_star(R, ns)
+    samples = {n: v.get("bootstrap_samples") or [] for n, v in per_n.items()}
+    B = min(len(s) for s in samples.values())
+    if not B:
+        return C, mid, None, None
+    names = ("R0", "A", "C_mid", "B")
+    draws = np.array([isoflop_n_star(curves({n: dict(zip(names, s[i])) for n, s in samples.items()}, C)[1], ns)
+                      for i in range(B)])
+    return C, mid, np.quantile(draws, 0.025, axis=0), np.quantile(draws, 0.975, axis=0)
 
 
 def law_fit(x: np.ndarray, y: np.ndarray, pred: np.ndarray, *, group=None, xlabel: str = "x", ylabel: str = "y",
