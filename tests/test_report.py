@@ -378,6 +378,12 @@ def test_isoflop_verdict_follows_the_truth():
     assert "Iso-FLOP-profile estimate" in evidence_sentence("Easy", ev)
     assert "so n*(C) rises with C at the 95% level." in evidence_sentence("Easy", ev).split("Iso-FLOP")[1]
     # larger n learn earlier, smaller n reach higher: n* falls
+    flat_ev = n_star_evidence(fit_from_truth(flat))
+    from rlscale.report import compare_saturation
+
+    assert iso["n_hi_ci"][0] > flat_ev["isoflop"]["n_hi_ci"][1]  # the rising family ends well above n* = 4
+    assert "Hard set's n* is smaller" in compare_saturation(ev, flat_ev)
+    assert "Hard set's n* is larger" in compare_saturation(flat_ev, ev)
     falling = {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1.5) ** 2, "C_mid": 600.0 * (64 / n) ** 0.8,
                    "B": 1.5} for n in ns}
     iso = n_star_evidence(fit_from_truth(falling))["isoflop"]
@@ -397,3 +403,22 @@ def test_isoflop_onset_skips_the_tied_start(labdir):
     front = R.max(axis=0)
     assert front[1] - front[0] == pytest.approx(0.1 * (front[2] - front[0]), abs=0.02 * (front[2] - front[0]))
     assert iso["C_on"] > ev["C_lo"] and iso["verdict"] == "rises"
+
+
+def test_nstar_calibration_script_runs():
+    """scripts/nstar_calibration.py (the simulation behind the iso-FLOP verdict's calibration) at toy size."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nstar_calibration.py"
+    res = subprocess.run([sys.executable, str(script), "--sweeps", "1", "--bootstrap", "20", "--workers", "1",
+                          "--scenarios", "null4,lab"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    valid = {"rises", "falls", "flat", "no-rise", "no-fall", "unresolved", "no-gain"}
+    for name in ("null4", "lab"):
+        assert out[name]["sweeps"] == 1 and sum(out[name]["isoflop"].values()) == 1
+        assert set(out[name]["isoflop"]) <= valid and set(out[name]["argmax"]) <= valid
+    bad = subprocess.run([sys.executable, str(script), "--scenarios", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown scenario 'nope'" in bad.stderr

@@ -271,8 +271,8 @@ def isoflop_sentence(iso: dict, pct: str) -> str:
             f"{iso['onset_frac']:.0%} of its rise, since below it every n ties at the base reward): from C_on = "
             f"{_g(iso['C_on'])} ({pct} CI [{_g(c_on[0])}, {_g(c_on[1])}]) to C_max, n* goes from {iso['n_on']:.3g} to "
             f"{iso['n_hi']:.3g} (n* at C_max {pct} CI [{n_hi[0]:.3g}, {n_hi[1]:.3g}]); log2 n*(C_max)/n*(C_on) {pct} CI "
-            f"[{ci[0]:.2f}, {ci[1]:.2f}], > 0 in {iso['rise_frac']:.1%} and < 0 in {iso['fall_frac']:.1%} of "
-            f"resamples, so {verdict}.")
+            f"[{ci[0]:.2f}, {ci[1]:.2f}] (a factor {2 ** ci[0]:.3g} to {2 ** ci[1]:.3g}), > 0 in {iso['rise_frac']:.1%} "
+            f"and < 0 in {iso['fall_frac']:.1%} of resamples, so {verdict}.")
 
 
 def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
@@ -295,8 +295,19 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
         word = "the Hard set saturates at a larger n than the Easy set"
     else:
         word = "the data do not resolve which set saturates at the smaller n"
-    return (f"{head}; pairing {m} independent bootstrap resamples, Hard < Easy in {smaller:.0%} and Hard > Easy in "
+    text = (f"{head}; pairing {m} independent bootstrap resamples, Hard < Easy in {smaller:.0%} and Hard > Easy in "
             f"{larger:.0%}: {word}.")
+    ie, ih = ev_easy.get("isoflop") or {}, ev_hard.get("isoflop") or {}
+    if ie.get("n_hi_samples") and ih.get("n_hi_samples"):
+        m = min(len(ie["n_hi_samples"]), len(ih["n_hi_samples"]))
+        d = np.log2(np.asarray(ih["n_hi_samples"][:m]) / np.asarray(ie["n_hi_samples"][:m]))
+        lo, hi = float(np.quantile(d, (1 - lvl) / 2)), float(np.quantile(d, (1 + lvl) / 2))
+        word = ("the Hard set's n* is smaller" if hi < 0 else "the Hard set's n* is larger" if lo > 0 else
+                "the data do not resolve which is smaller")
+        text += (f" Iso-FLOP estimate of n* at C_max: Easy {ie['n_hi']:.3g} ({round(100 * lvl)}% CI "
+                 f"[{ie['n_hi_ci'][0]:.3g}, {ie['n_hi_ci'][1]:.3g}]), Hard {ih['n_hi']:.3g} ([{ih['n_hi_ci'][0]:.3g}, "
+                 f"{ih['n_hi_ci'][1]:.3g}]); log2 Hard / Easy {round(100 * lvl)}% CI [{lo:.2f}, {hi:.2f}]: {word}.")
+    return text
 
 
 # ------------------------------------------------------------------------------------------------ loading
