@@ -422,3 +422,19 @@ def test_nstar_calibration_script_runs():
         assert set(out[name]["isoflop"]) <= valid and set(out[name]["argmax"]) <= valid
     bad = subprocess.run([sys.executable, str(script), "--scenarios", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown scenario 'nope'" in bad.stderr
+
+
+def test_isoflop_skips_failed_resamples():
+    """A bootstrap refit that failed is stored as NaN: the iso-FLOP evidence and its figure band leave it out."""
+    from rlscale.report import n_star_evidence
+    from rlscale.scaling import plots
+
+    ns = (2, 4, 8, 16)
+    fam = {n: {"R0": 0.42, "A": 0.50 + 0.06 * np.log2(n) - 0.012 * np.log2(n) ** 2, "C_mid": 600.0 * n ** 0.8,
+               "B": 1.5} for n in ns}
+    fit = fit_from_truth(fam, B=50)
+    fit["per_n"]["4"]["bootstrap_samples"][7] = [float("nan")] * 4
+    iso = n_star_evidence(fit)["isoflop"]
+    assert iso["n_resamples"] == 49 and len(iso["n_hi_samples"]) == 49 and np.isfinite(iso["log2_ratio_ci"]).all()
+    C, mid, lo, hi = plots._isoflop_band(fit, np.geomspace(256, 24576, 30))
+    assert np.isfinite(lo).all() and np.all(lo <= mid + 1e-9) and np.all(mid <= hi + 1e-9)

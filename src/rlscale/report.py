@@ -155,10 +155,13 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     out = {"C_on": C_on, "n_on": n_on, "n_hi": n_hi, "onset_frac": ONSET_FRAC, "tolerance": ISO_TOLERANCE,
            "C": C[:: max(1, len(C) // 24)].tolist(), "n_star": v[:: max(1, len(C) // 24)].tolist()}
     names = ("R0", "A", "C_mid", "B")
-    draws = np.array([one({n: dict(zip(names, s[i])) for n, s in samples.items()})[:3] for i in range(B)])
+    ok = [i for i in range(B) if all(np.isfinite(s[i]).all() for s in samples.values())]  # failed refits are NaN
+    if not ok:
+        return out
+    draws = np.array([one({n: dict(zip(names, s[i])) for n, s in samples.items()})[:3] for i in ok])
     d = np.log2(draws[:, 2] / draws[:, 1])
     ci = lambda a: [float(np.quantile(a, q)), float(np.quantile(a, 1 - q))]  # noqa: E731
-    out.update({"rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)), "log2_ratio_ci": ci(d),
+    out.update({"n_resamples": len(ok), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)), "log2_ratio_ci": ci(d),
                 "C_on_ci": ci(draws[:, 0]), "n_on_ci": ci(draws[:, 1]), "n_hi_ci": ci(draws[:, 2]),
                 "n_hi_samples": draws[:, 2].tolist()})
     lo, hi = out["log2_ratio_ci"]

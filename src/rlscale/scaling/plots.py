@@ -99,8 +99,11 @@ def _isoflop_band(fit: dict, C: np.ndarray):
     if not B:
         return C, mid, None, None
     names = ("R0", "A", "C_mid", "B")
+    ok = [i for i in range(B) if all(np.isfinite(s[i]).all() for s in samples.values())]  # failed refits are NaN
+    if not ok:
+        return C, mid, None, None
     draws = np.array([isoflop_n_star(curves({n: dict(zip(names, s[i])) for n, s in samples.items()}, C)[1], ns)
-                      for i in range(B)])
+                      for i in ok])
     return C, mid, np.quantile(draws, 0.025, axis=0), np.quantile(draws, 0.975, axis=0)
 
 
