@@ -7,6 +7,7 @@ rlscale.report.n_star_evidence. Scenarios:
 
     null4   n* = 4 at every C (same midpoint for every n, ceilings a parabola in log2 n with its vertex at n = 4)
     null2   n* = 2 at every C (ceilings fall with n)
+    null2d  n* = 2 at every C, larger n also later (midpoint ~ sqrt n, as the lab's larger groups learn later)
     lab     the full lab's fitted Easy curves (stop 15, /work/runs/lab_full3) as the truth: n* rises from 2 to ~7
 
 A verdict of 'rises' under null4/null2 is a false positive; under lab it is the power.
@@ -42,6 +43,9 @@ def scenario(name: str) -> dict:
         return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 2) ** 2, "C_mid": 4000.0, "B": 1.5} for n in NS}
     if name == "null2":
         return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 4000.0, "B": 1.5} for n in NS}
+    if name == "null2d":
+        return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 2000.0 * np.sqrt(n), "B": 1.5}
+                for n in NS}
     if name == "lab":
         return LAB_EASY
     raise ValueError(name)
@@ -83,8 +87,8 @@ def main() -> None:
     args = ap.parse_args()
     names = args.scenarios.split(",")
     for name in names:  # unknown names fail before any work
-        if name not in ("null4", "null2", "lab"):
-            ap.error(f"--scenarios: unknown scenario '{name}' (valid: null4, null2, lab)")
+        if name not in ("null4", "null2", "null2d", "lab"):
+            ap.error(f"--scenarios: unknown scenario '{name}' (valid: null4, null2, null2d, lab)")
     jobs = [(name, seed, args.bootstrap) for name in names for seed in range(args.sweeps)]
     out = {name: {"argmax": Counter(), "isoflop": Counter(), "sweeps": 0} for name in names}
     with ProcessPoolExecutor(args.workers) as pool:

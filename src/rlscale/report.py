@@ -140,7 +140,7 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     (5 runs per n; n* there is noisy). Calibrated on simulated lab-like sweeps with a known n*(C) (scripts/
     nstar_calibration.py: 5 n x 5 runs, 14 validation points, noise 0.012 per point + 0.004 per run, 200
     resamples): with n* = 4 or n* = 2 at every C, 'rises' in 0 of 60 sweeps (a one-sided 95% rule: 2 of 60) and
-    'falls' in 5 of 60; with the full lab's fitted Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30.
+    'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30.
     The argmax verdict called 'rises' in 1 of those 30 (`--sweeps 30`, 7.5 min on 2 workers)."""
     from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset
 
