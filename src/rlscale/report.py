@@ -140,8 +140,9 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     (5 runs per n; n* there is noisy). Calibrated on simulated lab-like sweeps with a known n*(C) (scripts/
     nstar_calibration.py: 5 n x 5 runs, 14 validation points, noise 0.012 per point + 0.004 per run, 200
     resamples): with n* = 4 or n* = 2 at every C, 'rises' in 0 of 60 sweeps (a one-sided 95% rule: 2 of 60) and
-    'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30.
-    The argmax verdict called 'rises' in 1 of those 30 (`--sweeps 30`, 7.5 min on 2 workers)."""
+    'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted
+    Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30, where the argmax verdict called 'rises' in 1 of 30
+    (`--sweeps 30`, 7.5 min on 2 workers). Without usable resamples: the point estimates and verdict 'unresolved'."""
     from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset
 
     def one(params: dict) -> tuple[float, float, float, np.ndarray]:
@@ -153,7 +154,8 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     q = (1.0 - level) / 2.0
     C_on, n_on, n_hi, v = one(point)
     out = {"C_on": C_on, "n_on": n_on, "n_hi": n_hi, "onset_frac": ONSET_FRAC, "tolerance": ISO_TOLERANCE,
-           "C": C[:: max(1, len(C) // 24)].tolist(), "n_star": v[:: max(1, len(C) // 24)].tolist()}
+           "C": C[:: max(1, len(C) // 24)].tolist(), "n_star": v[:: max(1, len(C) // 24)].tolist(),
+           "verdict": "unresolved"}
     names = ("R0", "A", "C_mid", "B")
     ok = [i for i in range(B) if all(np.isfinite(s[i]).all() for s in samples.values())]  # failed refits are NaN
     if not ok:
@@ -161,8 +163,8 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     draws = np.array([one({n: dict(zip(names, s[i])) for n, s in samples.items()})[:3] for i in ok])
     d = np.log2(draws[:, 2] / draws[:, 1])
     ci = lambda a: [float(np.quantile(a, q)), float(np.quantile(a, 1 - q))]  # noqa: E731
-    out.update({"n_resamples": len(ok), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)), "log2_ratio_ci": ci(d),
-                "C_on_ci": ci(draws[:, 0]), "n_on_ci": ci(draws[:, 1]), "n_hi_ci": ci(draws[:, 2]),
+    out.update({"n_resamples": len(ok), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)),
+                "log2_ratio_ci": ci(d), "C_on_ci": ci(draws[:, 0]), "n_on_ci": ci(draws[:, 1]), "n_hi_ci": ci(draws[:, 2]),
                 "n_hi_samples": draws[:, 2].tolist()})
     lo, hi = out["log2_ratio_ci"]
     tol = ISO_TOLERANCE
