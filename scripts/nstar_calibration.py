@@ -38,17 +38,13 @@ LAB_EASY = {  # per-n sigmoid params of /work/runs/lab_full3/fits/easy/fit.json 
 }
 
 
-def scenario(name: str) -> dict:
-    if name == "null4":
-        return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 2) ** 2, "C_mid": 4000.0, "B": 1.5} for n in NS}
-    if name == "null2":
-        return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 4000.0, "B": 1.5} for n in NS}
-    if name == "null2d":
-        return {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 2000.0 * np.sqrt(n), "B": 1.5}
-                for n in NS}
-    if name == "lab":
-        return LAB_EASY
-    raise ValueError(name)
+SCENARIOS = {
+    "null4": {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 2) ** 2, "C_mid": 4000.0, "B": 1.5} for n in NS},
+    "null2": {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 4000.0, "B": 1.5} for n in NS},
+    "null2d": {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1), "C_mid": 2000.0 * np.sqrt(n), "B": 1.5}
+               for n in NS},
+    "lab": LAB_EASY,
+}
 
 
 def sweep_table(fam: dict, seed: int, runs: int = 5, points: int = 14, noise: float = 0.012, run_sd: float = 0.004,
@@ -73,7 +69,7 @@ def one(job: tuple[str, int, int]) -> tuple[str, str, str]:
 
     name, seed, bootstrap = job
     fit = IsoCompute(bucket_width=0.01, n_bootstrap=bootstrap, seed=seed, train_set_size=1000,
-                     min_runs_for_run_bootstrap=3).fit(sweep_table(scenario(name), seed)).to_dict()
+                     min_runs_for_run_bootstrap=3).fit(sweep_table(SCENARIOS[name], seed)).to_dict()
     ev = n_star_evidence(fit)
     return name, ev["verdict"], ev["isoflop"]["verdict"]
 
@@ -87,8 +83,8 @@ def main() -> None:
     args = ap.parse_args()
     names = args.scenarios.split(",")
     for name in names:  # unknown names fail before any work
-        if name not in ("null4", "null2", "null2d", "lab"):
-            ap.error(f"--scenarios: unknown scenario '{name}' (valid: null4, null2, null2d, lab)")
+        if name not in SCENARIOS:
+            ap.error(f"--scenarios: unknown scenario '{name}' (valid: {', '.join(SCENARIOS)})")
     jobs = [(name, seed, args.bootstrap) for name in names for seed in range(args.sweeps)]
     out = {name: {"argmax": Counter(), "isoflop": Counter(), "sweeps": 0} for name in names}
     with ProcessPoolExecutor(args.workers) as pool:

@@ -9,8 +9,8 @@ rlscale.sweep.export / rlscale.store), fitted curves from fit.json, compute from
 plan.json. Nothing is taken from stdout or from inside a training loop. The statement about n*(C) is computed from
 the fits (`n_star_evidence`) and worded from its numbers, twice: the frontier's argmax n* compared between the first
 compute every n has and C_max, and the iso-FLOP-profile vertex (`_isoflop_evidence`) compared between the learning
-onset and C_max with a two-sided CI calibrated on simulated sweeps (scripts/nstar_calibration.py). The CoScale-RL section (rlscale.coscale.report, from its
-summary.json / result.json / plain-GRPO run store) is appended when DIR/coscale exists (`rlscale coscale --preset
+onset and C_max with a two-sided CI calibrated on simulated sweeps (scripts/nstar_calibration.py). The CoScale-RL
+section (rlscale.coscale.report, from its summary.json / result.json / plain-GRPO run store) is appended when DIR/coscale exists (`rlscale coscale --preset
 lab-quick --out DIR/coscale`) or when `--coscale CSDIR` names a run. Tests: tests/test_report.py,
 tests/test_report_browser.py.
 """
@@ -102,7 +102,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
                     "gain_ci": [float(np.quantile(gains, q)), float(np.quantile(gains, 1 - q))]})
         no_gain = out["gain_ci"][0] <= 0.0 or out.get("measured_gain_ci", [np.inf])[0] <= 0.0
         if len(per_n) >= 3:
-            out["isoflop"] = _isoflop_evidence(point, samples, B, C, level, no_gain)
+            out["isoflop"] = _isoflop_evidence(point, samples, C, level, no_gain)
         if no_gain:
             out["verdict"] = "no-gain"
         elif out["rise_frac"] >= level:
@@ -129,7 +129,7 @@ ONSET_FRAC = 0.1
 """the iso-FLOP comparison starts where the frontier has made this share of its rise (isocompute.learning_onset)"""
 
 
-def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: float, no_gain: bool) -> dict:
+def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, no_gain: bool) -> dict:
     """n*(C) by the iso-FLOP-profile vertex (isocompute.isoflop_n_star), compared between the learning onset C_on
     (where the frontier has made ONSET_FRAC of its rise; below it every n ties at the base reward) and C_max, per
     joint resample (each resample its own onset). Verdict on the two-sided `level` CI [lo, hi] of d = log2
@@ -143,29 +143,28 @@ def _isoflop_evidence(point: dict, samples: dict, B: int, C: np.ndarray, level: 
     'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted
     Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30, where the argmax verdict called 'rises' in 1 of 30
     (`--sweeps 30`, 7.5 min on 2 workers). Without usable resamples: the point estimates and verdict 'unresolved'."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset
+    from rlscale.scaling.isocompute import curves, isoflop_n_star, joint_resamples, learning_onset
 
-    def one(params: dict) -> tuple[float, float, float, np.ndarray]:
+    def one(params: dict) -> tuple[float, float, float]:
+        """(C_on, n* at C_on, n* at C_max) of one set of per-n curves."""
         ns, R = curves(params, C)
         v = isoflop_n_star(R, ns)
         j = learning_onset(C, R.max(axis=0), ONSET_FRAC)
-        return float(C[j]), float(v[j]), float(v[-1]), v
+        return float(C[j]), float(v[j]), float(v[-1])
 
     q = (1.0 - level) / 2.0
-    C_on, n_on, n_hi, v = one(point)
+    C_on, n_on, n_hi = one(point)
     out = {"C_on": C_on, "n_on": n_on, "n_hi": n_hi, "onset_frac": ONSET_FRAC, "tolerance": ISO_TOLERANCE,
-           "C": C[:: max(1, len(C) // 24)].tolist(), "n_star": v[:: max(1, len(C) // 24)].tolist(),
            "verdict": "unresolved"}
-    names = ("R0", "A", "C_mid", "B")
-    ok = [i for i in range(B) if all(np.isfinite(s[i]).all() for s in samples.values())]  # failed refits are NaN
-    if not ok:
+    resamples = joint_resamples(samples)
+    if not resamples:
         return out
-    draws = np.array([one({n: dict(zip(names, s[i])) for n, s in samples.items()})[:3] for i in ok])
+    draws = np.array([one(params) for params in resamples])
     d = np.log2(draws[:, 2] / draws[:, 1])
     ci = lambda a: [float(np.quantile(a, q)), float(np.quantile(a, 1 - q))]  # noqa: E731
-    out.update({"n_resamples": len(ok), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)),
-                "log2_ratio_ci": ci(d), "C_on_ci": ci(draws[:, 0]), "n_on_ci": ci(draws[:, 1]), "n_hi_ci": ci(draws[:, 2]),
-                "n_hi_samples": draws[:, 2].tolist()})
+    out.update({"n_resamples": len(resamples), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)),
+                "log2_ratio_ci": ci(d), "C_on_ci": ci(draws[:, 0]), "n_on_ci": ci(draws[:, 1]),
+                "n_hi_ci": ci(draws[:, 2]), "n_hi_samples": draws[:, 2].tolist()})
     lo, hi = out["log2_ratio_ci"]
     tol = ISO_TOLERANCE
     out["verdict"] = ("no-gain" if no_gain else "rises" if lo > 0 else "falls" if hi < 0 else

@@ -173,6 +173,15 @@ def isoflop_n_star(R: np.ndarray, ns) -> np.ndarray:
     return 2.0 ** np.clip(vertex, x[0], x[-1])
 
 
+def joint_resamples(samples: dict) -> list[dict]:
+    """{n: stored bootstrap rows (R0, A, C_mid, B)} -> one {n: params} per joint resample (row i of every n), leaving
+    out the resamples where some n's refit failed (stored as NaN)."""
+    names = SigmoidLaw.param_names
+    B = min((len(s) for s in samples.values()), default=0)
+    return [{n: dict(zip(names, map(float, s[i]))) for n, s in samples.items()} for i in range(B)
+            if all(np.isfinite(s[i]).all() for s in samples.values())]
+
+
 def learning_onset(C: np.ndarray, reward: np.ndarray, frac: float = 0.1) -> int:
     """Index of the smallest C on the grid where `reward` (the frontier) has made `frac` of its largest rise over
     the grid; 0 when it does not rise. Below it no allocation has learnt yet and every n ties at the base reward,

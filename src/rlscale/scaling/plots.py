@@ -84,7 +84,7 @@ def n_star_vs_compute(fit: dict):
 def _isoflop_band(fit: dict, C: np.ndarray):
     """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
     pointwise 95% band from the stored joint bootstrap samples (lo = hi = None without them); None for < 3 ns."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star
+    from rlscale.scaling.isocompute import curves, isoflop_n_star, joint_resamples
 
     per_n = {float(k): v for k, v in fit.get("per_n", {}).items()}
     if len(per_n) < 3:
@@ -94,16 +94,10 @@ def _isoflop_band(fit: dict, C: np.ndarray):
         return None
     ns, R = curves({n: v["params"] for n, v in per_n.items()}, C)
     mid = isoflop_n_star(R, ns)
-    samples = {n: v.get("bootstrap_samples") or [] for n, v in per_n.items()}
-    B = min(len(s) for s in samples.values())
-    if not B:
+    resamples = joint_resamples({n: v.get("bootstrap_samples") or [] for n, v in per_n.items()})
+    if not resamples:
         return C, mid, None, None
-    names = ("R0", "A", "C_mid", "B")
-    ok = [i for i in range(B) if all(np.isfinite(s[i]).all() for s in samples.values())]  # failed refits are NaN
-    if not ok:
-        return C, mid, None, None
-    draws = np.array([isoflop_n_star(curves({n: dict(zip(names, s[i])) for n, s in samples.items()}, C)[1], ns)
-                      for i in ok])
+    draws = np.array([isoflop_n_star(curves(params, C)[1], ns) for params in resamples])
     return C, mid, np.quantile(draws, 0.025, axis=0), np.quantile(draws, 0.975, axis=0)
 
 
