@@ -359,31 +359,32 @@ def fit_from_truth(family: dict, B: int = 200, jitter: float = 0.004, seed: int 
             "params": {"R0": 1.0, "A": 2.0, "C_mid": 3000.0, "B": 1.0}}
 
 
+def rising_family(ns) -> dict:
+    """Ceilings that peak at a larger n than the early leaders, midpoints that move out with n: n*(C) rises."""
+    return {n: {"R0": 0.42, "A": 0.50 + 0.06 * np.log2(n) - 0.012 * np.log2(n) ** 2, "C_mid": 600.0 * n ** 0.8,
+                "B": 1.5} for n in ns}
+
+
 def test_isoflop_verdict_follows_the_truth():
     """n* known in closed form: a constant vertex (n* = 4 at every C) is 'flat', never 'rises'; ceilings that grow
     with n and midpoints that move out with n (n* rises) give 'rises'; the mirror image gives 'falls'."""
-    from rlscale.report import evidence_sentence, n_star_evidence
+    from rlscale.report import compare_saturation, evidence_sentence, n_star_evidence
 
     ns = (2, 4, 8, 16, 32)
     flat = {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 2) ** 2, "C_mid": 4000.0, "B": 1.5} for n in ns}
-    ev = n_star_evidence(fit_from_truth(flat))
-    iso = ev["isoflop"]
+    flat_ev = n_star_evidence(fit_from_truth(flat))
+    iso = flat_ev["isoflop"]
     assert iso["n_on"] == pytest.approx(4.0) and iso["n_hi"] == pytest.approx(4.0)  # the exact vertex, both ends
     assert iso["verdict"] == "flat" and iso["rise_frac"] < 0.95
-    rising = {n: {"R0": 0.42, "A": 0.50 + 0.06 * np.log2(n) - 0.012 * np.log2(n) ** 2, "C_mid": 600.0 * n ** 0.8,
-                  "B": 1.5} for n in ns}
-    ev = n_star_evidence(fit_from_truth(rising))
+    ev = n_star_evidence(fit_from_truth(rising_family(ns)))
     iso = ev["isoflop"]
     assert iso["verdict"] == "rises" and iso["n_hi"] > 2 * iso["n_on"] and iso["log2_ratio_ci"][0] > 0
     assert "Iso-FLOP-profile estimate" in evidence_sentence("Easy", ev)
     assert "so n*(C) rises with C at the 95% level." in evidence_sentence("Easy", ev).split("Iso-FLOP")[1]
-    # larger n learn earlier, smaller n reach higher: n* falls
-    flat_ev = n_star_evidence(fit_from_truth(flat))
-    from rlscale.report import compare_saturation
-
     assert iso["n_hi_ci"][0] > flat_ev["isoflop"]["n_hi_ci"][1]  # the rising family ends well above n* = 4
     assert "Hard set's n* is smaller" in compare_saturation(ev, flat_ev)
     assert "Hard set's n* is larger" in compare_saturation(flat_ev, ev)
+    # larger n learn earlier, smaller n reach higher: n* falls
     falling = {n: {"R0": 0.42, "A": 0.56 - 0.01 * (np.log2(n) - 1.5) ** 2, "C_mid": 600.0 * (64 / n) ** 0.8,
                    "B": 1.5} for n in ns}
     iso = n_star_evidence(fit_from_truth(falling))["isoflop"]
@@ -429,10 +430,7 @@ def test_isoflop_skips_failed_resamples():
     from rlscale.report import n_star_evidence
     from rlscale.scaling import plots
 
-    ns = (2, 4, 8, 16)
-    fam = {n: {"R0": 0.42, "A": 0.50 + 0.06 * np.log2(n) - 0.012 * np.log2(n) ** 2, "C_mid": 600.0 * n ** 0.8,
-               "B": 1.5} for n in ns}
-    fit = fit_from_truth(fam, B=50)
+    fit = fit_from_truth(rising_family((2, 4, 8, 16)), B=50)
     fit["per_n"]["4"]["bootstrap_samples"][7] = [float("nan")] * 4
     iso = n_star_evidence(fit)["isoflop"]
     assert iso["n_resamples"] == 49 and len(iso["n_hi_samples"]) == 49 and np.isfinite(iso["log2_ratio_ci"]).all()
