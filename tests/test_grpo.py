@@ -426,3 +426,19 @@ def test_initial_validation_shared_through_cache(tmp_path, monkeypatch):
         next(pol.module.parameters()).add_(0.01)
     grpo.initial_validation(pol, probs, cfg, "plain", "flexible")
     assert len(calls) == 3 and len(list((tmp_path / "cache").glob("*.json"))) == 3
+
+
+def test_workers_with_several_passes_over_a_batch_match_one_worker(tmp_path):
+    """updates_per_batch = 2 (ratio clipping on the second pass) with micro-batches on two worker threads: the
+    second pass uses the old log-probs each micro-batch cached on the first, so the weights match one worker's up
+    to rounding of the micro-batch split."""
+    finals = []
+    for name, w in (("w1", 1), ("w2", 2)):
+        pol = tiny_policy()
+        cfg = small_cfg(tmp_path, iterations=2, val_every=0, lr=1e-2, updates_per_batch=2, clip_eps_high=0.28)
+        train(cfg, tmp_path / name, progress=False, policy=pol, workers=w)
+        finals.append(params_vec(pol))
+        rows = RunStore.open(tmp_path / name).steps()
+        assert [r["train/steps_per_batch"] for r in rows] == [2, 2]
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)
+    assert float((finals[0] - params_vec(tiny_policy())).abs().max()) > 1e-3

@@ -227,6 +227,21 @@ def test_measured_gains_brute_force():
     got = measured_gains(df)
     assert got[2] == pytest.approx([0.3, 0.05]) and got[4] == pytest.approx([-0.02])
 
+
+def test_measured_gains_list_runs_by_seed_not_by_run_id():
+    """Run ids hash the output path: the same sweep written elsewhere must list its runs (which the bootstrap
+    draws from) in the same order, by seed."""
+    import pandas as pd
+
+    from rlscale.scaling.isocompute import measured_gains
+
+    def table(ids):
+        return pd.DataFrame({"run_id": [ids[0]] * 2 + [ids[1]] * 2, "n": [2] * 4, "seed": [0, 0, 1, 1],
+                             "compute/rollouts": [0.0, 64.0] * 2, "val/avg": [0.2, 0.5, 0.3, 0.35]})
+    a, b = measured_gains(table(["a1", "z9"])), measured_gains(table(["z9", "a1"]))
+    assert a[2] == pytest.approx([0.3, 0.05]) and b[2] == a[2]
+
+
 @pytest.mark.parametrize("rise_share, verdict", [(0.0, "no-rise"), (0.03, "no-rise"), (0.10, "unresolved")])
 def test_one_sided_verdict(labdir, monkeypatch, rise_share, verdict):
     """Resamples that fall or stay, but neither alone in 95% of them: the one-sided answer 'does not rise'."""

@@ -49,9 +49,15 @@ def measured_gains(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: st
     """{n: [last - first validation value of each run]}, ordered by compute within a run (the first point is the
     before-training evaluation when it was stored). The raw end-to-end change, not the record-breaking envelope:
     the envelope of a flat, noisy curve rises by the running maximum of its noise, so a fitted gain alone can
-    report progress where none was made."""
+    report progress where none was made.
+
+    Runs are listed by (budget, problems_per_batch, seed) where the table has those columns, the run id last: run
+    ids hash the output path, and the order of the list is the order a bootstrap draws from, so the same sweep
+    written elsewhere gives the same intervals."""
     out: dict = {}
-    for (n, _run), g in df.sort_values([run_col, x], kind="stable").groupby([by, run_col], sort=True):
+    keys = [by] + [c for c in ("budget", "problems_per_batch", "seed") if c in df.columns and c != by] + [run_col]
+    for _, g in df.sort_values(keys + [x], kind="stable").groupby(keys, sort=True):
+        n = g[by].iloc[0]
         v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
         v = v[np.isfinite(v)]
         if v.size >= 2:
