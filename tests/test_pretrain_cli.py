@@ -130,3 +130,60 @@ def test_pretrain_data_parallel(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert main(["pretrain", "--processes", "0", "--tokens", "10", "--out", str(tmp_path / "x")]) == 2
     assert "--processes 0" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    """pids whose parent is pid (Linux /proc)."""
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_data_parallel_workers_die_with_a_killed_pretrain(tmp_path):
+    """kill -9 of `rlscale pretrain --processes 2` mid-run: its worker processes are gone within seconds instead of
+    training on as orphans (which is what a killed `rlscale lab` used to leave)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rlscale", "pretrain", "--size", "xs", "--tokens", "50000000",
+                             "--processes", "2", "--out", str(tmp_path / "m")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in _children(proc.pid) if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two data-parallel workers never started"
+        time.sleep(1.0)  # past their start-up
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

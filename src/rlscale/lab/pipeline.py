@@ -302,8 +302,12 @@ def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: 
     atomic_write_text(path, json.dumps({"records": res.records, "compute": compute}))
 
 
-def _profile_worker_main(jobs_file: str) -> None:
-    """Entry of a profile worker process: run the jobs listed in jobs_file (JSON list of _profile_part args)."""
+def _profile_worker_main(jobs_file: str, parent: int | None = None) -> None:
+    """Entry of a profile worker process: run the jobs listed in jobs_file (JSON list of _profile_part args); it
+    dies with the lab process `parent`."""
+    from rlscale.procs import die_with_parent
+
+    die_with_parent(parent)
     for job in json.loads(Path(jobs_file).read_text()):
         if not Path(job[-1]).exists():
             _profile_part(*job)
@@ -319,7 +323,8 @@ def _run_profile_workers(jobs: list, parts_dir: Path, workers: int, n_parts: int
     for w in range(min(workers, len(jobs))):
         jf = parts_dir / f"jobs_{w}.json"
         atomic_write_text(jf, json.dumps(jobs[w::workers]))
-        cmd = [sys.executable, "-c", f"from rlscale.lab.pipeline import _profile_worker_main as m; m({str(jf)!r})"]
+        cmd = [sys.executable, "-c",
+               f"from rlscale.lab.pipeline import _profile_worker_main as m; m({str(jf)!r}, {os.getpid()})"]
         procs.append(subprocess.Popen(cmd, env={**os.environ, **worker_env(1)}, stdin=subprocess.DEVNULL))
     t0, last = time.monotonic(), 0.0
     try:

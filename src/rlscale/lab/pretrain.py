@@ -15,6 +15,7 @@ with gloo all-reduce, so a step is one step on the union of the shards (same glo
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
@@ -208,14 +209,18 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
 
     with tempfile.TemporaryDirectory(prefix="rlscale-pretrain-") as tmp:
         target = out if out is not None else tmp + "/model"
-        mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous"), nprocs=cfg.processes,
-                           join=True, start_method="spawn")
+        mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous", os.getpid()),
+                           nprocs=cfg.processes, join=True, start_method="spawn")
         policy = TinyPolicy.load(target)
     return policy
 
 
-def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str) -> None:
+def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str, parent: int) -> None:
     import torch.distributed as dist
+
+    from rlscale.procs import die_with_parent
+
+    die_with_parent(parent)  # a killed `rlscale pretrain` / `rlscale lab` takes its workers with it
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=cfg.processes)
     try:

@@ -9,12 +9,10 @@ variable RLSCALE_SWEEP_TRAINER names another callable as `module:function` with 
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import importlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,15 +42,11 @@ def load_trainer(name: str | None = None) -> Callable[..., dict]:
 
 
 def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux); no-op elsewhere."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
+    """Die with the sweep driver (its pid is in RLSCALE_SWEEP_PARENT)."""
+    from rlscale.procs import die_with_parent as _die
+
     expected = os.environ.get(PARENT_ENV)
-    if expected and os.getppid() != int(expected):  # parent died before prctl took effect
-        os._exit(1)
+    _die(int(expected) if expected else None)
 
 
 def lock_held(path: Path) -> bool:
