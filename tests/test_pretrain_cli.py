@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -116,12 +117,33 @@ def test_dp_gradient_equals_union_batch():
         torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-7)
 
 
-def test_pretrain_data_parallel(tmp_path, capsys):
-    """Two processes: learns, records the process count, and two runs give bit-identical weights."""
+def test_pretrain_data_parallel(tmp_path, capfd):
+    """Two processes: learns, records the process count, and a run killed (-9) mid-way and started again gives
+    bit-identical weights to an uninterrupted one (every rank reloads the checkpoint and replays its stream)."""
+    import subprocess
+    import sys
+    import time
+
+    from rlscale.lab.pretrain import state_path
+
     outs = [tmp_path / "a", tmp_path / "b"]
-    for out in outs:
-        assert main(["pretrain", "--size", "xs", "--tokens", "150000", "--seed", "1", "--processes", "2",
-                     "--out", str(out), "--quiet"]) == 0
+    args = ["pretrain", "--size", "xs", "--tokens", "150000", "--seed", "1", "--processes", "2"]
+    assert main([*args, "--out", str(outs[0]), "--quiet"]) == 0
+    state = state_path(outs[1])
+    proc = subprocess.Popen([sys.executable, "-m", "rlscale", *args, "--out", str(outs[1]), "--quiet",
+                             "--checkpoint-every-s", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.kill()
+    proc.wait()
+    assert state.exists() and not outs[1].exists()
+    steps_done = torch.load(state, weights_only=False)["steps"]
+    assert main([*args, "--out", str(outs[1])]) == 0  # the same command resumes
+    assert f"resuming from step {steps_done}" in capfd.readouterr().err
+    assert not state.exists()  # removed once the model is written
     meta = json.loads((outs[0] / "rlscale_model.json").read_text())
     assert meta["compute"]["processes"] == 2 and meta["compute"]["tokens"] >= 150000
     assert len(set(meta["data_recipe"]["stream_seeds"])) == 2
@@ -129,7 +151,41 @@ def test_pretrain_data_parallel(tmp_path, capsys):
     a, b = (TinyPolicy.load(str(o)).module.state_dict() for o in outs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert main(["pretrain", "--processes", "0", "--tokens", "10", "--out", str(tmp_path / "x")]) == 2
-    assert "--processes 0" in capsys.readouterr().err
+    assert "--processes 0" in capfd.readouterr().err
+
+
+def test_pretrain_resumes_after_a_crash_bit_identically_and_refuses_other_settings(tmp_path, monkeypatch):
+    """One process: a crash after some steps leaves the last checkpoint; the same call continues from it and ends
+    with the weights, tokens and steps of an uninterrupted run. A checkpoint of other settings is a one-line
+    error naming the field, and is left alone."""
+    import rlscale.lab.pretrain as P
+
+    cfg = PretrainConfig(size="xs", tokens=60000, seed=2, checkpoint_every_s=0.0)
+    ref = P.pretrain(cfg, out=str(tmp_path / "ref"), progress=False)
+    real, calls = P.dp_backward, {"n": 0}
+
+    def crash_at_7(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "dp_backward", crash_at_7)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        P.pretrain(cfg, out=str(out), progress=False)
+    state = P.state_path(out)
+    assert torch.load(state, weights_only=False)["steps"] == 6 and not out.exists()
+    with pytest.raises(UserError, match="seed: 2 vs 3"):
+        P.pretrain(dataclasses.replace(cfg, seed=3), out=str(out), progress=False)
+    assert state.exists()
+    monkeypatch.setattr(P, "dp_backward", real)
+    got = P.pretrain(dataclasses.replace(cfg, checkpoint_every_s=30.0), out=str(out), progress=False)
+    a, b = ref.module.state_dict(), got.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for k in ("tokens", "steps", "tokens_padded", "flops"):
+        assert got.meta["compute"][k] == ref.meta["compute"][k]
+    assert not state.exists()
 
 
 def _children(pid: int) -> list[int]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 HELP = "pretrain a tiny lab model on generated arith worked solutions (CPU, minutes)"
 DESCRIPTION = HELP + (
     "\n\nWrites DIR/{rlscale_model.json, model.safetensors, tokenizer.json} atomically; rlscale_model.json records"
-    "\nthe config, tokenizer, data recipe, compute spent (tokens, FLOPs, wall) and held-out loss."
+    "\nthe config, tokenizer, data recipe, compute spent (tokens, FLOPs, wall) and held-out loss. A resumable"
+    "\ncheckpoint (.DIR.pretrain-state.pt beside DIR) is written every --checkpoint-every-s; the same command"
+    "\nafter a crash or kill -9 continues from it and gives the same model as an uninterrupted run."
 )
 
 
@@ -34,6 +36,9 @@ def add_arguments(parser) -> None:
                         help="data-parallel processes, one per core (each takes 1/P of every step's batch)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads per process (1 is fastest on a shared machine)")
+    parser.add_argument("--checkpoint-every-s", type=float, default=60.0,
+                        help="seconds between resumable checkpoints (0: every step); the same command after a crash "
+                             "or kill continues from the last one, bit-identically")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -57,7 +62,8 @@ def run(args) -> int:
     cfg = PretrainConfig(size=args.size, tokens=args.tokens, minutes=args.minutes, seed=args.seed,
                          alt_format_frac=args.alt_format_frac, slip_frac=args.slip_frac, slip_kind=args.slip_kind,
                          step_weights=parse_weights(args.step_weights), lr=args.lr,
-                         threads=args.threads, processes=args.processes)
+                         threads=args.threads, processes=args.processes,
+                         checkpoint_every_s=args.checkpoint_every_s)
     out = args.out or f"lab/models/{args.size}"
     policy = pretrain(cfg, out=out, progress=not args.quiet)
     c = policy.meta["compute"]

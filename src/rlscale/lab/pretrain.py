@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,9 @@ class PretrainConfig:
     """torch intra-op threads per process (1 on a shared machine; results differ in the last bits with more)"""
     processes: int = 1
     """data-parallel worker processes (one per core); each takes 1/processes of every step's batch_tokens"""
+    checkpoint_every_s: float = 60.0
+    """seconds between resumable checkpoints (0: after every step); a killed run started again with the same
+    config continues from the last one, bit-identically to an uninterrupted run"""
 
     def validate(self) -> PretrainConfig:
         get_size(self.size)
@@ -83,6 +87,8 @@ class PretrainConfig:
             raise UserError(f"--threads {self.threads}: must be >= 1")
         if not 1 <= self.processes <= 64:
             raise UserError(f"--processes {self.processes}: must be in [1, 64] (one per core)")
+        if self.checkpoint_every_s < 0:
+            raise UserError(f"--checkpoint-every-s {self.checkpoint_every_s}: must be >= 0")
         if not 0.0 <= self.slip_frac < 1.0:
             raise UserError(f"--slip-frac {self.slip_frac}: must be in [0, 1)")
         problem = None if self.step_weights is None else step_weights_problem(self.step_weights,
@@ -201,21 +207,25 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
     .meta holds the data recipe, compute spent and held-out loss. cfg.processes > 1 trains data-parallel in
     worker processes (rank 0 writes the checkpoint, which is then loaded here)."""
     cfg = cfg.validate()
+    state = None if out is None else str(state_path(out))
+    if state is not None:
+        check_state(state, cfg)
     if cfg.processes == 1:
-        return _train(cfg, out, progress, rank=0)
+        return _train(cfg, out, progress, rank=0, state=state)
     import tempfile
 
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="rlscale-pretrain-") as tmp:
         target = out if out is not None else tmp + "/model"
-        mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous", os.getpid()),
+        mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous", os.getpid(), state),
                            nprocs=cfg.processes, join=True, start_method="spawn")
         policy = TinyPolicy.load(target)
     return policy
 
 
-def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str, parent: int) -> None:
+def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str, parent: int,
+               state: str | None) -> None:
     import torch.distributed as dist
 
     from rlscale.procs import die_with_parent
@@ -224,13 +234,58 @@ def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_fi
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=cfg.processes)
     try:
-        _train(cfg, out if rank == 0 else None, progress and rank == 0, rank=rank)
+        _train(cfg, out if rank == 0 else None, progress and rank == 0, rank=rank, state=state)
     finally:
         dist.destroy_process_group()
 
 
-def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> TinyPolicy:
-    """The training loop of one process (rank) of cfg.processes; every rank holds identical weights."""
+STATE_IGNORES = ("checkpoint_every_s", "eval_every_s")
+"""config fields a resumed run may change (they do not touch the weights)"""
+
+
+def state_path(out: str | os.PathLike) -> Path:
+    """Where pretraining into `out` keeps its resumable checkpoint: a hidden file beside it, removed once `out` is
+    written."""
+    o = Path(out)
+    return o.parent / f".{o.name}.pretrain-state.pt"
+
+
+def _state_key(cfg: PretrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in STATE_IGNORES}
+
+
+def check_state(path: str, cfg: PretrainConfig) -> None:
+    """A checkpoint left by a run with other settings: a one-line error naming the first differing field."""
+    if not Path(path).exists():
+        return
+    try:
+        old = torch.load(path, weights_only=False)["config"]
+    except Exception:  # noqa: BLE001  (a torn or foreign file: say so, do not guess)
+        raise UserError(f"{path}: unreadable pretraining checkpoint; delete it to start over") from None
+    new = _state_key(cfg)
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        raise UserError(f"{path}: a checkpoint of a run with other settings ({diff[0]}: {old.get(diff[0])!r} vs "
+                        f"{new.get(diff[0])!r}); pass the same settings to resume it, or delete it to start over")
+
+
+def _save_state(path: str, cfg: PretrainConfig, model, opt, counters: dict) -> None:
+    import io as _io
+
+    from rlscale.io import atomic_write_bytes
+
+    buf = _io.BytesIO()
+    torch.save({"config": _state_key(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                **counters}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int, state: str | None = None) -> TinyPolicy:
+    """The training loop of one process (rank) of cfg.processes; every rank holds identical weights.
+
+    `state`: the resumable checkpoint (rank 0 writes it every cfg.checkpoint_every_s). When it exists every rank
+    loads it and replays its data stream to the checkpoint's step (the stream and its batching are deterministic
+    generators), so the run continues exactly where the checkpoint was taken."""
     torch.set_num_threads(cfg.threads)
     world = cfg.processes
     preset = get_size(cfg.size)
@@ -248,11 +303,23 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
     stream = corpus_stream(cfg.seed + 100_003 * rank, arith_cfg, exclude=heldout_questions())
     batch_iter = batches(stream, tok, preset.batch_tokens // world, random.Random(cfg.seed + 1 + 100_003 * rank))
 
-    t0 = time.time()
     tokens = padded = steps = 0
-    flops = 0.0
+    flops, wall_prev = 0.0, 0.0
     ema = None
-    last_print = last_eval = t0
+    if state is not None and Path(state).exists():
+        ck = torch.load(state, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        steps, tokens, padded, flops, ema, wall_prev = (ck[k] for k in ("steps", "tokens", "padded", "flops", "ema",
+                                                                        "wall_s"))
+        for _ in range(steps):  # replay this rank's stream to where the checkpoint was taken
+            next(batch_iter)
+        if progress:
+            print(f"pretrain {cfg.size}: resuming from step {steps} ({tokens:,} tokens, {wall_prev:.0f}s) of "
+                  f"{state}", file=sys.stderr, flush=True)
+    t0 = time.time()
+    tokens0 = tokens
+    last_print = last_eval = last_ckpt = t0
     held = None
     while True:
         ids, tgt = make_batch(next(batch_iter), tok.pad_id)
@@ -262,7 +329,7 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
                                                float(ids.numel()), 3.0 * ids.numel() *
                                                flops_per_token(policy.config, ids.shape[1] // 2),
                                                time.time() - t0], dtype=torch.float64))
-        elapsed = float(counts[4]) / world
+        elapsed = wall_prev + float(counts[4]) / world
         frac = tokens / budget_tokens if budget_tokens else elapsed / (60.0 * cfg.minutes)
         if frac >= 1.0:
             break
@@ -280,17 +347,21 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
         lv = float(_all_reduce_sum(ls.to(torch.float64))) / float(counts[0])  # the step's global mean loss
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         now = time.time()
+        if state is not None and rank == 0 and now - last_ckpt >= cfg.checkpoint_every_s:
+            _save_state(state, cfg, model, opt, {"steps": steps, "tokens": tokens, "padded": padded, "flops": flops,
+                                                 "ema": ema, "wall_s": wall_prev + now - t0})
+            last_ckpt = now
         if rank == 0 and now - last_eval >= cfg.eval_every_s:
             held = heldout_loss(model, tok, cfg.heldout_docs)
             last_eval = now
         if progress and now - last_print >= 5.0:
-            rate = tokens / (now - t0)
-            eta = (budget_tokens - tokens) / max(rate, 1e-9) if budget_tokens else 60.0 * cfg.minutes - (now - t0)
+            rate = (tokens - tokens0) / max(now - t0, 1e-9)
+            eta = (budget_tokens - tokens) / max(rate, 1e-9) if budget_tokens else 60.0 * cfg.minutes - elapsed
             held_s = f" heldout {held:.3f}" if held is not None else ""
             print(f"pretrain {cfg.size}: step {steps} tokens {tokens:,} ({rate:,.0f}/s) loss {ema:.3f}{held_s} "
                   f"lr {lr:.2e} ETA {max(0.0, eta):.0f}s", file=sys.stderr, flush=True)
             last_print = now
-    wall = time.time() - t0
+    wall = wall_prev + time.time() - t0
     model.eval()
     if rank != 0:
         return policy
@@ -312,4 +383,6 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int) -> T
               f"process{'es' if world > 1 else ''}, held-out loss {held:.4f}", file=sys.stderr, flush=True)
     if out is not None:
         policy.save(out)
+        if state is not None:
+            Path(state).unlink(missing_ok=True)  # the model is written: nothing left to resume
     return policy
