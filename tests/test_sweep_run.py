@@ -98,6 +98,21 @@ def test_run_export_status_and_resume(tmp_path, capsys):
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
 
 
+def test_forked_and_fresh_interpreter_runs_give_the_same_sweep(tmp_path, monkeypatch):
+    """Runs forked from the fork server (default) and runs in a fresh interpreter (RLSCALE_SWEEP_FORK=0) write
+    the same records; a forked run's log gets its output."""
+    spec = make_spec(tmp_path, seeds="0, 1")
+    tables = {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv("RLSCALE_SWEEP_FORK", mode)
+        out = tmp_path / f"fork{mode}"
+        assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+        tables[mode] = load_sweep_table(out)
+        logs = list((out / "logs").glob("*.log"))
+        assert len(logs) == 8 and all('"summary"' in p.read_text() for p in logs)  # the worker's last line
+    pd.testing.assert_frame_equal(tables["1"], tables["0"])
+
+
 def test_changed_spec_new_ids_and_conflict_refused(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", "run", str(make_spec(tmp_path)), "--out", str(out), "--no-progress"]) == 0

@@ -79,5 +79,32 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def forked_main(argv: list[str], env: dict, log_path: str) -> None:
+    """Entry of a run forked from the sweep driver's fork server (which has torch and the trainer imported, so a
+    run starts in milliseconds instead of re-importing them): output to log_path, the run's environment, then
+    `main`; the exit code is main's. The fork server is this process's parent. It exits when the driver dies (its
+    "alive" pipe reaches EOF), and PR_SET_PDEATHSIG then takes the run down too; for that the run must not hold a
+    copy of the pipe's write end, which multiprocessing hands every forked child, so it is closed here."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        server._forkserver_alive_fd = None
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update({**env, PARENT_ENV: str(os.getppid())})
+    try:
+        code = main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
