@@ -36,6 +36,12 @@ def config_from_dict(cls: type[T], d: dict[str, Any], what: str, help_cmd: str) 
     return cls(**d)
 
 
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two config dicts (missing counts as None), sorted: the first one names the
+    field in a "made with other settings" error."""
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """dataclasses.asdict with tuples as lists (what from_dict accepts back)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

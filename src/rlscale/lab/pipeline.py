@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlscale.config import changed_keys
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
@@ -600,7 +601,7 @@ def check_lab_dir(p: LabPreset, out: Path) -> None:
     new = {"preset": p.to_dict()}
     if path.exists():
         old = json.loads(path.read_text()).get("preset", {})
-        diff = [k for k in sorted(set(old) | set(new["preset"])) if old.get(k) != new["preset"].get(k)]
+        diff = changed_keys(old, new["preset"])
         if diff:
             raise UserError(f"{out}: holds a lab made with a different preset ({diff[0]}: {old.get(diff[0])!r} vs "
                             f"{new['preset'].get(diff[0])!r}); use a new --out or the same preset")

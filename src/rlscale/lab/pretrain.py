@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rlscale.config import changed_keys
 from rlscale.errors import UserError
 from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
 from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
@@ -263,21 +264,17 @@ def check_state(path: str, cfg: PretrainConfig) -> None:
     except Exception:  # noqa: BLE001  (a torn or foreign file: say so, do not guess)
         raise UserError(f"{path}: unreadable pretraining checkpoint; delete it to start over") from None
     new = _state_key(cfg)
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diff = changed_keys(old, new)
     if diff:
         raise UserError(f"{path}: a checkpoint of a run with other settings ({diff[0]}: {old.get(diff[0])!r} vs "
                         f"{new.get(diff[0])!r}); pass the same settings to resume it, or delete it to start over")
 
 
 def _save_state(path: str, cfg: PretrainConfig, model, opt, counters: dict) -> None:
-    import io as _io
+    from rlscale.io import atomic_torch_save
 
-    from rlscale.io import atomic_write_bytes
-
-    buf = _io.BytesIO()
-    torch.save({"config": _state_key(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                **counters}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, {"config": _state_key(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             **counters})
 
 
 def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int, state: str | None = None) -> TinyPolicy:

@@ -720,12 +720,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     store.truncate_after(start if ckpt is not None else -1)
     if use_ref:
         if not ref_path.exists():
-            import io as _io
+            from rlscale.io import atomic_torch_save
 
-            from rlscale.io import atomic_write_bytes
-            buf = _io.BytesIO()
-            torch.save({k: v.detach().clone() for k, v in module.state_dict().items()}, buf)
-            atomic_write_bytes(ref_path, buf.getvalue())
+            atomic_torch_save(ref_path, {k: v.detach().clone() for k, v in module.state_dict().items()})
         ref_policy = copy.copy(policy)
         ref_policy.module = copy.deepcopy(module)
         ref_policy.module.load_state_dict(torch.load(ref_path, weights_only=False))
