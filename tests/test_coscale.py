@@ -125,11 +125,12 @@ def setup(tmp_path_factory):
 
 
 def micro_args(s, out, *extra):
-    # a warm-up SFT with a high LR makes some problems solvable, so GRPO partitions are exercised
+    # a warm-up SFT with a high LR makes some problems solvable, so GRPO partitions are exercised (30 epochs: with
+    # 40 or 50 the run leaves none solvable in one of the fused and torch paths, so it depends on rounding)
     return ["coscale", "--model", s["model"], "--task", "arith", "--train-set", s["train"], "--val-set", s["val"],
             "--budget-rollouts", "1500", "--out", str(out), "--eval-n", "8", "--collect-n", "4", "--rl-steps", "2",
             "--plateau-window", "1", "--max-iterations", "2", "--max-new-tokens", "24", "--val-n", "2",
-            "--sft-epochs", "40", "--sft-lr", "1e-2", "--sft-batch-size", "8", "--warmup-problems", "5",
+            "--sft-epochs", "30", "--sft-lr", "1e-2", "--sft-batch-size", "8", "--warmup-problems", "5",
             "--problems-per-batch", "2", "--solved-at", "0.95", "--json", *extra]
 
 

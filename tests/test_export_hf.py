@@ -30,6 +30,11 @@ def exported(tmp_path_factory):
     return TinyPolicy.load(str(d / "ck")), d / "hf"
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """fp32 logits equal up to summation order: 1e-5 of their scale (ours run the fused trunk, HF eager ops)."""
+    return float((a - b).abs().max()) <= 1e-5 * max(1.0, float(a.abs().max()))
+
+
 def test_logits_and_greedy_match(exported, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -47,9 +52,9 @@ def test_logits_and_greedy_match(exported, monkeypatch):
         # a plain HF forward counts pads too, equal up to RoPE rounding (attention depends on relative positions)
         theirs = model(**enc, position_ids=(enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits
         one = torch.tensor([pol.tokenizer.encode(prompts[0])])
-        assert (model(one).logits - pol.module(one)).abs().max() < 1e-4
+        assert close(model(one).logits, pol.module(one))
     real = enc["attention_mask"].bool()
-    assert (ours[real] - theirs[real]).abs().max() < 1e-4
+    assert close(ours[real], theirs[real])
     with torch.no_grad():
         gen = model.generate(**enc, do_sample=False, max_new_tokens=30, pad_token_id=tok.pad_token_id,
                              eos_token_id=tok.eos_token_id)

@@ -562,7 +562,8 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
         acc = R.eval_accuracy(f"it{it}/eval_pool", start, active)
         start_classes = {i: classify(a, cfg.unsolvable_below, cfg.solved_at) for i, a in acc.items()}
         classes.update(start_classes)
-        rec["pool_start"] = class_counts(classes)
+        pool_start = dict(classes)  # the whole pool: problems solved in earlier iterations stay 'solved'
+        rec["pool_start"] = class_counts(pool_start)
         # ---- 3. multi-solution SFT on the unsolvable problems, then re-evaluate them -------------------------
         unsolvable = [i for i in active if classes[i] == "unsolvable" and refs.get(i)]
         rl_model, after_sft = start, {}
@@ -629,7 +630,7 @@ def run_coscale(cfg: CoScaleConfig, out_dir: str | Path, progress: bool = True) 
             h = R.harvest(f"it{it}/p{j}/harvest", models[j], ids)
             for i, a in h["acc"].items():
                 end_classes[i] = classify(a, cfg.unsolvable_below, cfg.solved_at)
-        rec["transitions"] = transitions(start_classes, end_classes)
+        rec["transitions"] = transitions(pool_start, end_classes)  # over the same problems as pool_start
         classes = end_classes
         rec["pool_end"] = class_counts(classes)
         # ---- 6. re-distillation: SFT the iteration's start policy on the union ---------------------------------

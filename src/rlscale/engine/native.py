@@ -47,14 +47,14 @@ def _compiler() -> str | None:
     return None
 
 
-def library_path() -> Path:
-    src = SRC.read_bytes()
+def library_path(src_path: Path = SRC) -> Path:
+    src = src_path.read_bytes()
     key = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_key().encode() + platform.machine().encode())
     cache = Path(os.environ.get("RLSCALE_CACHE", Path.home() / ".cache" / "rlscale"))
-    return cache / f"tiny_decode_{key.hexdigest()[:16]}.so"
+    return cache / f"{src_path.stem.lstrip('_')}_{key.hexdigest()[:16]}.so"
 
 
-def build(path: Path) -> None:
+def build(path: Path, src_path: Path = SRC) -> None:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler (set CC)")
@@ -62,7 +62,7 @@ def build(path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, str(SRC), "-o", tmp, "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([cc, *FLAGS, str(src_path), "-o", tmp, "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
         os.replace(tmp, path)
@@ -71,21 +71,29 @@ def build(path: Path) -> None:
             os.unlink(tmp)
 
 
+def compile_and_load(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | None:
+    """Build (once per source, flags and CPU; cached) and load the C library of `src_path`; None, with a one-line
+    note naming `what` and the `fallback` used instead, when RLSCALE_NATIVE=0 or there is no working compiler."""
+    if os.environ.get("RLSCALE_NATIVE", "1") == "0":
+        return None
+    try:
+        path = library_path(src_path)
+        if not path.exists():
+            build(path, src_path)
+        return ctypes.CDLL(str(path))
+    except (OSError, RuntimeError) as e:
+        print(f"[rlscale] {what} unavailable ({e}); using {fallback}", file=sys.stderr)
+        return None
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled decode library, or None (then the torch loop is used). Built at most once per process."""
     global _lib, _tried
     if _tried:
         return _lib
     _tried = True
-    if os.environ.get("RLSCALE_NATIVE", "1") == "0":
-        return None
-    try:
-        path = library_path()
-        if not path.exists():
-            build(path)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, RuntimeError) as e:
-        print(f"[rlscale] native sampler unavailable ({e}); using the torch decode loop", file=sys.stderr)
+    lib = compile_and_load(SRC, "native sampler", "the torch decode loop")
+    if lib is None:
         return None
     f = lib.tiny_decode
     ptr_t, int_t = ctypes.c_void_p, ctypes.c_int

@@ -195,6 +195,16 @@ class TinyGPT(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """input_ids (B, T). attention_mask (B, T) 1 = real token; None = all real. Logits (B, T, V).
+
+        Runs the fused trunk when it applies (as forward_grouped), else forward_torch, the reference."""
+        from rlscale.models import fused
+
+        if input_ids.shape[1] <= self.cfg.max_seq_len and fused.usable(self):
+            return fused.forward(self, input_ids, attention_mask)
+        return self.forward_torch(input_ids, attention_mask)
+
+    def forward_torch(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids (B, T). attention_mask (B, T) 1 = real token (left or right padding); None = all real.
 
         Logits at real positions are exact for any padding. A right-padded mask (every row: real tokens, then pads;
@@ -219,7 +229,20 @@ class TinyGPT(nn.Module):
 
     def forward_grouped(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor
                         ) -> tuple[Tensor, Tensor]:
-        """Shared-prefix forward: each prompt runs once for all of its completions.
+        """Shared-prefix forward: each prompt runs once for all of its completions (see forward_grouped_torch).
+
+        Runs the fused trunk (rlscale.models.fused: C kernels between torch matmuls, hand-written backward) when it
+        applies (fp32, no autocast, C compiler present, RLSCALE_NATIVE not 0), else the torch reference."""
+        from rlscale.models import fused
+
+        if fused.usable(self):
+            return fused.forward_grouped(self, prompt_ids, prompt_mask, comp_ids, group)
+        return self.forward_grouped_torch(prompt_ids, prompt_mask, comp_ids, group)
+
+    def forward_grouped_torch(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor
+                              ) -> tuple[Tensor, Tensor]:
+        """Shared-prefix forward in torch ops (the reference of the fused path): each prompt runs once for all of
+        its completions.
 
         prompt_ids (G, P) left-padded, prompt_mask (G, P) 1 = real token (every prompt has one); comp_ids (R, C)
         right-padded completions, row r continuing prompt group[r] (R,). Returns (logits (G, V) at each prompt's last

@@ -1,0 +1,345 @@
+/* The non-matmul kernels of the lab TinyGPT's fused forward/backward (rlscale.models.fused drives them; the
+ * matmuls stay in torch, whose BLAS is faster than anything hand-written at these shapes).
+ *
+ * The rows of one call are a packed "grouped" batch: G prompt streams of P positions (left-padded, mask pm), then
+ * R completion streams of C positions, completion r continuing prompt group[r]. Row index: prompt (g, i) -> g*P+i,
+ * completion (r, t) -> G*P + r*C + t. Attention masks are exactly rlscale.models.tiny's:
+ *   prompt query (g, i) sees prompt keys j <= i that are real, and always itself (so a pad row is never empty);
+ *   completion query (r, t) sees the real prompt keys of group[r] and completion keys s <= t of its own row.
+ * Everything is fp32 and single-threaded (each trainer worker thread runs its own micro-batch); the caller passes
+ * contiguous row-major buffers. No -ffast-math (see rlscale.engine.native).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* exp(x) for x <= 88 (Cephes' expf: range reduction by ln 2 in two parts, degree-6 polynomial, 2^n by exponent
+ * bits; within 2 ulp of libm's expf). Written branch-free so that GCC vectorises the loops that call it (libm's
+ * expf is a scalar call). Results below 2^-126 are flushed to 2^-126 (callers multiply masked entries by 0). */
+static inline float vexp(float x) {
+    x = x < -87.33654f ? -87.33654f : x;
+    x = x > 88.3762626647949f ? 88.3762626647949f : x;
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+               1.6666665459e-1f) * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float sc;
+    memcpy(&sc, &e, sizeof sc);
+    return y * sc;
+}
+
+/* out = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps), per row of d. */
+void rms_fwd(int64_t N, int d, const float *x, const float *w, float eps, float *out, float *rstd) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * d;
+        float ss = 0.f;
+        for (int j = 0; j < d; j++) ss += xi[j] * xi[j];
+        float r = 1.0f / sqrtf(ss / (float)d + eps);
+        rstd[i] = r;
+        float *oi = out + i * d;
+        for (int j = 0; j < d; j++) oi[j] = w[j] * (xi[j] * r);
+    }
+}
+
+/* dx += rstd * (dy - y * mean(dy * y)) with y = x * rstd, dy = dout * w;  dw += sum_rows dout * y. */
+void rms_bwd(int64_t N, int d, const float *x, const float *w, const float *rstd, const float *dout, float *dx,
+             float *dw) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = x + i * d, *gi = dout + i * d;
+        float r = rstd[i], dot = 0.f;
+        for (int j = 0; j < d; j++) {
+            float y = xi[j] * r;
+            dot += gi[j] * w[j] * y;
+            dw[j] += gi[j] * y;
+        }
+        dot /= (float)d;
+        float *di = dx + i * d;
+        for (int j = 0; j < d; j++) di[j] += r * (gi[j] * w[j] - xi[j] * r * dot);
+    }
+}
+
+/* gu rows (N, 2ff) = [g, u] -> out (N, ff) = silu(g) * u. */
+void swiglu_fwd(int64_t N, int ff, const float *gu, float *out) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *g = gu + i * 2 * ff, *u = g + ff;
+        float *o = out + i * ff;
+        for (int j = 0; j < ff; j++) o[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];
+    }
+}
+
+/* d[g, u] from dout: dg = dout * u * s * (1 + g * (1 - s)), du = dout * silu(g), s = sigmoid(g). */
+void swiglu_bwd(int64_t N, int ff, const float *gu, const float *dout, float *dgu) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *g = gu + i * 2 * ff, *u = g + ff, *go = dout + i * ff;
+        float *dg = dgu + i * 2 * ff, *du = dg + ff;
+        for (int j = 0; j < ff; j++) {
+            float s = 1.0f / (1.0f + vexp(-g[j]));
+            du[j] = go[j] * g[j] * s;
+            dg[j] = go[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+        }
+    }
+}
+
+/* RoPE in place on H heads of hd at column `col` of rows with stride `stride` (HF Llama layout: the two halves
+ * of a head rotate together). cos/sin: tables (positions, hd); pos (N,). inverse = 1 applies the transpose (the
+ * backward of the rotation). */
+void rope(int64_t N, int H, int hd, float *x, int stride, int col, const int64_t *pos, const float *cos,
+          const float *sin, int inverse) {
+    int half = hd / 2;
+    for (int64_t i = 0; i < N; i++) {
+        const float *c = cos + pos[i] * hd, *s = sin + pos[i] * hd;
+        for (int h = 0; h < H; h++) {
+            float *v = x + i * stride + col + h * hd;
+            for (int k = 0; k < half; k++) {
+                float a = v[k], b = v[k + half];
+                if (!inverse) {
+                    v[k] = a * c[k] - b * s[k];
+                    v[k + half] = b * c[k + half] + a * s[k + half];
+                } else {
+                    v[k] = a * c[k] + b * s[k + half];
+                    v[k + half] = b * c[k + half] - a * s[k];
+                }
+            }
+        }
+    }
+}
+
+typedef float vf __attribute__((vector_size(32)));  /* 8 floats: AVX2 registers (two NEON registers) */
+#define VL 8
+static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline int round8(int n) { return (n + VL - 1) / VL * VL; }
+
+/* s[0:8 nb] = sum_e q[e] * KT[e, 0:8 nb] (KT: hd rows of stride nkp): scores of one query against 8 nb keys,
+ * four blocks of 8 at a time (independent accumulators hide the FMA latency). */
+static inline void scores_row(const float *q, int hd, const float *KT, int nkp, int nb, float *s) {
+    int jb = 0;
+    for (; jb + 4 <= nb; jb += 4) {
+        vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int e = 0; e < hd; e++) {
+            const float *k = KT + (int64_t)e * nkp + jb * VL;
+            float qe = q[e];
+            a0 += qe * vload(k);
+            a1 += qe * vload(k + VL);
+            a2 += qe * vload(k + 2 * VL);
+            a3 += qe * vload(k + 3 * VL);
+        }
+        vstore(s + jb * VL, a0);
+        vstore(s + (jb + 1) * VL, a1);
+        vstore(s + (jb + 2) * VL, a2);
+        vstore(s + (jb + 3) * VL, a3);
+    }
+    for (; jb < nb; jb++) {
+        vf acc = {0};
+        for (int e = 0; e < hd; e++) acc += q[e] * vload(KT + (int64_t)e * nkp + jb * VL);
+        vstore(s + jb * VL, acc);
+    }
+}
+
+/* out[0:hp] = sum_{k < n} c[k * cs] * rows[k, 0:hp] (rows of stride hp, hp a multiple of 8): in registers. */
+static inline void combine_rows(int n, const float *c, int64_t cs, const float *rows, int hp, float *out) {
+    for (int e0 = 0; e0 < hp; e0 += 4 * VL) {
+        int nv = (hp - e0) / VL < 4 ? (hp - e0) / VL : 4;
+        vf acc[4] = {{0}, {0}, {0}, {0}};
+        for (int k = 0; k < n; k++) {
+            float ck = c[k * cs];
+            const float *r = rows + (int64_t)k * hp + e0;
+            for (int v = 0; v < nv; v++) acc[v] += ck * vload(r + v * VL);
+        }
+        for (int v = 0; v < nv; v++) vstore(out + e0 + v * VL, acc[v]);
+    }
+}
+
+/* One attention block of one head: nq queries Q (nq, hp) against nk keys K, V (nk, hp), gathered with the head
+ * dimension zero-padded to hp; KT/VT (hp, nkp) transposed copies (nkp = nk rounded up to 8, zero-padded).
+ * Query i sees keys j < lim[i] with okf[j] = 1, and key self[i] always (self: NULL = none). */
+typedef struct {
+    int nq, nk, nkp, hd, hp;
+    const float *Q, *K, *V, *KT, *VT, *okf;
+    const int *lim, *self;
+} block_t;
+
+static inline float keep_of(const block_t *b, int i, int j) {
+    return (b->self && j == b->self[i]) ? 1.f : b->okf[j];
+}
+
+/* S (nq, nkp) = the probabilities (0 where masked), Y (nq, hp) = S V. */
+static void block_fwd(const block_t *b, float *S, float *Y, float scale) {
+    for (int i = 0; i < b->nq; i++) {
+        float *s = S + (int64_t)i * b->nkp;
+        int lim = b->lim[i], nb = (lim + VL - 1) / VL;
+        float q[b->hd];
+        for (int e = 0; e < b->hd; e++) q[e] = b->Q[i * b->hp + e] * scale;
+        scores_row(q, b->hd, b->KT, b->nkp, nb, s);
+        float m = -INFINITY;
+        for (int j = 0; j < lim; j++) {
+            float v = keep_of(b, i, j) > 0.f ? s[j] : -INFINITY;
+            m = v > m ? v : m;
+        }
+        float sum = 0.f;
+        for (int j = 0; j < lim; j++) {
+            s[j] = vexp(s[j] - m) * keep_of(b, i, j);
+            sum += s[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < lim; j++) s[j] *= inv;
+        for (int j = lim; j < b->nkp; j++) s[j] = 0.f;
+        combine_rows(lim, s, 1, b->V, b->hp, Y + (int64_t)i * b->hp);
+    }
+}
+
+/* With dS = S * (dY V^T - rowsum(S * dY V^T)) * scale: dQ (nq, hp) = dS K, dK (nk, hp) = dS^T Q, dV = S^T dY.
+ * dS: scratch (nq, nkp). */
+static void block_bwd(const block_t *b, const float *S, const float *dY, float *dQ, float *dK, float *dV,
+                      float *dS, float scale) {
+    int nq = b->nq, nkp = b->nkp, hp = b->hp;
+    int maxlim = 0;
+    for (int i = 0; i < nq; i++) {
+        const float *s = S + (int64_t)i * nkp;
+        float *ds = dS + (int64_t)i * nkp;
+        int lim = b->lim[i], nb = (lim + VL - 1) / VL;
+        maxlim = lim > maxlim ? lim : maxlim;
+        scores_row(dY + (int64_t)i * hp, b->hd, b->VT, nkp, nb, ds);
+        float D = 0.f;
+        for (int j = 0; j < lim; j++) D += s[j] * ds[j];
+        for (int j = 0; j < lim; j++) ds[j] = s[j] * (ds[j] - D) * scale;
+        for (int j = lim; j < nkp; j++) ds[j] = 0.f;
+        combine_rows(lim, ds, 1, b->K, hp, dQ + (int64_t)i * hp);
+    }
+    /* key j is seen by queries i with lim[i] > j; lim is non-decreasing in i, so those are i >= first[j] */
+    int i0 = 0;
+    for (int j = 0; j < b->nk; j++) {
+        while (i0 < nq && b->lim[i0] <= j) i0++;
+        if (i0 >= nq || j >= maxlim) {
+            memset(dK + (int64_t)j * hp, 0, sizeof(float) * hp);
+            memset(dV + (int64_t)j * hp, 0, sizeof(float) * hp);
+            continue;
+        }
+        combine_rows(nq - i0, dS + (int64_t)i0 * nkp + j, nkp, b->Q + (int64_t)i0 * hp, hp, dK + (int64_t)j * hp);
+        combine_rows(nq - i0, S + (int64_t)i0 * nkp + j, nkp, dY + (int64_t)i0 * hp, hp, dV + (int64_t)j * hp);
+    }
+}
+
+typedef struct {
+    int G, P, R, C, H, hd;
+    const float *qkv;
+    const uint8_t *pm;
+    const int64_t *group;
+} layout_t;
+
+static void *xmalloc(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) abort();
+    return p;
+}
+
+/* rows [r0, r0 + cnt) of column block col (0 q, 1 k, 2 v), head h of qkv -> dst (cnt, hp), zero-padded */
+static void gather(const layout_t *L, int64_t r0, int cnt, int col, int h, int hp, float *dst) {
+    int d = L->H * L->hd;
+    for (int i = 0; i < cnt; i++) {
+        memcpy(dst + (int64_t)i * hp, L->qkv + (r0 + i) * 3 * d + col * d + h * L->hd, sizeof(float) * L->hd);
+        for (int e = L->hd; e < hp; e++) dst[(int64_t)i * hp + e] = 0.f;
+    }
+}
+
+static void transpose(const float *X, int n, int hp, int nkp, float *XT) {
+    for (int e = 0; e < hp; e++) {
+        for (int j = 0; j < n; j++) XT[(int64_t)e * nkp + j] = X[(int64_t)j * hp + e];
+        for (int j = n; j < nkp; j++) XT[(int64_t)e * nkp + j] = 0.f;
+    }
+}
+
+/* dqkv[rows r0.., column block col, head h] += src (cnt, hp) */
+static void scatter_add(const layout_t *L, float *dqkv, int64_t r0, int cnt, int col, int h, int hp,
+                        const float *src) {
+    int d = L->H * L->hd;
+    for (int i = 0; i < cnt; i++) {
+        float *o = dqkv + (r0 + i) * 3 * d + col * d + h * L->hd;
+        for (int e = 0; e < L->hd; e++) o[e] += src[(int64_t)i * hp + e];
+    }
+}
+
+/* Offset of the probabilities of block (stream s, head h) in the saved buffer: prompt blocks (P, round8(P)),
+ * completion blocks (C, round8(P + C)). */
+static int64_t block_offset(const layout_t *L, int s, int h) {
+    int64_t GP = (int64_t)L->G * L->P, pb = (int64_t)L->P * round8(L->P), cb = (int64_t)L->C * round8(L->P + L->C);
+    return s < L->G ? ((int64_t)s * L->H + h) * pb : GP / L->P * L->H * pb + ((int64_t)(s - L->G) * L->H + h) * cb;
+}
+
+/* Runs every (stream, head) block forward (probs and y) or backward (dy -> dqkv, which the caller zeroed). */
+static void attention(const layout_t *L, float *probs, float *y, const float *dy, float *dqkv, int backward) {
+    int G = L->G, P = L->P, C = L->C, H = L->H, hd = L->hd, d = H * hd, hp = round8(hd);
+    int nkmax = P + C, nkpmax = round8(nkmax), nqmax = P > C ? P : C;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *Q = xmalloc(sizeof(float) * nqmax * hp), *K = xmalloc(sizeof(float) * nkmax * hp);
+    float *V = xmalloc(sizeof(float) * nkmax * hp), *KT = xmalloc(sizeof(float) * nkpmax * hp);
+    float *VT = xmalloc(sizeof(float) * nkpmax * hp), *Yb = xmalloc(sizeof(float) * nqmax * hp);
+    float *dQ = xmalloc(sizeof(float) * nqmax * hp), *dK = xmalloc(sizeof(float) * nkmax * hp);
+    float *dV = xmalloc(sizeof(float) * nkmax * hp), *dS = xmalloc(sizeof(float) * nqmax * nkpmax);
+    float *okf = xmalloc(sizeof(float) * nkmax);
+    int *lim = xmalloc(sizeof(int) * nqmax), *self = xmalloc(sizeof(int) * nqmax);
+    int64_t GP = (int64_t)G * P;
+    for (int s = 0; s < G + L->R; s++) {
+        int prompt = s < G;
+        int64_t g = prompt ? s : L->group[s - G], q0 = prompt ? g * P : GP + (int64_t)(s - G) * C;
+        int nq = prompt ? P : C, nk = prompt ? P : P + C, nkp = round8(nk);
+        for (int j = 0; j < P; j++) okf[j] = L->pm[g * P + j] ? 1.f : 0.f;
+        for (int j = P; j < nk; j++) okf[j] = 1.f;
+        for (int i = 0; i < nq; i++) {
+            lim[i] = prompt ? i + 1 : P + i + 1;
+            self[i] = i;
+        }
+        block_t b = {nq, nk, nkp, hd, hp, Q, K, V, KT, VT, okf, lim, prompt ? self : NULL};
+        for (int h = 0; h < H; h++) {
+            float *S = probs + block_offset(L, s, h);
+            gather(L, q0, nq, 0, h, hp, Q);
+            gather(L, g * P, P, 1, h, hp, K);
+            gather(L, g * P, P, 2, h, hp, V);
+            if (!prompt) {
+                gather(L, q0, C, 1, h, hp, K + (int64_t)P * hp);
+                gather(L, q0, C, 2, h, hp, V + (int64_t)P * hp);
+            }
+            if (!backward) {
+                transpose(K, nk, hp, nkp, KT);
+                block_fwd(&b, S, Yb, scale);
+                for (int i = 0; i < nq; i++) memcpy(y + (q0 + i) * d + h * hd, Yb + (int64_t)i * hp, sizeof(float) * hd);
+            } else {
+                transpose(V, nk, hp, nkp, VT);
+                for (int i = 0; i < nq; i++) {
+                    memcpy(Yb + (int64_t)i * hp, dy + (q0 + i) * d + h * hd, sizeof(float) * hd);
+                    for (int e = hd; e < hp; e++) Yb[(int64_t)i * hp + e] = 0.f;
+                }
+                block_bwd(&b, S, Yb, dQ, dK, dV, dS, scale);
+                scatter_add(L, dqkv, q0, nq, 0, h, hp, dQ);
+                scatter_add(L, dqkv, g * P, P, 1, h, hp, dK);
+                scatter_add(L, dqkv, g * P, P, 2, h, hp, dV);
+                if (!prompt) {
+                    scatter_add(L, dqkv, q0, C, 1, h, hp, dK + (int64_t)P * hp);
+                    scatter_add(L, dqkv, q0, C, 2, h, hp, dV + (int64_t)P * hp);
+                }
+            }
+        }
+    }
+    free(Q); free(K); free(V); free(KT); free(VT); free(Yb); free(dQ); free(dK); free(dV); free(dS); free(okf);
+    free(lim); free(self);
+}
+
+/* y (N, d) = softmax(q k^T / sqrt(hd) + mask) v per head of the packed rows; qkv (N, 3d) = [q, k, v] with RoPE
+ * applied; probs (G H P round8(P) + R H C round8(P + C)) keeps the probabilities for the backward. */
+void attn_fwd(int G, int P, int R, int C, int H, int hd, const float *qkv, const uint8_t *pm, const int64_t *group,
+              float *probs, float *y) {
+    layout_t L = {G, P, R, C, H, hd, qkv, pm, group};
+    attention(&L, probs, y, NULL, NULL, 0);
+}
+
+/* Backward of attn_fwd: dqkv (N, 3d), zeroed by the caller, gets dq (before the inverse RoPE) and dk, dv summed
+ * over every query that attended each key (a prompt's keys over all of its completions). */
+void attn_bwd(int G, int P, int R, int C, int H, int hd, const float *qkv, const uint8_t *pm, const int64_t *group,
+              const float *probs, const float *dy, float *dqkv) {
+    layout_t L = {G, P, R, C, H, hd, qkv, pm, group};
+    attention(&L, (float *)probs, NULL, dy, dqkv, 1);
+}

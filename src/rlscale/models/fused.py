@@ -1,0 +1,235 @@
+"""The lab TinyGPT's fused forward and hand-written backward (fp32, CPU): the RL update's and pretraining's path.
+
+Why: at the lab's sizes (d_model 48-192, sequences <= 256) autograd over eager torch ops spends more time in
+~100 small kernels per layer (norms, RoPE, masks, softmax, SiLU, their backward, and the bookkeeping between them)
+than in the matmuls. Here one `torch.autograd.Function` runs the whole decoder trunk: the matmuls are torch's
+(BLAS), everything between them is one C call (`_tiny_fused.c`: RMSNorm, RoPE, masked attention with its saved
+probabilities, SwiGLU, and their backward), and the backward is written out layer by layer. The output head and
+the log-softmax stay in autograd (they are the loss's, and cheap at vocabulary 49).
+
+Same math and masks as `TinyGPT.forward_grouped` / `TinyGPT.forward` (the reference; tests compare logits and
+every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast is active;
+otherwise, or with RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rlscale.engine.native import compile_and_load
+
+SRC = Path(__file__).with_name("_tiny_fused.c")
+_lib: ctypes.CDLL | None = None
+_tried = False
+_lock = threading.Lock()  # trainer worker threads may ask at once: one build, one answer
+PARAMS_PER_LAYER = 9  # input norm, q, k, v, o, post-attention norm, gate, up, down
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (the reference torch path is then used). Built at most once per process."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            _lib = _configure(compile_and_load(SRC, "fused trunk", "the torch autograd path"))
+            _tried = True
+    return _lib
+
+
+def _configure(lib: ctypes.CDLL | None) -> ctypes.CDLL | None:
+    if lib is None:
+        return None
+    ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+    lib.rms_fwd.argtypes = [i64, i32, ptr, ptr, f32, ptr, ptr]
+    lib.rms_bwd.argtypes = [i64, i32, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.swiglu_fwd.argtypes = [i64, i32, ptr, ptr]
+    lib.swiglu_bwd.argtypes = [i64, i32, ptr, ptr, ptr]
+    lib.rope.argtypes = [i64, i32, i32, ptr, i32, i32, ptr, ptr, ptr, i32]
+    lib.attn_fwd.argtypes = [i32] * 6 + [ptr] * 5
+    lib.attn_bwd.argtypes = [i32] * 6 + [ptr] * 6
+    for f in (lib.rms_fwd, lib.rms_bwd, lib.swiglu_fwd, lib.swiglu_bwd, lib.rope, lib.attn_fwd, lib.attn_bwd):
+        f.restype = None
+    return lib
+
+
+def usable(module: torch.nn.Module) -> bool:
+    """Whether the fused path applies: fp32 weights on CPU, no autocast, the C kernels available and
+    RLSCALE_FUSED not "0" (which keeps the torch path, e.g. to measure against it)."""
+    w = module.model.embed_tokens.weight
+    return (os.environ.get("RLSCALE_FUSED", "1") != "0" and w.dtype == torch.float32 and w.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and load() is not None)
+
+
+@dataclass
+class Geometry:
+    """Row layout of one packed batch (see _tiny_fused.c): G prompt streams of P positions, R completion streams
+    of C positions continuing prompts `group`; every row's token id and RoPE position; the prompt mask."""
+    G: int
+    P: int
+    R: int
+    C: int
+    ids: Tensor  # (N,) int64
+    pos: Tensor  # (N,) int64
+    pm: Tensor  # (G, P) uint8
+    group: Tensor  # (R,) int64
+    cos: Tensor  # (max position + 1, hd)
+    sin: Tensor
+
+    @property
+    def N(self) -> int:  # noqa: N802
+        return self.G * self.P + self.R * self.C
+
+    def prob_count(self, H: int) -> int:
+        r8 = lambda k: -(-k // 8) * 8  # noqa: E731  (the C side's zero-padded key blocks)
+        return self.G * H * self.P * r8(self.P) + self.R * H * self.C * r8(self.P + self.C)
+
+
+def geometry(cfg, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor | None, group: Tensor | None
+             ) -> Geometry:
+    from rlscale.models.tiny import rope_cos_sin
+
+    G, P = prompt_ids.shape
+    pm = prompt_mask.bool()
+    pos_p = (pm.long().cumsum(-1) - 1).clamp(min=0)  # (G, P), as padded_causal
+    if comp_ids is None:
+        R, C, group = 0, 0, torch.zeros(0, dtype=torch.long)
+        ids, pos = prompt_ids.reshape(-1), pos_p.reshape(-1)
+    else:
+        R, C = comp_ids.shape
+        group = group.long().contiguous()
+        pos_c = pm.sum(1)[group][:, None] + torch.arange(C)  # (R, C)
+        ids = torch.cat((prompt_ids.reshape(-1), comp_ids.reshape(-1)))
+        pos = torch.cat((pos_p.reshape(-1), pos_c.reshape(-1)))
+    cos, sin = rope_cos_sin(torch.arange(int(pos.max()) + 1), cfg.head_dim, cfg.rope_theta)
+    return Geometry(G, P, R, C, ids.long().contiguous(), pos.contiguous(), pm.to(torch.uint8).contiguous(),
+                    group, cos.contiguous(), sin.contiguous())
+
+
+def _p(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+def _rms(lib, x: Tensor, w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    out, rstd = torch.empty_like(x), torch.empty(x.shape[0])
+    lib.rms_fwd(x.shape[0], x.shape[1], _p(x), _p(w), eps, _p(out), _p(rstd))
+    return out, rstd
+
+
+def _rms_bwd(lib, x: Tensor, w: Tensor, rstd: Tensor, dout: Tensor, dx: Tensor) -> Tensor:
+    """dx += d(rms)/dx . dout (in place); returns the weight's gradient."""
+    dw = torch.zeros_like(w)
+    lib.rms_bwd(x.shape[0], x.shape[1], _p(x), _p(w), _p(rstd), _p(dout), _p(dx), _p(dw))
+    return dw
+
+
+def _rope(lib, geo: Geometry, qkv: Tensor, H: int, hd: int, inverse: int) -> None:
+    d = H * hd
+    for col in (0, d):  # q, then k
+        lib.rope(geo.N, H, hd, _p(qkv), 3 * d, col, _p(geo.pos), _p(geo.cos), _p(geo.sin), inverse)
+
+
+class _Trunk(torch.autograd.Function):
+    """(embedding, final norm, 9 weights per layer) -> final-normed hidden states (N, d) of the packed rows."""
+
+    @staticmethod
+    def forward(ctx, geo: Geometry, cfg, emb: Tensor, final_w: Tensor, *ws: Tensor) -> Tensor:  # noqa: ARG004
+        lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
+        N, npr = geo.N, geo.prob_count(H)
+        x = emb.index_select(0, geo.ids)
+        saved = []
+        for li in range(cfg.n_layers):
+            w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+            h1, r1 = _rms(lib, x, w1, eps)
+            qkv = h1 @ torch.cat((wq, wk, wv)).t()  # (N, 3d)
+            _rope(lib, geo, qkv, H, hd, 0)
+            probs, y = torch.empty(npr), torch.empty_like(x)
+            lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs), _p(y))
+            xm = torch.addmm(x, y, wo.t())
+            h2, r2 = _rms(lib, xm, w2, eps)
+            gu = h2 @ torch.cat((wg, wu)).t()  # (N, 2 ff)
+            a = torch.empty(N, cfg.d_ff)
+            lib.swiglu_fwd(N, cfg.d_ff, _p(gu), _p(a))
+            saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a))
+            x = torch.addmm(xm, a, wd.t())
+        hn, rf = _rms(lib, x, final_w, eps)
+        ctx.geo, ctx.cfg, ctx.layers, ctx.final = geo, cfg, saved, (x, rf)
+        ctx.save_for_backward(emb, final_w, *ws)
+        return hn
+
+    @staticmethod
+    def backward(ctx, dhn: Tensor):
+        lib, geo, cfg = load(), ctx.geo, ctx.cfg
+        H, hd = cfg.n_heads, cfg.head_dim
+        emb, final_w, *ws = ctx.saved_tensors
+        xf, rf = ctx.final
+        dx = torch.zeros_like(xf)
+        d_final = _rms_bwd(lib, xf, final_w, rf, dhn.contiguous(), dx)
+        grads: list[Tensor] = [None] * len(ws)  # type: ignore[list-item]
+        for li in reversed(range(cfg.n_layers)):
+            w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+            x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a = ctx.layers[li]
+            # MLP: x_out = xm + (silu(g) * u) @ wd^T, [g, u] = rms(xm) @ [wg; wu]^T
+            dwd = dx.t() @ a
+            dgu, da = torch.empty_like(gu), dx @ wd  # named: a temporary's memory is freed before the C call
+            lib.swiglu_bwd(geo.N, cfg.d_ff, _p(gu), _p(da), _p(dgu))
+            dwgu = dgu.t() @ h2
+            dw2 = _rms_bwd(lib, xm, w2, r2, dgu @ torch.cat((wg, wu)), dx)  # dx is now dL/dxm
+            # attention: xm = x + attn(rms(x)) @ wo^T
+            dwo = dx.t() @ y
+            dqkv, dy = torch.zeros_like(qkv), dx @ wo
+            lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
+                         _p(dy), _p(dqkv))
+            _rope(lib, geo, dqkv, H, hd, 1)
+            dwqkv = dqkv.t() @ h1
+            dw1 = _rms_bwd(lib, x, w1, r1, dqkv @ torch.cat((wq, wk, wv)), dx)  # dx is now dL/dx
+            d = cfg.d_model
+            grads[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER] = [
+                dw1, dwqkv[:d], dwqkv[d:2 * d], dwqkv[2 * d:], dwo, dw2, dwgu[:cfg.d_ff], dwgu[cfg.d_ff:], dwd]
+        demb = torch.zeros_like(emb).index_add_(0, geo.ids, dx)
+        ctx.layers = ctx.final = None
+        return (None, None, demb, d_final, *grads)
+
+
+def trunk_params(module) -> list[Tensor]:
+    ps = []
+    for layer in module.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        ps += [layer.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
+               layer.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight]
+    return ps
+
+
+def trunk(module, geo: Geometry) -> Tensor:
+    """Final-normed hidden states (N, d) of the packed rows of `geo` (differentiable in every parameter)."""
+    return _Trunk.apply(geo, module.cfg, module.model.embed_tokens.weight, module.model.norm.weight,
+                        *trunk_params(module))
+
+
+def forward_grouped(module, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """TinyGPT.forward_grouped by the fused trunk: (logits (G, V) at each prompt's last token, (R, C, V))."""
+    geo = geometry(module.cfg, prompt_ids, prompt_mask, comp_ids, group)
+    hn = trunk(module, geo)
+    w = module.model.embed_tokens.weight
+    G, P, R, C = geo.G, geo.P, geo.R, geo.C
+    last = hn[torch.arange(G) * P + (P - 1)]
+    return last @ w.T, (hn[G * P:] @ w.T).view(R, C, -1)
+
+
+def forward(module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """TinyGPT.forward by the fused trunk (logits (B, T, V)); right padding or none runs pure causal, as there."""
+    B, T = input_ids.shape
+    am = torch.ones(B, T, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if T < 2 or bool((am[:, 1:] <= am[:, :-1]).all()):
+        am = torch.ones(B, T, dtype=torch.bool)  # right padding: pure causal (pads are never seen by real tokens)
+    geo = geometry(module.cfg, input_ids, am, None, None)
+    hn = trunk(module, geo)
+    return (hn @ module.model.embed_tokens.weight.T).view(B, T, -1)

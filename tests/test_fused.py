@@ -1,0 +1,113 @@
+"""The fused trunk (rlscale.models.fused) against the torch reference: logits and every parameter's gradient, for
+every lab size's head dimension, left-padded prompts, pad-only positions and completions of several lengths."""
+
+import pytest
+import torch
+
+from rlscale.lab.presets import SIZES
+from rlscale.models import fused
+from rlscale.models.tiny import TinyConfig, TinyGPT
+
+pytestmark = pytest.mark.skipif(fused.load() is None, reason="no C compiler: the fused path is not used")
+
+
+def model(size: str, seed: int = 0) -> TinyGPT:
+    sp = SIZES[size]
+    torch.manual_seed(seed)
+    m = TinyGPT(TinyConfig(vocab_size=49, d_model=sp.d_model, n_layers=sp.n_layers, n_heads=sp.n_heads,
+                           d_ff=sp.d_ff))
+    with torch.no_grad():  # off the init, so that norms and attention are not near-uniform
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def grads_of(m: TinyGPT, outputs) -> dict[str, torch.Tensor]:
+    """Gradients of a fixed random linear function of `outputs` (so every output element matters)."""
+    m.zero_grad()
+    g = torch.Generator().manual_seed(7)
+    sum((o * torch.randn(o.shape, generator=g)).sum() for o in outputs).backward()
+    return {k: p.grad.clone() for k, p in m.named_parameters()}
+
+
+def assert_close_grads(a: dict, b: dict) -> None:
+    for k in a:
+        scale = float(a[k].abs().max())
+        assert scale > 0, k
+        assert float((a[k] - b[k]).abs().max()) <= 1e-5 * scale, k
+
+
+@pytest.mark.parametrize("size", ["xs", "s", "m"])  # head dims 24, 32, 28 (not a multiple of 8)
+def test_grouped_forward_and_backward_match_torch(size):
+    m = model(size)
+    G, P, n, C = 3, 11, 3, 9
+    torch.manual_seed(1)
+    pid = torch.randint(0, 49, (G, P))
+    pm = torch.ones(G, P, dtype=torch.long)
+    pm[0, :4] = 0  # left padding
+    pm[2, :1] = 0
+    cid = torch.randint(0, 49, (G * n, C))
+    group = torch.tensor([2, 0, 1, 1, 0, 2, 0, 1, 2])  # rows not in group order
+    ref = m.forward_grouped_torch(pid, pm, cid, group)
+    g_ref = grads_of(m, ref)
+    out = fused.forward_grouped(m, pid, pm, cid, group)
+    g_out = grads_of(m, out)
+    for a, b in zip(ref, out):
+        assert a.shape == b.shape
+        assert float((a - b).detach().abs().max()) < 1e-5
+    assert_close_grads(g_ref, g_out)
+
+
+def test_full_sequence_forward_matches_torch_for_any_padding():
+    m = model("s", seed=3)
+    ids = torch.randint(0, 49, (4, 13))
+    am = torch.ones(4, 13, dtype=torch.long)
+    am[1, :5] = 0  # left
+    am[2, 9:] = 0  # right
+    am[3, 3:6] = 0  # inside: explicit mask path
+    for mask in (None, am):
+        ref = m.forward_torch(ids, mask)
+        g_ref = grads_of(m, [ref * (am[..., None] if mask is not None else 1)])
+        out = fused.forward(m, ids, mask)
+        g_out = grads_of(m, [out * (am[..., None] if mask is not None else 1)])
+        real = am.bool() if mask is not None else torch.ones(4, 13, dtype=torch.bool)
+        assert float((ref - out).detach()[real].abs().max()) < 1e-5
+        assert_close_grads(g_ref, g_out)
+
+
+def test_the_model_dispatches_to_the_fused_path_only_in_fp32_without_autocast(monkeypatch):
+    m = model("xs")
+    calls = []
+    real = fused.forward_grouped
+    monkeypatch.setattr(fused, "forward_grouped", lambda *a: calls.append(1) or real(*a))
+    pid, pm = torch.randint(0, 49, (2, 5)), torch.ones(2, 5, dtype=torch.long)
+    cid, group = torch.randint(0, 49, (4, 3)), torch.tensor([0, 0, 1, 1])
+    m.forward_grouped(pid, pm, cid, group)
+    assert calls == [1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m.forward_grouped(pid, pm, cid, group)
+    assert calls == [1]
+
+
+def test_concurrent_threads_give_the_single_thread_gradients():
+    """The trainer runs micro-batches on worker threads: the C calls must not share scratch state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = model("s", seed=5)
+    batches = []
+    for k in range(4):
+        torch.manual_seed(10 + k)
+        batches.append((torch.randint(0, 49, (2, 7)), torch.ones(2, 7, dtype=torch.long),
+                        torch.randint(0, 49, (6, 8)), torch.tensor([0, 0, 0, 1, 1, 1])))
+    params = list(m.parameters())
+
+    def grads(b):
+        last, comp = fused.forward_grouped(m, *b)
+        return torch.autograd.grad(comp.square().mean() + last.square().mean(), params)
+
+    alone = [grads(b) for b in batches]
+    with ThreadPoolExecutor(2) as ex:
+        together = list(ex.map(grads, batches * 2))
+    for a, b in zip(alone * 2, together):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
