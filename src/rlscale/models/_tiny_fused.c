@@ -114,43 +114,49 @@ static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline int round8(int n) { return (n + VL - 1) / VL * VL; }
 
-/* s[0:8 nb] = sum_e q[e] * KT[e, 0:8 nb] (KT: hd rows of stride nkp): scores of one query against 8 nb keys,
- * four blocks of 8 at a time (independent accumulators hide the FMA latency). */
-static inline void scores_row(const float *q, int hd, const float *KT, int nkp, int nb, float *s) {
-    int jb = 0;
-    for (; jb + 4 <= nb; jb += 4) {
-        vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (int e = 0; e < hd; e++) {
-            const float *k = KT + (int64_t)e * nkp + jb * VL;
-            float qe = q[e];
-            a0 += qe * vload(k);
-            a1 += qe * vload(k + VL);
-            a2 += qe * vload(k + 2 * VL);
-            a3 += qe * vload(k + 3 * VL);
+/* C (m, n) (+)= A (m, k; row stride lda) @ B (k, n; row stride ldb), C of row stride ldc; n a multiple of 8.
+ * Register blocks of 4 rows x 16 columns (8 accumulators; A broadcast, B loaded once per 4 rows). */
+static void gemm(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
+                 int accumulate) {
+    for (int i0 = 0; i0 < m; i0 += 4) {
+        int mr = m - i0 < 4 ? m - i0 : 4;
+        const float *a = A + (int64_t)i0 * lda;
+        for (int j0 = 0; j0 < n; j0 += 2 * VL) {
+            int two = j0 + 2 * VL <= n;
+            vf c[4][2] = {{{0}, {0}}, {{0}, {0}}, {{0}, {0}}, {{0}, {0}}};
+            if (mr == 4 && two) {
+                vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+                for (int p = 0; p < k; p++) {
+                    const float *bp = B + (int64_t)p * ldb + j0;
+                    vf b0 = vload(bp), b1 = vload(bp + VL);
+                    float a0 = a[p], a1 = a[lda + p], a2 = a[2 * lda + p], a3 = a[3 * lda + p];
+                    c00 += a0 * b0; c01 += a0 * b1;
+                    c10 += a1 * b0; c11 += a1 * b1;
+                    c20 += a2 * b0; c21 += a2 * b1;
+                    c30 += a3 * b0; c31 += a3 * b1;
+                }
+                c[0][0] = c00; c[0][1] = c01; c[1][0] = c10; c[1][1] = c11;
+                c[2][0] = c20; c[2][1] = c21; c[3][0] = c30; c[3][1] = c31;
+            } else {
+                for (int p = 0; p < k; p++) {
+                    const float *bp = B + (int64_t)p * ldb + j0;
+                    vf b0 = vload(bp), b1 = two ? vload(bp + VL) : (vf){0};
+                    for (int r = 0; r < mr; r++) {
+                        float ar = a[(int64_t)r * lda + p];
+                        c[r][0] += ar * b0;
+                        c[r][1] += ar * b1;
+                    }
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                float *cp = C + (int64_t)(i0 + r) * ldc + j0;
+                for (int v = 0; v < 1 + two; v++) {
+                    vf o = c[r][v];
+                    if (accumulate) o += vload(cp + v * VL);
+                    vstore(cp + v * VL, o);
+                }
+            }
         }
-        vstore(s + jb * VL, a0);
-        vstore(s + (jb + 1) * VL, a1);
-        vstore(s + (jb + 2) * VL, a2);
-        vstore(s + (jb + 3) * VL, a3);
-    }
-    for (; jb < nb; jb++) {
-        vf acc = {0};
-        for (int e = 0; e < hd; e++) acc += q[e] * vload(KT + (int64_t)e * nkp + jb * VL);
-        vstore(s + jb * VL, acc);
-    }
-}
-
-/* out[0:hp] = sum_{k < n} c[k * cs] * rows[k, 0:hp] (rows of stride hp, hp a multiple of 8): in registers. */
-static inline void combine_rows(int n, const float *c, int64_t cs, const float *rows, int hp, float *out) {
-    for (int e0 = 0; e0 < hp; e0 += 4 * VL) {
-        int nv = (hp - e0) / VL < 4 ? (hp - e0) / VL : 4;
-        vf acc[4] = {{0}, {0}, {0}, {0}};
-        for (int k = 0; k < n; k++) {
-            float ck = c[k * cs];
-            const float *r = rows + (int64_t)k * hp + e0;
-            for (int v = 0; v < nv; v++) acc[v] += ck * vload(r + v * VL);
-        }
-        for (int v = 0; v < nv; v++) vstore(out + e0 + v * VL, acc[v]);
     }
 }
 
@@ -163,65 +169,63 @@ typedef struct {
     const int *lim, *self;
 } block_t;
 
-static inline float keep_of(const block_t *b, int i, int j) {
-    return (b->self && j == b->self[i]) ? 1.f : b->okf[j];
-}
-
-/* S (nq, nkp) = the probabilities (0 where masked), Y (nq, hp) = S V. */
-static void block_fwd(const block_t *b, float *S, float *Y, float scale) {
-    for (int i = 0; i < b->nq; i++) {
-        float *s = S + (int64_t)i * b->nkp;
-        int lim = b->lim[i], nb = (lim + VL - 1) / VL;
-        float q[b->hd];
-        for (int e = 0; e < b->hd; e++) q[e] = b->Q[i * b->hp + e] * scale;
-        scores_row(q, b->hd, b->KT, b->nkp, nb, s);
+/* S (nq, nkp) = the probabilities (0 where masked), Y (nq, hp) = S V. Qs: scratch (nq, hp); okr: scratch (nk). */
+static void block_fwd(const block_t *b, float *S, float *Y, float *Qs, float *okr, float scale) {
+    int nq = b->nq, nkp = b->nkp, hp = b->hp;
+    for (int64_t i = 0; i < (int64_t)nq * hp; i++) Qs[i] = b->Q[i] * scale;
+    gemm(nq, nkp, b->hd, Qs, hp, b->KT, nkp, S, nkp, 0);
+    memcpy(okr, b->okf, sizeof(float) * b->nk);
+    for (int i = 0; i < nq; i++) {
+        float *s = S + (int64_t)i * nkp;
+        int lim = b->lim[i];
+        float saved = 0.f;
+        if (b->self) {  /* this row may also see itself */
+            saved = okr[b->self[i]];
+            okr[b->self[i]] = 1.f;
+        }
         float m = -INFINITY;
         for (int j = 0; j < lim; j++) {
-            float v = keep_of(b, i, j) > 0.f ? s[j] : -INFINITY;
+            float v = okr[j] > 0.f ? s[j] : -INFINITY;
             m = v > m ? v : m;
         }
         float sum = 0.f;
         for (int j = 0; j < lim; j++) {
-            s[j] = vexp(s[j] - m) * keep_of(b, i, j);
+            s[j] = vexp(s[j] - m) * okr[j];
             sum += s[j];
         }
         float inv = 1.0f / sum;
         for (int j = 0; j < lim; j++) s[j] *= inv;
-        for (int j = lim; j < b->nkp; j++) s[j] = 0.f;
-        combine_rows(lim, s, 1, b->V, b->hp, Y + (int64_t)i * b->hp);
+        for (int j = lim; j < nkp; j++) s[j] = 0.f;
+        if (b->self) okr[b->self[i]] = saved;
     }
+    gemm(nq, hp, b->nk, S, nkp, b->V, hp, Y, hp, 0);
+}
+
+static void transpose_to(const float *X, int rows, int cols, int ldx, float *XT, int ldt) {
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) XT[(int64_t)j * ldt + i] = X[(int64_t)i * ldx + j];
 }
 
 /* With dS = S * (dY V^T - rowsum(S * dY V^T)) * scale: dQ (nq, hp) = dS K, dK (nk, hp) = dS^T Q, dV = S^T dY.
- * dS: scratch (nq, nkp). */
+ * dS: scratch (nq, nkp); T: scratch (nkp, nq) for the transposes. */
 static void block_bwd(const block_t *b, const float *S, const float *dY, float *dQ, float *dK, float *dV,
-                      float *dS, float scale) {
-    int nq = b->nq, nkp = b->nkp, hp = b->hp;
-    int maxlim = 0;
+                      float *dS, float *T, float scale) {
+    int nq = b->nq, nk = b->nk, nkp = b->nkp, hp = b->hp;
+    gemm(nq, nkp, b->hd, dY, hp, b->VT, nkp, dS, nkp, 0);
     for (int i = 0; i < nq; i++) {
         const float *s = S + (int64_t)i * nkp;
         float *ds = dS + (int64_t)i * nkp;
-        int lim = b->lim[i], nb = (lim + VL - 1) / VL;
-        maxlim = lim > maxlim ? lim : maxlim;
-        scores_row(dY + (int64_t)i * hp, b->hd, b->VT, nkp, nb, ds);
+        int lim = b->lim[i];
         float D = 0.f;
         for (int j = 0; j < lim; j++) D += s[j] * ds[j];
         for (int j = 0; j < lim; j++) ds[j] = s[j] * (ds[j] - D) * scale;
         for (int j = lim; j < nkp; j++) ds[j] = 0.f;
-        combine_rows(lim, ds, 1, b->K, hp, dQ + (int64_t)i * hp);
     }
-    /* key j is seen by queries i with lim[i] > j; lim is non-decreasing in i, so those are i >= first[j] */
-    int i0 = 0;
-    for (int j = 0; j < b->nk; j++) {
-        while (i0 < nq && b->lim[i0] <= j) i0++;
-        if (i0 >= nq || j >= maxlim) {
-            memset(dK + (int64_t)j * hp, 0, sizeof(float) * hp);
-            memset(dV + (int64_t)j * hp, 0, sizeof(float) * hp);
-            continue;
-        }
-        combine_rows(nq - i0, dS + (int64_t)i0 * nkp + j, nkp, b->Q + (int64_t)i0 * hp, hp, dK + (int64_t)j * hp);
-        combine_rows(nq - i0, S + (int64_t)i0 * nkp + j, nkp, dY + (int64_t)i0 * hp, hp, dV + (int64_t)j * hp);
-    }
+    gemm(nq, hp, nk, dS, nkp, b->K, hp, dQ, hp, 0);
+    transpose_to(dS, nq, nk, nkp, T, nq);
+    gemm(nk, hp, nq, T, nq, b->Q, hp, dK, hp, 0);
+    transpose_to(S, nq, nk, nkp, T, nq);
+    gemm(nk, hp, nq, T, nq, dY, hp, dV, hp, 0);
 }
 
 typedef struct {
@@ -280,6 +284,7 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
     float *VT = xmalloc(sizeof(float) * nkpmax * hp), *Yb = xmalloc(sizeof(float) * nqmax * hp);
     float *dQ = xmalloc(sizeof(float) * nqmax * hp), *dK = xmalloc(sizeof(float) * nkmax * hp);
     float *dV = xmalloc(sizeof(float) * nkmax * hp), *dS = xmalloc(sizeof(float) * nqmax * nkpmax);
+    float *Qs = xmalloc(sizeof(float) * nqmax * hp), *Tb = xmalloc(sizeof(float) * nkpmax * nqmax);
     float *okf = xmalloc(sizeof(float) * nkmax);
     int *lim = xmalloc(sizeof(int) * nqmax), *self = xmalloc(sizeof(int) * nqmax);
     int64_t GP = (int64_t)G * P;
@@ -305,7 +310,7 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
             }
             if (!backward) {
                 transpose(K, nk, hp, nkp, KT);
-                block_fwd(&b, S, Yb, scale);
+                block_fwd(&b, S, Yb, Qs, dS, scale);
                 for (int i = 0; i < nq; i++) memcpy(y + (q0 + i) * d + h * hd, Yb + (int64_t)i * hp, sizeof(float) * hd);
             } else {
                 transpose(V, nk, hp, nkp, VT);
@@ -313,7 +318,7 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
                     memcpy(Yb + (int64_t)i * hp, dy + (q0 + i) * d + h * hd, sizeof(float) * hd);
                     for (int e = hd; e < hp; e++) Yb[(int64_t)i * hp + e] = 0.f;
                 }
-                block_bwd(&b, S, Yb, dQ, dK, dV, dS, scale);
+                block_bwd(&b, S, Yb, dQ, dK, dV, dS, Tb, scale);
                 scatter_add(L, dqkv, q0, nq, 0, h, hp, dQ);
                 scatter_add(L, dqkv, g * P, P, 1, h, hp, dK);
                 scatter_add(L, dqkv, g * P, P, 2, h, hp, dV);
@@ -324,7 +329,7 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
             }
         }
     }
-    free(Q); free(K); free(V); free(KT); free(VT); free(Yb); free(dQ); free(dK); free(dV); free(dS); free(okf);
+    free(Q); free(K); free(V); free(KT); free(VT); free(Yb); free(dQ); free(dK); free(dV); free(dS); free(Qs); free(Tb); free(okf);
     free(lim); free(self);
 }
 
