@@ -111,3 +111,17 @@ def test_concurrent_threads_give_the_single_thread_gradients():
     for a, b in zip(alone * 2, together):
         for x, y in zip(a, b):
             assert torch.equal(x, y)
+
+
+def test_pretraining_keeps_the_torch_path(monkeypatch):
+    """The documented lab model is pretrained through forward_torch (see rlscale.lab.pretrain.loss_of)."""
+    from rlscale.lab.pretrain import loss_of
+
+    def refuse(*a, **k):
+        raise AssertionError("pretraining ran the fused trunk")
+
+    monkeypatch.setattr(fused, "forward", refuse)
+    m = model("xs")
+    ids = torch.randint(1, 49, (2, 9))
+    loss_of(m, ids, ids[:, 1:]).backward()
+    assert m.model.embed_tokens.weight.grad is not None
