@@ -22,3 +22,24 @@ def test_warmup_linear():
     assert warmup_factor(0, 0) == 1.0
     assert lr_at(0, 1e-4, 256, 128, "linear", 2) == pytest.approx(1e-4)
     assert lr_at(5, 1e-4, 256, 128, "linear", 2) == pytest.approx(2e-4)
+
+
+def test_trainer_adamw_is_fused_on_cpu_and_matches_the_loop():
+    import torch
+
+    from rlscale.rl.lr import adamw
+
+    outs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        w = [torch.randn(40, 24, requires_grad=True), torch.randn(24, requires_grad=True)]
+        opt = adamw(w, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1) if fused else \
+            torch.optim.AdamW(w, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for i in range(20):
+            for x in w:
+                x.grad = torch.sin(x.detach() * (i + 1))
+            opt.step()
+        outs.append([x.detach().clone() for x in w])
+    for a, b in zip(*outs):
+        assert float((a - b).abs().max()) < 1e-6

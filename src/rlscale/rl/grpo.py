@@ -675,7 +675,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     from rlscale.engine.base import SamplingParams, thread_map
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
     from rlscale.rl.losses import aggregation_weights, filter_masks
-    from rlscale.rl.lr import lr_at
+    from rlscale.rl.lr import adamw, lr_at
 
     cfg = with_model_defaults(with_task_defaults(cfg.validate()), policy)
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
@@ -701,8 +701,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     ref_policy = None
     module = policy.module
     params_list = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                            weight_decay=cfg.weight_decay)
+    opt = adamw(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
     # ---- resume or start: weights, optimizer, counters; rows after the checkpoint are rolled back ----
     store.sweep_temp()

@@ -1,4 +1,5 @@
-"""Learning-rate rules: a base LR anchored at a reference batch size, scaled with the batch, plus linear warmup.
+"""Learning-rate rules: a base LR anchored at a reference batch size, scaled with the batch, plus linear warmup;
+and the trainers' AdamW.
 
 B = rollouts_per_problem * problems_per_batch (rollouts per optimizer step). See tests/test_lr.py.
 """
@@ -28,3 +29,14 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 def lr_at(step: int, base_lr: float, batch: int, ref_batch: int, scaling: str, warmup_steps: int) -> float:
     """LR used by 0-based optimizer step `step`."""
     return scaled_lr(base_lr, batch, ref_batch, scaling) * warmup_factor(step, warmup_steps)
+
+
+def adamw(params: list, lr: float, betas: tuple[float, float], weight_decay: float):
+    """torch's AdamW, in its fused (single-kernel) form when every parameter is a floating tensor on CPU or CUDA:
+    the same update up to rounding (1e-7 here), and 0.9 ms instead of 3.4 ms per step for the lab model's 20
+    tensors on CPU, where the default loops over the tensors with ~10 small ops each (scratch measurement of stop
+    18). Pretraining keeps the default loop, so the documented lab model stays bit for bit the same."""
+    import torch
+
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)

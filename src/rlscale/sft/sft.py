@@ -110,7 +110,7 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
 
     from rlscale.compute import cumulative_forward_flops, training_flops
     from rlscale.rl.grpo import open_run, problem_indices
-    from rlscale.rl.lr import warmup_factor
+    from rlscale.rl.lr import adamw, warmup_factor
 
     cfg.validate()
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
@@ -135,7 +135,7 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
         store, _ = open_run(cfg, out_dir, resume)
     module = policy.module
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    opt = adamw(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     store.sweep_temp()
     counters = {"tokens": 0.0, "flops_train": 0.0, "wall_s": 0.0}
     start = 0
