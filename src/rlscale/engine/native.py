@@ -6,8 +6,9 @@ register-blocked matmuls. The torch loop in tiny_sampler.py stays the reference 
 fallback: no C compiler, a failed build, or RLSCALE_NATIVE=0 use it. The shared object is built with the system
 compiler (`$CC`, else cc/gcc) for this CPU (-march=native) into $RLSCALE_CACHE (default ~/.cache/rlscale), keyed by
 a hash of the source, flags and CPU flags; the build writes a temporary file and renames it (safe when several
-processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that let the compiler
-vectorise reductions and fuse multiply-adds are given one by one.
+processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that
+let the compiler vectorise reductions and fuse multiply-adds are given one by one. `compile_and_load` is shared
+by every C library of the package (this decode loop and rlscale.models.fused's kernels).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 SRC = Path(__file__).with_name("_tiny_decode.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
          "-fassociative-math", "-fPIC", "-shared", "-std=gnu11"]
 
-_lib: ctypes.CDLL | None = None
-_tried = False
+_loaded: dict[Path, ctypes.CDLL | None] = {}  # per source: the configured library, or None (not available)
+_load_lock = threading.Lock()
 
 
 def _cpu_key() -> str:
@@ -71,9 +74,24 @@ def build(path: Path, src_path: Path = SRC) -> None:
             os.unlink(tmp)
 
 
-def compile_and_load(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | None:
-    """Build (once per source, flags and CPU; cached) and load the C library of `src_path`; None, with a one-line
-    note naming `what` and the `fallback` used instead, when RLSCALE_NATIVE=0 or there is no working compiler."""
+def compile_and_load(src_path: Path, what: str, fallback: str,
+                     configure: Callable[[ctypes.CDLL], None] | None = None) -> ctypes.CDLL | None:
+    """The C library of `src_path`, built (cached on disk per source, flags and CPU), loaded and given its ctypes
+    signatures by `configure` at most once per process; None, with a one-line note naming `what` and the
+    `fallback` used instead, when RLSCALE_NATIVE=0 or there is no working compiler. Thread-safe: the sampler's and
+    the trainer's worker threads may ask at once."""
+    if src_path in _loaded:  # the hot path: every decode and every fused forward asks
+        return _loaded[src_path]
+    with _load_lock:
+        if src_path not in _loaded:
+            lib = _open(src_path, what, fallback)
+            if lib is not None and configure is not None:
+                configure(lib)
+            _loaded[src_path] = lib
+    return _loaded[src_path]
+
+
+def _open(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | None:
     if os.environ.get("RLSCALE_NATIVE", "1") == "0":
         return None
     try:
@@ -86,23 +104,18 @@ def compile_and_load(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | 
         return None
 
 
-def load() -> ctypes.CDLL | None:
-    """The compiled decode library, or None (then the torch loop is used). Built at most once per process."""
-    global _lib, _tried
-    if _tried:
-        return _lib
-    _tried = True
-    lib = compile_and_load(SRC, "native sampler", "the torch decode loop")
-    if lib is None:
-        return None
+def _configure_decode(lib: ctypes.CDLL) -> None:
     f = lib.tiny_decode
     ptr_t, int_t = ctypes.c_void_p, ctypes.c_int
     # 10 ints (shapes), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, K, V, cos, sin, pad, limit, noise,
     # logits0, eos, tokens, all_logits, end_at
     f.argtypes = [int_t] * 10 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 13 + [ctypes.c_int64] + [ptr_t] * 3
     f.restype = int_t
-    _lib = lib
-    return lib
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled decode library, or None (then the torch loop is used)."""
+    return compile_and_load(SRC, "native sampler", "the torch decode loop", _configure_decode)
 
 
 def ptr(t) -> int:

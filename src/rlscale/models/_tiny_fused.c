@@ -201,9 +201,12 @@ static void block_fwd(const block_t *b, float *S, float *Y, float *Qs, float *ok
     gemm(nq, hp, b->nk, S, nkp, b->V, hp, Y, hp, 0);
 }
 
-static void transpose_to(const float *X, int rows, int cols, int ldx, float *XT, int ldt) {
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++) XT[(int64_t)j * ldt + i] = X[(int64_t)i * ldx + j];
+/* XT (cols, ldt) = X (rows, cols; row stride ldx) transposed, each row of XT zero-filled from column rows to ldt. */
+static void transpose(const float *X, int rows, int cols, int ldx, float *XT, int ldt) {
+    for (int j = 0; j < cols; j++) {
+        for (int i = 0; i < rows; i++) XT[(int64_t)j * ldt + i] = X[(int64_t)i * ldx + j];
+        for (int i = rows; i < ldt; i++) XT[(int64_t)j * ldt + i] = 0.f;
+    }
 }
 
 /* With dS = S * (dY V^T - rowsum(S * dY V^T)) * scale: dQ (nq, hp) = dS K, dK (nk, hp) = dS^T Q, dV = S^T dY.
@@ -222,9 +225,9 @@ static void block_bwd(const block_t *b, const float *S, const float *dY, float *
         for (int j = lim; j < nkp; j++) ds[j] = 0.f;
     }
     gemm(nq, hp, nk, dS, nkp, b->K, hp, dQ, hp, 0);
-    transpose_to(dS, nq, nk, nkp, T, nq);
+    transpose(dS, nq, nk, nkp, T, nq);
     gemm(nk, hp, nq, T, nq, b->Q, hp, dK, hp, 0);
-    transpose_to(S, nq, nk, nkp, T, nq);
+    transpose(S, nq, nk, nkp, T, nq);
     gemm(nk, hp, nq, T, nq, dY, hp, dV, hp, 0);
 }
 
@@ -250,13 +253,6 @@ static void gather(const layout_t *L, int64_t r0, int cnt, int col, int h, int h
     }
 }
 
-static void transpose(const float *X, int n, int hp, int nkp, float *XT) {
-    for (int e = 0; e < hp; e++) {
-        for (int j = 0; j < n; j++) XT[(int64_t)e * nkp + j] = X[(int64_t)j * hp + e];
-        for (int j = n; j < nkp; j++) XT[(int64_t)e * nkp + j] = 0.f;
-    }
-}
-
 /* dqkv[rows r0.., column block col, head h] += src (cnt, hp) */
 static void scatter_add(const layout_t *L, float *dqkv, int64_t r0, int cnt, int col, int h, int hp,
                         const float *src) {
@@ -270,8 +266,8 @@ static void scatter_add(const layout_t *L, float *dqkv, int64_t r0, int cnt, int
 /* Offset of the probabilities of block (stream s, head h) in the saved buffer: prompt blocks (P, round8(P)),
  * completion blocks (C, round8(P + C)). */
 static int64_t block_offset(const layout_t *L, int s, int h) {
-    int64_t GP = (int64_t)L->G * L->P, pb = (int64_t)L->P * round8(L->P), cb = (int64_t)L->C * round8(L->P + L->C);
-    return s < L->G ? ((int64_t)s * L->H + h) * pb : GP / L->P * L->H * pb + ((int64_t)(s - L->G) * L->H + h) * cb;
+    int64_t pb = (int64_t)L->P * round8(L->P), cb = (int64_t)L->C * round8(L->P + L->C);
+    return s < L->G ? ((int64_t)s * L->H + h) * pb : (int64_t)L->G * L->H * pb + ((int64_t)(s - L->G) * L->H + h) * cb;
 }
 
 /* Runs every (stream, head) block forward (probs and y) or backward (dy -> dqkv, which the caller zeroed). */
@@ -309,11 +305,12 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
                 gather(L, q0, C, 2, h, hp, V + (int64_t)P * hp);
             }
             if (!backward) {
-                transpose(K, nk, hp, nkp, KT);
+                transpose(K, nk, hp, hp, KT, nkp);
                 block_fwd(&b, S, Yb, Qs, dS, scale);
-                for (int i = 0; i < nq; i++) memcpy(y + (q0 + i) * d + h * hd, Yb + (int64_t)i * hp, sizeof(float) * hd);
+                for (int i = 0; i < nq; i++)
+                    memcpy(y + (q0 + i) * d + h * hd, Yb + (int64_t)i * hp, sizeof(float) * hd);
             } else {
-                transpose(V, nk, hp, nkp, VT);
+                transpose(V, nk, hp, hp, VT, nkp);
                 for (int i = 0; i < nq; i++) {
                     memcpy(Yb + (int64_t)i * hp, dy + (q0 + i) * d + h * hd, sizeof(float) * hd);
                     for (int e = hd; e < hp; e++) Yb[(int64_t)i * hp + e] = 0.f;
@@ -329,8 +326,10 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
             }
         }
     }
-    free(Q); free(K); free(V); free(KT); free(VT); free(Yb); free(dQ); free(dK); free(dV); free(dS); free(Qs); free(Tb); free(okf);
-    free(lim); free(self);
+    float *bufs[] = {Q, K, V, KT, VT, Yb, dQ, dK, dV, dS, Qs, Tb, okf};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(lim);
+    free(self);
 }
 
 /* y (N, d) = softmax(q k^T / sqrt(hd) + mask) v per head of the packed rows; qkv (N, 3d) = [q, k, v] with RoPE

@@ -1,4 +1,4 @@
-"""The lab TinyGPT's fused forward and hand-written backward (fp32, CPU): the RL update's and pretraining's path.
+"""The lab TinyGPT's fused forward and hand-written backward (fp32, CPU): the RL update's and SFT's path.
 
 Why: at the lab's sizes (d_model 48-192, sequences <= 256) autograd over eager torch ops spends more time in
 ~100 small kernels per layer (norms, RoPE, masks, softmax, SiLU, their backward, and the bookkeeping between them)
@@ -7,16 +7,16 @@ than in the matmuls. Here one `torch.autograd.Function` runs the whole decoder t
 probabilities, SwiGLU, and their backward), and the backward is written out layer by layer. The output head and
 the log-softmax stay in autograd (they are the loss's, and cheap at vocabulary 49).
 
-Same math and masks as `TinyGPT.forward_grouped` / `TinyGPT.forward` (the reference; tests compare logits and
-every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast is active;
-otherwise, or with RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs.
+Same math and masks as `TinyGPT.forward_grouped_torch` / `TinyGPT.forward_torch` (the reference; tests compare
+logits and every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast is
+active; otherwise, or with RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs. Pretraining keeps
+the reference on purpose (see rlscale.lab.pretrain.loss_of).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,27 +26,15 @@ from torch import Tensor
 from rlscale.engine.native import compile_and_load
 
 SRC = Path(__file__).with_name("_tiny_fused.c")
-_lib: ctypes.CDLL | None = None
-_tried = False
-_lock = threading.Lock()  # trainer worker threads may ask at once: one build, one answer
 PARAMS_PER_LAYER = 9  # input norm, q, k, v, o, post-attention norm, gate, up, down
 
 
 def load() -> ctypes.CDLL | None:
-    """The compiled kernels, or None (the reference torch path is then used). Built at most once per process."""
-    global _lib, _tried
-    if _tried:
-        return _lib
-    with _lock:
-        if not _tried:
-            _lib = _configure(compile_and_load(SRC, "fused trunk", "the torch autograd path"))
-            _tried = True
-    return _lib
+    """The compiled kernels, or None (the reference torch path is then used)."""
+    return compile_and_load(SRC, "fused trunk", "the torch autograd path", _configure)
 
 
-def _configure(lib: ctypes.CDLL | None) -> ctypes.CDLL | None:
-    if lib is None:
-        return None
+def _configure(lib: ctypes.CDLL) -> None:
     ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.rms_fwd.argtypes = [i64, i32, ptr, ptr, f32, ptr, ptr]
     lib.rms_bwd.argtypes = [i64, i32, ptr, ptr, ptr, ptr, ptr, ptr]
@@ -57,15 +45,14 @@ def _configure(lib: ctypes.CDLL | None) -> ctypes.CDLL | None:
     lib.attn_bwd.argtypes = [i32] * 6 + [ptr] * 6
     for f in (lib.rms_fwd, lib.rms_bwd, lib.swiglu_fwd, lib.swiglu_bwd, lib.rope, lib.attn_fwd, lib.attn_bwd):
         f.restype = None
-    return lib
 
 
 def usable(module: torch.nn.Module) -> bool:
     """Whether the fused path applies: fp32 weights on CPU, no autocast, the C kernels available and
     RLSCALE_FUSED not "0" (which keeps the torch path, e.g. to measure against it)."""
     w = module.model.embed_tokens.weight
-    return (os.environ.get("RLSCALE_FUSED", "1") != "0" and w.dtype == torch.float32 and w.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-            and load() is not None)
+    return (os.environ.get("RLSCALE_FUSED", "1") != "0" and w.dtype == torch.float32 and w.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu") and load() is not None)
 
 
 @dataclass
@@ -147,17 +134,18 @@ class _Trunk(torch.autograd.Function):
         saved = []
         for li in range(cfg.n_layers):
             w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+            wqkv, wgu = torch.cat((wq, wk, wv)), torch.cat((wg, wu))  # (3d, d), (2 ff, d); kept for the backward
             h1, r1 = _rms(lib, x, w1, eps)
-            qkv = h1 @ torch.cat((wq, wk, wv)).t()  # (N, 3d)
+            qkv = h1 @ wqkv.t()  # (N, 3d)
             _rope(lib, geo, qkv, H, hd, 0)
             probs, y = torch.empty(npr), torch.empty_like(x)
             lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs), _p(y))
             xm = torch.addmm(x, y, wo.t())
             h2, r2 = _rms(lib, xm, w2, eps)
-            gu = h2 @ torch.cat((wg, wu)).t()  # (N, 2 ff)
+            gu = h2 @ wgu.t()  # (N, 2 ff)
             a = torch.empty(N, cfg.d_ff)
             lib.swiglu_fwd(N, cfg.d_ff, _p(gu), _p(a))
-            saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a))
+            saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wqkv, wgu))
             x = torch.addmm(xm, a, wd.t())
         hn, rf = _rms(lib, x, final_w, eps)
         ctx.geo, ctx.cfg, ctx.layers, ctx.final = geo, cfg, saved, (x, rf)
@@ -174,14 +162,14 @@ class _Trunk(torch.autograd.Function):
         d_final = _rms_bwd(lib, xf, final_w, rf, dhn.contiguous(), dx)
         grads: list[Tensor] = [None] * len(ws)  # type: ignore[list-item]
         for li in reversed(range(cfg.n_layers)):
-            w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
-            x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a = ctx.layers[li]
+            w1, _, _, _, wo, w2, _, _, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+            x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wqkv, wgu = ctx.layers[li]
             # MLP: x_out = xm + (silu(g) * u) @ wd^T, [g, u] = rms(xm) @ [wg; wu]^T
             dwd = dx.t() @ a
             dgu, da = torch.empty_like(gu), dx @ wd  # named: a temporary's memory is freed before the C call
             lib.swiglu_bwd(geo.N, cfg.d_ff, _p(gu), _p(da), _p(dgu))
             dwgu = dgu.t() @ h2
-            dw2 = _rms_bwd(lib, xm, w2, r2, dgu @ torch.cat((wg, wu)), dx)  # dx is now dL/dxm
+            dw2 = _rms_bwd(lib, xm, w2, r2, dgu @ wgu, dx)  # dx is now dL/dxm
             # attention: xm = x + attn(rms(x)) @ wo^T
             dwo = dx.t() @ y
             dqkv, dy = torch.zeros_like(qkv), dx @ wo
@@ -189,7 +177,7 @@ class _Trunk(torch.autograd.Function):
                          _p(dy), _p(dqkv))
             _rope(lib, geo, dqkv, H, hd, 1)
             dwqkv = dqkv.t() @ h1
-            dw1 = _rms_bwd(lib, x, w1, r1, dqkv @ torch.cat((wq, wk, wv)), dx)  # dx is now dL/dx
+            dw1 = _rms_bwd(lib, x, w1, r1, dqkv @ wqkv, dx)  # dx is now dL/dx
             d = cfg.d_model
             grads[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER] = [
                 dw1, dwqkv[:d], dwqkv[d:2 * d], dwqkv[2 * d:], dwo, dw2, dwgu[:cfg.d_ff], dwgu[cfg.d_ff:], dwd]
@@ -226,10 +214,12 @@ def forward_grouped(module, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: T
 
 def forward(module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     """TinyGPT.forward by the fused trunk (logits (B, T, V)); right padding or none runs pure causal, as there."""
+    from rlscale.models.tiny import pure_causal
+
     B, T = input_ids.shape
-    am = torch.ones(B, T, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    if T < 2 or bool((am[:, 1:] <= am[:, :-1]).all()):
-        am = torch.ones(B, T, dtype=torch.bool)  # right padding: pure causal (pads are never seen by real tokens)
+    am = attention_mask
+    if pure_causal(am):  # no padding or right padding (pads are never seen by real tokens)
+        am = torch.ones(B, T, dtype=torch.bool)
     geo = geometry(module.cfg, input_ids, am, None, None)
     hn = trunk(module, geo)
     return (hn @ module.model.embed_tokens.weight.T).view(B, T, -1)

@@ -75,6 +75,15 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
     return emb.cos(), emb.sin()
 
 
+def pure_causal(am: Tensor | None) -> bool:
+    """Whether a (B, T) attention mask (1 = real token; None = all real) can run as pure causal attention: no
+    padding, or right padding only (real tokens never see the later pads; logits at pads are not used)."""
+    if am is None or am.shape[1] < 2:
+        return True
+    am = am.bool()
+    return bool((am[:, 1:] <= am[:, :-1]).all())
+
+
 def padded_causal(am: Tensor) -> tuple[Tensor, Tensor]:
     """am (B, T) bool, True = real token (any padding) -> (positions (B, T) counting real tokens, the HF convention;
     attention mask (B, 1, T, T): causal over real keys, and pad queries see themselves so no row is all-masked)."""
@@ -200,9 +209,14 @@ class TinyGPT(nn.Module):
         Runs the fused trunk when it applies (as forward_grouped), else forward_torch, the reference."""
         from rlscale.models import fused
 
-        if input_ids.shape[1] <= self.cfg.max_seq_len and fused.usable(self):
+        if fused.usable(self):
+            self.check_context(input_ids.shape[1])
             return fused.forward(self, input_ids, attention_mask)
         return self.forward_torch(input_ids, attention_mask)
+
+    def check_context(self, T: int) -> None:
+        if T > self.cfg.max_seq_len:
+            raise UserError(f"sequence of {T} tokens exceeds the model context of {self.cfg.max_seq_len}")
 
     def forward_torch(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids (B, T). attention_mask (B, T) 1 = real token (left or right padding); None = all real.
@@ -211,11 +225,10 @@ class TinyGPT(nn.Module):
         what the RL update packs) takes the pure-causal fast path: real tokens never see later pads, so only the
         logits at pad positions (which every caller ignores) differ from the explicitly masked computation."""
         B, T = input_ids.shape
-        if T > self.cfg.max_seq_len:
-            raise UserError(f"sequence of {T} tokens exceeds the model context of {self.cfg.max_seq_len}")
+        self.check_context(T)
         x = self.model.embed_tokens(input_ids)
         am = None if attention_mask is None else attention_mask.bool()
-        if am is None or T < 2 or bool((am[:, 1:] <= am[:, :-1]).all()):  # no padding or right padding
+        if pure_causal(am):  # no padding or right padding
             cos, sin = rope_cos_sin(torch.arange(T), self.cfg.head_dim, self.cfg.rope_theta)  # (T, hd)
             mask = None  # pure causal: SDPA fast path, RoPE tables broadcast over the batch
         else:
