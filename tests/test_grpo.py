@@ -16,7 +16,7 @@ import torch
 
 from rlscale.cli import main
 from rlscale.errors import UserError
-from rlscale.rl.grpo import GRPOConfig, field_docs, grade, problem_indices, train
+from rlscale.rl.grpo import GRPOConfig, field_docs, grade, pack_completions, problem_indices, train
 from rlscale.store import RunStore
 
 torch.set_num_threads(1)
@@ -442,3 +442,16 @@ def test_workers_with_several_passes_over_a_batch_match_one_worker(tmp_path):
         assert [r["train/steps_per_batch"] for r in rows] == [2, 2]
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=5e-5)
     assert float((finals[0] - params_vec(tiny_policy())).abs().max()) > 1e-3
+
+
+def test_pack_completions_matches_row_by_row_construction():
+    toks = [[3, 4, 5], [], [7] * 9, [1]]
+    lps = [[-0.5, -1.0, -2.0], [], [-0.1] * 9, [-3.0]]
+    ids, mask, lp = pack_completions(toks, lps, pad_id=0)
+    C = 16  # longest (9) rounded up to 8
+    ref_ids, ref_mask, ref_lp = torch.zeros(4, C, dtype=torch.long), torch.zeros(4, C), torch.zeros(4, C)
+    for i, (t, x) in enumerate(zip(toks, lps)):
+        for j in range(len(t)):
+            ref_ids[i, j], ref_mask[i, j], ref_lp[i, j] = t[j], 1.0, x[j]
+    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask) and torch.equal(lp, ref_lp)
+    assert pack_completions([[]], [[]], 0)[0].shape == (1, 8)  # an empty completion still gets one padded block

@@ -179,3 +179,34 @@ def test_sequence_longer_than_context():
     with pytest.raises(UserError, match="context"):
         pol.module(torch.zeros(1, 97, dtype=torch.long))
     assert math.isfinite(float(pol.module(torch.zeros(1, 96, dtype=torch.long)).sum()))
+
+
+def test_left_pad_matches_row_by_row_construction():
+    from rlscale.models.base import left_pad
+
+    seqs = [[5, 6, 7], [], [1], [2, 3, 4, 8, 9]]
+    for width in (None, 5, 9):
+        ids, mask = left_pad(seqs, 0, width)
+        W = width or 5
+        ref_ids = torch.zeros(len(seqs), W, dtype=torch.long)
+        ref_mask = torch.zeros(len(seqs), W, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            for j, t in enumerate(s):
+                ref_ids[r, W - len(s) + j] = t
+                ref_mask[r, W - len(s) + j] = 1
+        assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
+    with pytest.raises(ValueError, match="width 3"):
+        left_pad(seqs, 0, 3)
+
+
+def test_native_library_hash_covers_included_headers(tmp_path, monkeypatch):
+    """A change to a header a C source includes gives a new library path (so it is rebuilt)."""
+    from rlscale.engine import native
+
+    monkeypatch.setenv("RLSCALE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "h.h").write_text("static int k(void) { return 1; }\n")
+    src = tmp_path / "_x.c"
+    src.write_text('#include "h.h"\nint f(void) { return k(); }\n')
+    before = native.library_path(src)
+    (tmp_path / "h.h").write_text("static int k(void) { return 2; }\n")
+    assert native.library_path(src) != before

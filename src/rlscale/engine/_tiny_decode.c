@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_simd.h"  /* vexp */
+
 /* SIMD width of the build target: 16 floats with AVX-512, else 8 (AVX2 / NEON pairs / generic); CB vectors of
  * columns x 4 rows of accumulators stay in registers (16 of 32 zmm, or 8 of 16 ymm). */
 #if defined(__AVX512F__)
@@ -175,7 +177,7 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
                         if (dot > mx) mx = dot;
                     }
                     float z = 0.0f;
-                    for (int s = s0; s <= tc; s++) { sc[s] = expf(sc[s] - mx); z += sc[s]; }
+                    for (int s = s0; s <= tc; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
                     float *out = att + (size_t)i * d + hh * hd;
                     for (int j = 0; j < hd; j++) out[j] = 0.0f;
                     for (int s = s0; s <= tc; s++) {
@@ -191,7 +193,7 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
             for (int i = 0; i < na; i++) {
                 const float *g = gu + (size_t)i * 2 * ff, *u = g + ff;
                 float *ar = a + (size_t)i * ff;
-                for (int j = 0; j < ff; j++) ar[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+                for (int j = 0; j < ff; j++) ar[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];
             }
             matmul(a, na, ff, wd[l], d, x, 1);
         }
@@ -202,4 +204,91 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
     free(rows);
     free(nxt);
     return t;
+}
+
+/*
+ * Prefill U distinct left-padded prompts of width P (the torch prefill's math, see tiny_sampler.py) and fill the KV
+ * cache of every row b from its prompt inv[b]: slots [0, P) of K, Vc (nL, B, H, Tmax, hd).
+ *   ids (U, P) token ids; upad (U,) left padding; cos_p, sin_p (U, P, hd) RoPE tables at the prompt positions
+ *   (real tokens counted from 0, pads at 0); weights as tiny_decode.
+ * Real queries attend to the real keys at or before them; a pad query attends to itself (its output only reaches
+ * pad positions, whose cache slots are never read). Output: logits (U, V) at the last position. Returns 0, or -1
+ * when out of memory.
+ */
+int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int P, int Tmax, const int64_t *ids,
+                 const int64_t *upad, const int64_t *inv, const float *emb, const float *head_t, float norm_eps,
+                 const float *const *wqkvr, const float *const *wo, const float *const *wgu,
+                 const float *const *wd, const float *eps, const float *cos_p, const float *sin_p, float *K,
+                 float *Vc, float *logits) {
+    size_t N = (size_t)U * P, layer_stride = (size_t)B * H * Tmax * hd;
+    size_t kv = (size_t)U * H * P * hd;
+    float *buf = malloc(sizeof(float) * (N * (3 * d + 5 * d + 2 * ff + ff) + 2 * kv + (size_t)P + (size_t)U * d));
+    if (!buf) return -1;
+    float *x = buf, *h = x + N * d, *att = h + N * d, *y5 = att + N * d, *gu = y5 + N * 5 * d, *a = gu + N * 2 * ff;
+    float *kp = a + N * ff, *vp = kp + kv, *sc = vp + kv, *last = sc + P;  /* kp, vp: (U, H, P, hd) */
+    for (size_t r = 0; r < N; r++) memcpy(x + r * d, emb + (size_t)ids[r] * d, sizeof(float) * d);
+    for (int l = 0; l < nL; l++) {
+        rms_rows(x, (int)N, d, eps[l], h);
+        matmul(h, (int)N, d, wqkvr[l], 5 * d, y5, 0);
+        for (int u = 0; u < U; u++) {
+            for (int hh = 0; hh < H; hh++) {
+                float *Kh = kp + ((size_t)u * H + hh) * P * hd, *Vh = vp + ((size_t)u * H + hh) * P * hd;
+                for (int i = 0; i < P; i++) {  /* RoPE'd keys and the values of this (prompt, head) */
+                    const float *yr = y5 + ((size_t)u * P + i) * 5 * d;
+                    const float *cs = cos_p + ((size_t)u * P + i) * hd, *sn = sin_p + ((size_t)u * P + i) * hd;
+                    for (int j = 0; j < hd; j++) {
+                        int o = hh * hd + j;
+                        Kh[(size_t)i * hd + j] = yr[d + o] * cs[j] + yr[4 * d + o] * sn[j];
+                        Vh[(size_t)i * hd + j] = yr[2 * d + o];
+                    }
+                }
+                int s0 = (int)upad[u];
+                for (int i = 0; i < P; i++) {
+                    const float *yr = y5 + ((size_t)u * P + i) * 5 * d;
+                    const float *cs = cos_p + ((size_t)u * P + i) * hd, *sn = sin_p + ((size_t)u * P + i) * hd;
+                    float q[hd];
+                    for (int j = 0; j < hd; j++) q[j] = yr[hh * hd + j] * cs[j] + yr[3 * d + hh * hd + j] * sn[j];
+                    int lo = i < s0 ? i : s0;  /* a pad query sees only itself */
+                    float mx = -INFINITY;
+                    for (int s = lo; s <= i; s++) {
+                        const float *kr = Kh + (size_t)s * hd;
+                        float dot = 0.0f;
+                        for (int j = 0; j < hd; j++) dot += q[j] * kr[j];
+                        sc[s] = dot;
+                        if (dot > mx) mx = dot;
+                    }
+                    float z = 0.0f;
+                    for (int s = lo; s <= i; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
+                    float *out = att + ((size_t)u * P + i) * d + hh * hd;
+                    for (int j = 0; j < hd; j++) out[j] = 0.0f;
+                    for (int s = lo; s <= i; s++) {
+                        const float *vr = Vh + (size_t)s * hd;
+                        float p = sc[s] / z;
+                        for (int j = 0; j < hd; j++) out[j] += p * vr[j];
+                    }
+                }
+            }
+        }
+        for (int b = 0; b < B; b++)  /* every row's cache slots [0, P) from its prompt */
+            for (int hh = 0; hh < H; hh++) {
+                size_t src = ((size_t)inv[b] * H + hh) * P * hd;
+                size_t dst = (size_t)l * layer_stride + ((size_t)b * H + hh) * Tmax * hd;
+                memcpy(K + dst, kp + src, sizeof(float) * P * hd);
+                memcpy(Vc + dst, vp + src, sizeof(float) * P * hd);
+            }
+        matmul(att, (int)N, d, wo[l], d, x, 1);
+        rms_rows(x, (int)N, d, eps[l], h);
+        matmul(h, (int)N, d, wgu[l], 2 * ff, gu, 0);
+        for (size_t r = 0; r < N; r++) {
+            const float *g = gu + r * 2 * ff, *uu = g + ff;
+            float *ar = a + r * ff;
+            for (int j = 0; j < ff; j++) ar[j] = g[j] / (1.0f + vexp(-g[j])) * uu[j];
+        }
+        matmul(a, (int)N, ff, wd[l], d, x, 1);
+    }
+    for (int u = 0; u < U; u++) memcpy(last + (size_t)u * d, x + ((size_t)u * P + P - 1) * d, sizeof(float) * d);
+    rms_rows(last, U, d, norm_eps, h);
+    matmul(h, U, d, head_t, V, logits, 0);
+    free(buf);
+    return 0;
 }

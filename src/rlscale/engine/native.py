@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -50,8 +51,17 @@ def _compiler() -> str | None:
     return None
 
 
-def library_path(src_path: Path = SRC) -> Path:
+def _source_bytes(src_path: Path) -> bytes:
+    """The source and, appended, every header it includes with `#include "..."` (relative to it), so that a
+    header change rebuilds each library that uses it."""
     src = src_path.read_bytes()
+    for name in re.findall(rb'^\s*#include\s+"([^"]+)"', src, flags=re.M):
+        src += (src_path.parent / name.decode()).read_bytes()
+    return src
+
+
+def library_path(src_path: Path = SRC) -> Path:
+    src = _source_bytes(src_path)
     key = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_key().encode() + platform.machine().encode())
     cache = Path(os.environ.get("RLSCALE_CACHE", Path.home() / ".cache" / "rlscale"))
     return cache / f"{src_path.stem.lstrip('_')}_{key.hexdigest()[:16]}.so"
@@ -110,6 +120,10 @@ def _configure_decode(lib: ctypes.CDLL) -> None:
     # 10 ints (shapes), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, K, V, cos, sin, pad, limit, noise,
     # logits0, eos, tokens, all_logits, end_at
     f.argtypes = [int_t] * 10 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 13 + [ctypes.c_int64] + [ptr_t] * 3
+    f.restype = int_t
+    f = lib.tiny_prefill
+    # 10 ints (shapes), ids, upad, inv, emb, head_t, norm_eps, 4 weight-pointer arrays, eps, cos, sin, K, V, logits
+    f.argtypes = [int_t] * 10 + [ptr_t] * 5 + [ctypes.c_float] + [ptr_t] * 10
     f.restype = int_t
 
 

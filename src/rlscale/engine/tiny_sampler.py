@@ -153,7 +153,6 @@ class TinySampler:
         pad = P - lens  # (B,) left padding per row
         key_ok = torch.ones(B, Tmax, dtype=torch.bool)
         key_ok[:, :P] = am.bool()
-        bias = torch.zeros(B, H, 1, Tmax).masked_fill_(~key_ok[:, None, None], float("-inf"))  # additive key mask
 
         greedy = params.temperature == 0
         T = 1.0 if greedy else params.temperature
@@ -185,6 +184,10 @@ class TinySampler:
         # TinyGPT.forward with a left-padding mask, on the folded weights; each row's cache slots [0, P) are copies
         rep_rows, inv_rows = first_occurrences([tuple(e) for e in enc])
         U, rep, inv = len(rep_rows), torch.tensor(rep_rows), torch.tensor(inv_rows)  # u -> a row; row -> u
+        if lib is not None:  # the same prefill in C, straight into every row's cache slots
+            logits = self._prefill_native(lib, w, ids[rep], pad[rep], inv, cos_t, sin_t, Kn, Vn, P, Tmax)[inv]
+            return self._finish(*self._decode_native(lib, w, B, P, steps, Tmax, Kn, Vn, cos_d, sin_d, pad, limit,
+                                                     noise, logits), [False] * B, T)
         pos, mask = padded_causal(key_ok[rep, :P])  # (U, P), (U, 1, P, P)
         cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (U, 1, 1, P, hd)
         x = F.embedding(ids[rep], w.emb)  # (U, P, d)
@@ -192,23 +195,16 @@ class TinySampler:
             y5 = (_rms(x, eps) @ wqkvr).view(U, P, 5, H, hd).permute(0, 2, 3, 1, 4)  # (U, 5, H, P, hd)
             qk = torch.addcmul(y5[:, :2] * cos, y5[:, 3:], sin)  # (U, 2, H, P, hd), RoPE'd q (scaled) and k
             q, k, v = qk[:, 0], qk[:, 1], y5[:, 2]
-            if lib is None:
-                K[li][..., :P] = k.transpose(-1, -2)[inv]
-                Vc[li][:, :, :P] = v[inv]
-            else:
-                Kn[li, :, :, :P] = k[inv]
-                Vn[li, :, :, :P] = v[inv]
+            K[li][..., :P] = k.transpose(-1, -2)[inv]
+            Vc[li][:, :, :P] = v[inv]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
             x = x + y.transpose(1, 2).reshape(U, P, d) @ wo
             g, u = (_rms(x, eps) @ wgu).chunk(2, dim=-1)
             x = x + (F.silu(g) * u) @ wd
         logits = (_rms(x[:, -1], w.norm_eps) @ w.head_t)[inv]  # (B, V) at the last prompt position
 
-        if lib is not None:
-            return self._finish(*self._decode_native(lib, w, B, P, steps, Tmax, Kn, Vn, cos_d, sin_d, pad, limit,
-                                                     noise, logits), [False] * B, T)
-
         # decode loop
+        bias = torch.zeros(B, H, 1, Tmax).masked_fill_(~key_ok[:, None, None], float("-inf"))  # additive key mask
         rows = torch.arange(B)  # original row index of each active row
         full = True  # rows == arange(B): no gathers needed
         end_at = torch.full((B,), -1, dtype=torch.long)  # number of generated tokens kept per row, once ended
@@ -282,6 +278,28 @@ class TinySampler:
             logits = _rms(x, w.norm_eps) @ w.head_t  # (b, V)
 
         return self._finish(all_tokens, all_logits, end_at, steps, stopped, T)
+
+    def _prefill_native(self, lib, w: _Weights, ids: Tensor, upad: Tensor, inv: Tensor, cos_t: Tensor,
+                        sin_t: Tensor, K: Tensor, V: Tensor, P: int, Tmax: int) -> Tensor:
+        """The prefill in C (see tiny_prefill in _tiny_decode.c): fills K, V slots [0, P) of every row from its
+        prompt inv[row]; returns the (U, V) logits at the last prompt position."""
+        from rlscale.engine.native import ptr, ptr_array
+
+        cfg = self.policy.config
+        U = ids.shape[0]
+        pos = (torch.arange(P)[None, :] - upad[:, None]).clamp_(min=0)  # real tokens counted from 0, pads at 0
+        cos_p, sin_p = cos_t[pos].contiguous(), sin_t[pos].contiguous()  # (U, P, hd)
+        logits = torch.empty(U, cfg.vocab_size)
+        ids_c, upad_c, inv_c = ids.contiguous(), upad.contiguous(), inv.contiguous()
+        layers = list(zip(*[lay[1:] for lay in w.layers]))
+        eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)
+        rc = lib.tiny_prefill(U, K.shape[1], cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size,
+                              len(w.layers), P, Tmax, ptr(ids_c), ptr(upad_c), ptr(inv_c), ptr(w.emb),
+                              ptr(w.head_t), float(w.norm_eps), *(ptr_array(x) for x in layers), ptr(eps),
+                              ptr(cos_p), ptr(sin_p), ptr(K), ptr(V), ptr(logits))
+        if rc < 0:
+            raise MemoryError("native prefill: out of memory")
+        return logits
 
     def _decode_native(self, lib, w: _Weights, B: int, P: int, steps: int, Tmax: int, K: Tensor, V: Tensor,
                        cos_d: Tensor, sin_d: Tensor, pad: Tensor, limit: Tensor, noise: Tensor | None,

@@ -32,12 +32,12 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
 def left_pad(seqs: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists -> (ids (B, W), mask (B, W)) left-padded to W = width or the longest; mask 1 = real token."""
     W = max(len(s) for s in seqs) if width is None else width
-    ids = torch.full((len(seqs), W), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), W), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if s:
-            ids[r, W - len(s):] = torch.tensor(s)
-            mask[r, W - len(s):] = 1
+    if any(len(s) > W for s in seqs):
+        raise ValueError(f"left_pad: a sequence is longer than width {W}")
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    # one tensor construction (per-row tensor writes cost ~40 us a row, a tenth of a lab sampler chunk)
+    ids = torch.tensor([[pad_id] * (W - len(s)) + list(s) for s in seqs], dtype=torch.long).view(len(seqs), W)
+    mask = (torch.arange(W)[None, :] >= (W - lens)[:, None]).long()
     return ids, mask
 
 
