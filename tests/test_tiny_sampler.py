@@ -352,3 +352,30 @@ def test_torch_loop_greedy_matches_uncached_argmax(pol):
     for prompt, (r,) in zip(PROMPTS, out):
         ids, lps = uncached_greedy(pol, prompt, 40)
         assert r.token_ids == ids and r.logprobs == pytest.approx(lps, abs=1e-4)
+
+
+@pytest.mark.parametrize("d_model,n_heads", [(56, 2), (40, 4), (48, 1)])
+def test_native_head_sizes_off_the_vector_width(d_model, n_heads):
+    """Head sizes 28, 10 and 48 (the m model's is 28): the C loop pads each cache row to 8 floats; greedy tokens
+    equal the uncached argmax and the torch loop's, log-probs the full forward's."""
+    native_lib()
+    tok = CharTokenizer(ALPHABET)
+    p = TinyPolicy.create(TinyConfig(tok.vocab_size, d_model, 2, n_heads, 96, max_seq_len=96), tok, seed=2)
+    with torch.no_grad():
+        for w in p.module.parameters():
+            w.mul_(5.0)
+    p.module.eval()
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=12)
+    out = TinySampler(p, native=True).generate(PROMPTS[:5], params)
+    ref = TinySampler(p, native=False).generate(PROMPTS[:5], params)
+    for prompt, rs, rr in zip(PROMPTS[:5], out, ref):
+        ids, lps = uncached_greedy(p, prompt, 12)
+        for r, q in zip(rs, rr):
+            assert r.token_ids == ids[:len(r.token_ids)] == q.token_ids
+            assert r.logprobs == pytest.approx(lps[:len(r.logprobs)], abs=1e-4)
+
+
+def test_native_skipped_for_heads_over_128():
+    tok = CharTokenizer(ALPHABET)
+    p = TinyPolicy.create(TinyConfig(tok.vocab_size, 136, 1, 1, 64, max_seq_len=64), tok, seed=0)
+    assert TinySampler(p, native=None)._native_lib(SamplingParams()) is None

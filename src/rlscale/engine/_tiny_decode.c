@@ -1,8 +1,9 @@
 /* The decode loop of the lab's TinyGPT sampler in C (rlscale.engine.native compiles it on first use).
  *
  * Same math as the torch decode loop in tiny_sampler.py, on the same folded weights (norm gains folded into the
- * next projection, attention scale into the query columns, RoPE's rotate_half into two extra column blocks):
- *   per layer  y5 = rms(x) @ wqkvr (d, 5d) = [q, k, v, rot(q), rot(k)];  q' = q cos + rot(q) sin, k' likewise
+ * next projection, attention scale into the query columns; the torch loop also folds RoPE's rotate_half into two
+ * extra column blocks, this loop applies it to q and k, see rope()):
+ *   per layer  y3 = rms(x) @ wqkv (d, 3d) = [q, k, v];  q' = q cos + rot(q) sin, k' likewise (rot = rotate_half)
  *              att_h = softmax(q'_h . K_h[pad:tc+1]) V_h[pad:tc+1];     x += att @ wo
  *              [g, u] = rms(x) @ wgu (d, 2ff);                           x += (silu(g) * u) @ wd
  *   logits = rms(x) @ head_t (d, V);   next token = argmax(logits + noise_t) (noise: T * Gumbel, or none = greedy)
@@ -56,27 +57,90 @@ static inline __attribute__((always_inline)) void block(int RR, int CC, const fl
         else block(RR, 1, X_, n, W + j0, m, Y_ + j0, accumulate);                \
     } while (0)
 
-/* Y (R, m) (+)= X (R, n) @ W (n, m), all row-major and contiguous. */
+/* Y (R, m) (+)= X (R, n) @ W (n, m), all row-major and contiguous. Column panels outside, row blocks inside: a
+ * panel of W (n x 16 floats, <= 12 KB) is read from L2 once and stays in L1 for every row block, where the other
+ * order streams all of W (up to ~300 KB) from L2 again for each 4 rows. Each output sums over p in the same order
+ * either way (bitwise-identical results). */
 static void matmul(const float *X, int R, int n, const float *W, int m, float *Y, int accumulate) {
     int mv = m / VL * VL;
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        int rr = R - r0 < 4 ? R - r0 : 4;
-        const float *Xr = X + (size_t)r0 * n;
-        float *Yr = Y + (size_t)r0 * m;
-        for (int j0 = 0; j0 < mv;) {
-            int cc = (mv - j0) / VL >= CB ? CB : 1;
+    for (int j0 = 0; j0 < mv;) {
+        int cc = (mv - j0) / VL >= CB ? CB : 1;
+        for (int r0 = 0; r0 < R; r0 += 4) {
+            int rr = R - r0 < 4 ? R - r0 : 4;
+            const float *Xr = X + (size_t)r0 * n;
+            float *Yr = Y + (size_t)r0 * m;
             if (rr == 4) BLOCK_ROWS(4, Xr, Yr);
             else
                 for (int r = 0; r < rr; r++) BLOCK_ROWS(1, Xr + (size_t)r * n, Yr + (size_t)r * m);
-            j0 += cc * VL;
         }
-        for (int r = 0; r < rr; r++)  /* columns past the last multiple of VL */
-            for (int j = mv; j < m; j++) {
-                float s = accumulate ? Yr[(size_t)r * m + j] : 0.0f;
-                for (int p = 0; p < n; p++) s += Xr[(size_t)r * n + p] * W[(size_t)p * m + j];
-                Yr[(size_t)r * m + j] = s;
-            }
+        j0 += cc * VL;
     }
+    for (int r = 0; r < R; r++)  /* columns past the last multiple of VL */
+        for (int j = mv; j < m; j++) {
+            float s = accumulate ? Y[(size_t)r * m + j] : 0.0f;
+            for (int p = 0; p < n; p++) s += X[(size_t)r * n + p] * W[(size_t)p * m + j];
+            Y[(size_t)r * m + j] = s;
+        }
+}
+
+/* RoPE of one head's hd values x (its columns of q or k): out = x cos + rot(x) sin with rot(x) = [-x2, x1], the
+ * rotate_half of rlscale.models.tiny. The torch loop gets rot(x) from extra weight columns (rot of W's columns):
+ * negating and permuting weights negates and permutes the sums exactly, so both give the same values, and this
+ * spends O(hd) instead of a 2d x d matmul per token (14% of the decode's matmul FLOPs at the lab sizes). */
+static inline void rope(const float *x, const float *cs, const float *sn, int hd, float *out) {
+    int half = hd / 2;
+    for (int j = 0; j < half; j++) out[j] = x[j] * cs[j] - x[j + half] * sn[j];
+    for (int j = half; j < hd; j++) out[j] = x[j] * cs[j] + x[j - half] * sn[j];
+}
+
+/* Attention of one query over keys [s0, s1] of one head: out[:hd] = sum_s softmax_s(q . K[s]) V[s]. Rows of K, V
+ * and q hold hdp = hd rounded up to 8 floats, zero past hd, so every product is whole 8-float vectors and the
+ * NV = hdp / 8 accumulators of the output stay in registers (NV is a constant after inlining, see attend). sc:
+ * scratch of s1 + 1 floats. */
+typedef float v8 __attribute__((vector_size(8 * sizeof(float))));
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+#define MAX_NV 16  /* head sizes up to 128 */
+
+static inline __attribute__((always_inline)) void attend_nv(int NV, const float *q, const float *Kh, const float *Vh,
+                                                            int s0, int s1, int hd, float *sc, float *out) {
+    int hdp = 8 * NV;
+    v8 qv[MAX_NV], o[MAX_NV];
+    for (int c = 0; c < NV; c++) qv[c] = load8(q + 8 * c), o[c] = (v8){0};
+    float mx = -INFINITY;
+    for (int s = s0; s <= s1; s++) {
+        const float *kr = Kh + (size_t)s * hdp;
+        v8 acc = qv[0] * load8(kr);
+        for (int c = 1; c < NV; c++) acc += qv[c] * load8(kr + 8 * c);
+        float dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        sc[s] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    float z = 0.0f;
+    for (int s = s0; s <= s1; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
+    for (int s = s0; s <= s1; s++) {
+        const float *vr = Vh + (size_t)s * hdp;
+        float p = sc[s] / z;
+        for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
+    }
+    float tmp[8 * MAX_NV];
+    for (int c = 0; c < NV; c++) memcpy(tmp + 8 * c, &o[c], sizeof(v8));
+    memcpy(out, tmp, sizeof(float) * hd);
+}
+
+static void attend(const float *q, const float *Kh, const float *Vh, int s0, int s1, int hd, float *sc, float *out) {
+    switch ((hd + 7) / 8) {
+        case 1: attend_nv(1, q, Kh, Vh, s0, s1, hd, sc, out); break;
+        case 2: attend_nv(2, q, Kh, Vh, s0, s1, hd, sc, out); break;
+        case 3: attend_nv(3, q, Kh, Vh, s0, s1, hd, sc, out); break;
+        case 4: attend_nv(4, q, Kh, Vh, s0, s1, hd, sc, out); break;
+        default: attend_nv((hd + 7) / 8, q, Kh, Vh, s0, s1, hd, sc, out);
+    }
+}
+
+/* A RoPE'd head row of hd values into hdp floats, zero-padded. */
+static inline void rope_padded(const float *x, const float *cs, const float *sn, int hd, int hdp, float *out) {
+    rope(x, cs, sn, hd, out);
+    for (int j = hd; j < hdp; j++) out[j] = 0.0f;
 }
 
 /* out = x * rsqrt(mean(x^2) + eps), per row (the gain is folded into the next projection). */
@@ -92,24 +156,25 @@ static void rms_rows(const float *x, int R, int d, float eps, float *out) {
 
 /*
  * Decode up to `steps` tokens for B rows whose prompts were prefilled into the caches (slots [0, P)).
- *   emb (V, d); head_t (d, V); per layer l: wqkvr[l] (d, 5d), wo[l] (d, d), wgu[l] (d, 2ff), wd[l] (ff, d), eps[l]
- *   K, Vc: (nL, B, H, Tmax, hd), slots [pad[b], P) hold row b's prompt keys/values
+ *   emb (V, d); head_t (d, V); per layer l: wqkv[l] (d, 3d), wo[l] (d, d), wgu[l] (d, 2ff), wd[l] (ff, d), eps[l]
+ *   K, Vc: (nL, B, H, Tmax, hdp), hdp = hd rounded up to 8; slots [pad[b], P) hold row b's prompt keys/values
  *   cos_d, sin_d: (B, steps, hd) RoPE tables at positions len_b + t;  pad, limit: (B,)
  *   noise: (steps, B, V) added to the logits before the argmax, or NULL (greedy);  logits0: (B, V) after prefill
  * Outputs: tokens (steps, B) and all_logits (steps, B, V) for the steps each row was active; end_at (B,) the number
  * of tokens kept once a row ended (EOS or limit), else left as given. Returns the number of steps run.
  */
 int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int Tmax,
-                const float *emb, const float *head_t, float norm_eps, const float *const *wqkvr,
+                const float *emb, const float *head_t, float norm_eps, const float *const *wqkv,
                 const float *const *wo, const float *const *wgu, const float *const *wd, const float *eps,
                 float *K, float *Vc, const float *cos_d, const float *sin_d, const int64_t *pad,
                 const int64_t *limit, const float *noise, const float *logits0, int64_t eos, int64_t *tokens,
                 float *all_logits, int64_t *end_at) {
-    size_t layer_stride = (size_t)B * H * Tmax * hd;
-    float *buf = malloc(sizeof(float) * ((size_t)B * (3 * d + 5 * d + 2 * ff + ff + V) + (size_t)(P + steps)));
+    int hdp = (hd + 7) / 8 * 8;  /* cache row: hd floats, zero-padded to a multiple of 8 (see attend) */
+    size_t layer_stride = (size_t)B * H * Tmax * hdp;
+    float *buf = malloc(sizeof(float) * ((size_t)B * (3 * d + 3 * d + 2 * ff + ff + V) + (size_t)(P + steps)));
     if (!buf) return -1;
-    float *x = buf, *h = x + (size_t)B * d, *att = h + (size_t)B * d, *y5 = att + (size_t)B * d;
-    float *gu = y5 + (size_t)B * 5 * d, *a = gu + (size_t)B * 2 * ff, *logits = a + (size_t)B * ff;
+    float *x = buf, *h = x + (size_t)B * d, *att = h + (size_t)B * d, *y3 = att + (size_t)B * d;
+    float *gu = y3 + (size_t)B * 3 * d, *a = gu + (size_t)B * 2 * ff, *logits = a + (size_t)B * ff;
     float *sc = logits + (size_t)B * V;  /* attention scores of one (row, head) */
     int *rows = malloc(sizeof(int) * (size_t)B);
     int64_t *nxt = malloc(sizeof(int64_t) * (size_t)B);
@@ -150,41 +215,19 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
         for (int l = 0; l < nL; l++) {
             float *Kl = K + l * layer_stride, *Vl = Vc + l * layer_stride;
             rms_rows(x, na, d, eps[l], h);
-            matmul(h, na, d, wqkvr[l], 5 * d, y5, 0);
+            matmul(h, na, d, wqkv[l], 3 * d, y3, 0);
             for (int i = 0; i < na; i++) {
                 int b = rows[i];
-                const float *yr = y5 + (size_t)i * 5 * d;
+                const float *yr = y3 + (size_t)i * 3 * d;
                 const float *cs = cos_d + ((size_t)b * steps + t) * hd, *sn = sin_d + ((size_t)b * steps + t) * hd;
                 for (int hh = 0; hh < H; hh++) {
-                    float q[hd];
-                    float *kslot = Kl + (((size_t)b * H + hh) * Tmax + tc) * hd;
-                    float *vslot = Vl + (((size_t)b * H + hh) * Tmax + tc) * hd;
-                    for (int j = 0; j < hd; j++) {
-                        int o = hh * hd + j;
-                        q[j] = yr[o] * cs[j] + yr[3 * d + o] * sn[j];
-                        kslot[j] = yr[d + o] * cs[j] + yr[4 * d + o] * sn[j];
-                        vslot[j] = yr[2 * d + o];
-                    }
-                    const float *Kh = Kl + ((size_t)b * H + hh) * Tmax * hd;
-                    const float *Vh = Vl + ((size_t)b * H + hh) * Tmax * hd;
-                    int s0 = (int)pad[b];
-                    float mx = -INFINITY;
-                    for (int s = s0; s <= tc; s++) {
-                        const float *kr = Kh + (size_t)s * hd;
-                        float dot = 0.0f;
-                        for (int j = 0; j < hd; j++) dot += q[j] * kr[j];
-                        sc[s] = dot;
-                        if (dot > mx) mx = dot;
-                    }
-                    float z = 0.0f;
-                    for (int s = s0; s <= tc; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
-                    float *out = att + (size_t)i * d + hh * hd;
-                    for (int j = 0; j < hd; j++) out[j] = 0.0f;
-                    for (int s = s0; s <= tc; s++) {
-                        const float *vr = Vh + (size_t)s * hd;
-                        float p = sc[s] / z;
-                        for (int j = 0; j < hd; j++) out[j] += p * vr[j];
-                    }
+                    float q[hdp];
+                    float *Kh = Kl + ((size_t)b * H + hh) * Tmax * hdp, *Vh = Vl + ((size_t)b * H + hh) * Tmax * hdp;
+                    rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
+                    rope_padded(yr + d + hh * hd, cs, sn, hd, hdp, Kh + (size_t)tc * hdp);
+                    memcpy(Vh + (size_t)tc * hdp, yr + 2 * d + hh * hd, sizeof(float) * hd);
+                    for (int j = hd; j < hdp; j++) Vh[(size_t)tc * hdp + j] = 0.0f;
+                    attend(q, Kh, Vh, (int)pad[b], tc, hd, sc, att + (size_t)i * d + hh * hd);
                 }
             }
             matmul(att, na, d, wo[l], d, x, 1);
@@ -212,69 +255,51 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
  *   ids (U, P) token ids; upad (U,) left padding; cos_p, sin_p (U, P, hd) RoPE tables at the prompt positions
  *   (real tokens counted from 0, pads at 0); weights as tiny_decode.
  * Real queries attend to the real keys at or before them; a pad query attends to itself (its output only reaches
- * pad positions, whose cache slots are never read). Output: logits (U, V) at the last position. Returns 0, or -1
+ * pad positions, whose cache slots are never read). K, Vc rows are hdp floats as in tiny_decode. Output: logits (U, V) at the last position. Returns 0, or -1
  * when out of memory.
  */
 int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int P, int Tmax, const int64_t *ids,
                  const int64_t *upad, const int64_t *inv, const float *emb, const float *head_t, float norm_eps,
-                 const float *const *wqkvr, const float *const *wo, const float *const *wgu,
+                 const float *const *wqkv, const float *const *wo, const float *const *wgu,
                  const float *const *wd, const float *eps, const float *cos_p, const float *sin_p, float *K,
                  float *Vc, float *logits) {
-    size_t N = (size_t)U * P, layer_stride = (size_t)B * H * Tmax * hd;
-    size_t kv = (size_t)U * H * P * hd;
-    float *buf = malloc(sizeof(float) * (N * (3 * d + 5 * d + 2 * ff + ff) + 2 * kv + (size_t)P + (size_t)U * d));
+    int hdp = (hd + 7) / 8 * 8;
+    size_t N = (size_t)U * P, layer_stride = (size_t)B * H * Tmax * hdp;
+    size_t kv = (size_t)U * H * P * hdp;
+    float *buf = malloc(sizeof(float) * (N * (3 * d + 3 * d + 2 * ff + ff) + 2 * kv + (size_t)P + (size_t)U * d));
     if (!buf) return -1;
-    float *x = buf, *h = x + N * d, *att = h + N * d, *y5 = att + N * d, *gu = y5 + N * 5 * d, *a = gu + N * 2 * ff;
-    float *kp = a + N * ff, *vp = kp + kv, *sc = vp + kv, *last = sc + P;  /* kp, vp: (U, H, P, hd) */
+    float *x = buf, *h = x + N * d, *att = h + N * d, *y3 = att + N * d, *gu = y3 + N * 3 * d, *a = gu + N * 2 * ff;
+    float *kp = a + N * ff, *vp = kp + kv, *sc = vp + kv, *last = sc + P;  /* kp, vp: (U, H, P, hdp) */
     for (size_t r = 0; r < N; r++) memcpy(x + r * d, emb + (size_t)ids[r] * d, sizeof(float) * d);
     for (int l = 0; l < nL; l++) {
         rms_rows(x, (int)N, d, eps[l], h);
-        matmul(h, (int)N, d, wqkvr[l], 5 * d, y5, 0);
+        matmul(h, (int)N, d, wqkv[l], 3 * d, y3, 0);
         for (int u = 0; u < U; u++) {
             for (int hh = 0; hh < H; hh++) {
-                float *Kh = kp + ((size_t)u * H + hh) * P * hd, *Vh = vp + ((size_t)u * H + hh) * P * hd;
+                float *Kh = kp + ((size_t)u * H + hh) * P * hdp, *Vh = vp + ((size_t)u * H + hh) * P * hdp;
                 for (int i = 0; i < P; i++) {  /* RoPE'd keys and the values of this (prompt, head) */
-                    const float *yr = y5 + ((size_t)u * P + i) * 5 * d;
+                    const float *yr = y3 + ((size_t)u * P + i) * 3 * d;
                     const float *cs = cos_p + ((size_t)u * P + i) * hd, *sn = sin_p + ((size_t)u * P + i) * hd;
-                    for (int j = 0; j < hd; j++) {
-                        int o = hh * hd + j;
-                        Kh[(size_t)i * hd + j] = yr[d + o] * cs[j] + yr[4 * d + o] * sn[j];
-                        Vh[(size_t)i * hd + j] = yr[2 * d + o];
-                    }
+                    rope_padded(yr + d + hh * hd, cs, sn, hd, hdp, Kh + (size_t)i * hdp);
+                    memcpy(Vh + (size_t)i * hdp, yr + 2 * d + hh * hd, sizeof(float) * hd);
+                    for (int j = hd; j < hdp; j++) Vh[(size_t)i * hdp + j] = 0.0f;
                 }
                 int s0 = (int)upad[u];
                 for (int i = 0; i < P; i++) {
-                    const float *yr = y5 + ((size_t)u * P + i) * 5 * d;
+                    const float *yr = y3 + ((size_t)u * P + i) * 3 * d;
                     const float *cs = cos_p + ((size_t)u * P + i) * hd, *sn = sin_p + ((size_t)u * P + i) * hd;
-                    float q[hd];
-                    for (int j = 0; j < hd; j++) q[j] = yr[hh * hd + j] * cs[j] + yr[3 * d + hh * hd + j] * sn[j];
-                    int lo = i < s0 ? i : s0;  /* a pad query sees only itself */
-                    float mx = -INFINITY;
-                    for (int s = lo; s <= i; s++) {
-                        const float *kr = Kh + (size_t)s * hd;
-                        float dot = 0.0f;
-                        for (int j = 0; j < hd; j++) dot += q[j] * kr[j];
-                        sc[s] = dot;
-                        if (dot > mx) mx = dot;
-                    }
-                    float z = 0.0f;
-                    for (int s = lo; s <= i; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
-                    float *out = att + ((size_t)u * P + i) * d + hh * hd;
-                    for (int j = 0; j < hd; j++) out[j] = 0.0f;
-                    for (int s = lo; s <= i; s++) {
-                        const float *vr = Vh + (size_t)s * hd;
-                        float p = sc[s] / z;
-                        for (int j = 0; j < hd; j++) out[j] += p * vr[j];
-                    }
-                }
+                    float q[hdp];
+                    rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
+                    attend(q, Kh, Vh, i < s0 ? i : s0, i, hd, sc, att + ((size_t)u * P + i) * d + hh * hd);
+                }  /* a pad query (i < s0) sees only itself */
             }
         }
         for (int b = 0; b < B; b++)  /* every row's cache slots [0, P) from its prompt */
             for (int hh = 0; hh < H; hh++) {
-                size_t src = ((size_t)inv[b] * H + hh) * P * hd;
-                size_t dst = (size_t)l * layer_stride + ((size_t)b * H + hh) * Tmax * hd;
-                memcpy(K + dst, kp + src, sizeof(float) * P * hd);
-                memcpy(Vc + dst, vp + src, sizeof(float) * P * hd);
+                size_t src = ((size_t)inv[b] * H + hh) * P * hdp;
+                size_t dst = (size_t)l * layer_stride + ((size_t)b * H + hh) * Tmax * hdp;
+                memcpy(K + dst, kp + src, sizeof(float) * P * hdp);
+                memcpy(Vc + dst, vp + src, sizeof(float) * P * hdp);
             }
         matmul(att, (int)N, d, wo[l], d, x, 1);
         rms_rows(x, (int)N, d, eps[l], h);

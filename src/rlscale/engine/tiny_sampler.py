@@ -38,11 +38,13 @@ class _Weights:
 
     Everything that is linear in a projection's output is folded into its weights once per `generate`, so the
     per-step op count is small: RMSNorm gains are folded into the rows of the next projection, the attention scale
-    hd**-0.5 into the query columns, and RoPE's `rotate_half` (a signed permutation within each head) into two extra
-    blocks of columns, so RoPE is `qk * cos + qk_rot * sin` with no concat/negate. Layer tuple: (eps, wqkvr (d, 5d):
-    [q*s, k, v, rot(q*s), rot(k)], wo (d, d), wgu (d, 2ff) with the post-attention norm folded in, wd (ff, d))."""
+    hd**-0.5 into the query columns, and (for the torch loop, `rot=True`) RoPE's `rotate_half` (a signed
+    permutation within each head) into two extra blocks of columns, so RoPE is `qk * cos + qk_rot * sin` with no
+    concat/negate. Layer tuple: (eps, wqkvr (d, 5d): [q*s, k, v, rot(q*s), rot(k)] or with rot=False wqkv (d, 3d):
+    [q*s, k, v] (the C loop rotates q and k itself), wo (d, d), wgu (d, 2ff) with the post-attention norm folded in,
+    wd (ff, d))."""
 
-    def __init__(self, policy: TinyPolicy):
+    def __init__(self, policy: TinyPolicy, rot: bool = True):
         m = policy.module.model
         cfg = policy.config
         H, hd = cfg.n_heads, cfg.head_dim
@@ -57,8 +59,8 @@ class _Weights:
             n2 = layer.post_attention_layernorm.weight.detach()[:, None]
             wq = a.q_proj.weight.detach().t() * scale  # (d, d), output columns grouped per head
             wk = a.k_proj.weight.detach().t()
-            rot = [rotate_half(w.reshape(w.shape[0], H, hd)).reshape(w.shape) for w in (wq, wk)]
-            wqkvr = torch.cat([wq, wk, a.v_proj.weight.detach().t(), *rot], dim=1)  # (d, 5d)
+            rots = [rotate_half(w.reshape(w.shape[0], H, hd)).reshape(w.shape) for w in (wq, wk)] if rot else []
+            wqkvr = torch.cat([wq, wk, a.v_proj.weight.detach().t(), *rots], dim=1)  # (d, 5d) or (d, 3d)
             self.layers.append((
                 layer.input_layernorm.variance_epsilon,
                 (n1 * wqkvr).contiguous(),
@@ -90,7 +92,8 @@ class TinySampler:
 
     def _native_lib(self, params: SamplingParams):
         """The C decode library when it applies: no stop strings (matched on decoded text) and no top-p."""
-        if self.native is False or params.stop or (params.top_p < 1.0 and params.temperature > 0):
+        if self.native is False or params.stop or (params.top_p < 1.0 and params.temperature > 0) \
+                or self.policy.config.head_dim > 128:  # the C attention keeps a head in <= 16 vectors
             return None
         from rlscale.engine import native
 
@@ -120,8 +123,9 @@ class TinySampler:
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         rows.sort(key=lambda r: len(enc[r[0]]))  # similar lengths share a chunk
         out: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
-        w = _Weights(self.policy)
-        lib = self._native_lib(params) if w.emb.dtype == torch.float32 else None  # decided once per call
+        fp32 = self.policy.module.model.embed_tokens.weight.dtype == torch.float32
+        lib = self._native_lib(params) if fp32 else None  # decided once per call
+        w = _Weights(self.policy, rot=lib is None)
         size = min(self.max_batch, -(-len(rows) // self.workers))
         chunks = [rows[c:c + size] for c in range(0, len(rows), size)]
 
@@ -169,13 +173,13 @@ class TinySampler:
         cos_t, sin_t = rope_cos_sin(torch.arange(cfg.max_seq_len + 1), hd, cfg.rope_theta)  # (ctx+1, hd)
         # KV cache, left uninitialised: the prefill writes slots [0, P) of every row and each decode step writes
         # slot tc before attending over [0, tc]. torch loop: keys stored transposed (q @ K[..., :t] is one bmm);
-        # C loop: (layers, B, H, Tmax, hd) for both.
+        # C loop: (layers, B, H, Tmax, hd rounded up to 8) for both.
         if lib is None:
             K = [torch.empty(B, H, hd, Tmax) for _ in w.layers]
             Vc = [torch.empty(B, H, Tmax, hd) for _ in w.layers]
         else:
-            Kn = torch.empty(len(w.layers), B, H, Tmax, hd)
-            Vn = torch.empty(len(w.layers), B, H, Tmax, hd)
+            Kn = torch.empty(len(w.layers), B, H, Tmax, round_up(hd, 8))  # rows zero-padded to 8 floats (by C)
+            Vn = torch.empty(len(w.layers), B, H, Tmax, round_up(hd, 8))
         # RoPE tables per row and decode step (positions lens + t): (B, steps, hd), compacted with the rows
         dec_pos = lens[:, None] + torch.arange(steps)[None]
         cos_d, sin_d = cos_t[dec_pos], sin_t[dec_pos]
@@ -314,7 +318,7 @@ class TinySampler:
         end_at = torch.full((B,), -1, dtype=torch.long)
         cos_c, sin_c, pad_c, limit_c, logits_c = (t.contiguous() for t in (cos_d, sin_d, pad, limit, logits))
         noise_c = noise.contiguous() if noise is not None else None
-        layers = list(zip(*[lay[1:] for lay in w.layers]))  # (wqkvr...), (wo...), (wgu...), (wd...)
+        layers = list(zip(*[lay[1:] for lay in w.layers]))  # (wqkv...), (wo...), (wgu...), (wd...)
         eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)
         ran = lib.tiny_decode(B, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, Vocab, len(w.layers), P, steps,
                               Tmax, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *(ptr_array(x) for x in layers),
