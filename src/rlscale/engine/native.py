@@ -1,4 +1,4 @@
-"""The native (C) decode loop of the TinyGPT sampler: compiled on first use, cached, loaded with ctypes.
+"""The native (C) prefill and decode loop of the TinyGPT sampler: compiled on first use, cached, loaded with ctypes.
 
 Why C: at the lab's sizes (d_model 48-192) a decode step is ~40 tiny torch ops whose fixed cost (dispatch,
 allocation, small-GEMM setup) is most of the time; one C loop over the rows does the same arithmetic with

@@ -5,10 +5,11 @@ on this CPU the decode step is bound by KV-cache memory traffic at 256 rows and 
 length-sorted chunks of 64 also pad prompts less); each chunk is left-padded to a multiple of 8, its distinct
 prompts prefilled once in one pass (the n samples of a prompt share the prefill; their KV-cache slots are copies)
 with per-row positions and a key-padding mask, then decoded one token per step from a KV cache that attention
-reads only up to the filled slot. Norm gains, the attention scale and RoPE's rotate_half are folded into the
-projection weights once per call (see `_Weights`). The decode loop runs in C (`_tiny_decode.c`, built on first use
-by rlscale.engine.native: one pass over the active rows per token, register-blocked matmuls) when it builds and
-the request has no stop strings and no top-p; otherwise, and as the reference the tests compare it with, in torch:
+reads only up to the filled slot. Norm gains, the attention scale and (for the torch loop) RoPE's rotate_half are
+folded into the projection weights once per call (see `_Weights`). The prefill and the decode loop run in C
+(`_tiny_decode.c`, built on first use by rlscale.engine.native: the chunk's distinct prompts in one pass, then one
+pass over the active rows per token, register-blocked matmuls) when it builds and the request has no stop strings,
+no top-p and head size <= 128; otherwise, and as the reference the tests compare it with, in torch:
 ~25 small kernels per layer and step, finished rows dropped from the batch every `compact_every` steps, or as soon
 as a quarter of the batch has ended.
 
@@ -91,7 +92,7 @@ class TinySampler:
         to at most rows / workers so that a single batch uses every worker. Tokens do not depend on it."""
 
     def _native_lib(self, params: SamplingParams):
-        """The C decode library when it applies: no stop strings (matched on decoded text) and no top-p."""
+        """The C library when it applies: no stop strings (matched on decoded text), no top-p, head size <= 128."""
         if self.native is False or params.stop or (params.top_p < 1.0 and params.temperature > 0) \
                 or self.policy.config.head_dim > 128:  # the C attention keeps a head in <= 16 vectors
             return None
