@@ -69,6 +69,14 @@ class _Weights:
                 (n2 * torch.cat([f.gate_proj.weight, f.up_proj.weight]).detach().t()).contiguous(),  # (d, 2ff)
                 f.down_proj.weight.detach().t().contiguous(),  # (ff, d)
             ))
+        self.c_args = None
+        """for the C loop (rot=False): the per-layer weight-pointer arrays (wqkv, wo, wgu, wd) and the eps tensor,
+        built once per generate call and shared by every chunk's prefill and decode (the tensors live in self)"""
+        if not rot:
+            from rlscale.engine.native import ptr_array
+
+            self.eps = torch.tensor([lay[0] for lay in self.layers], dtype=torch.float32)
+            self.c_args = tuple(ptr_array(x) for x in zip(*[lay[1:] for lay in self.layers]))
 
 
 def _rms(x: Tensor, eps: float) -> Tensor:
@@ -288,7 +296,7 @@ class TinySampler:
                         sin_t: Tensor, K: Tensor, V: Tensor, P: int, Tmax: int) -> Tensor:
         """The prefill in C (see tiny_prefill in _tiny_decode.c): fills K, V slots [0, P) of every row from its
         prompt inv[row]; returns the (U, V) logits at the last prompt position."""
-        from rlscale.engine.native import ptr, ptr_array
+        from rlscale.engine.native import ptr
 
         cfg = self.policy.config
         U = ids.shape[0]
@@ -296,12 +304,10 @@ class TinySampler:
         cos_p, sin_p = cos_t[pos].contiguous(), sin_t[pos].contiguous()  # (U, P, hd)
         logits = torch.empty(U, cfg.vocab_size)
         ids_c, upad_c, inv_c = ids.contiguous(), upad.contiguous(), inv.contiguous()
-        layers = list(zip(*[lay[1:] for lay in w.layers]))
-        eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)
         rc = lib.tiny_prefill(U, K.shape[1], cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size,
                               len(w.layers), P, Tmax, ptr(ids_c), ptr(upad_c), ptr(inv_c), ptr(w.emb),
-                              ptr(w.head_t), float(w.norm_eps), *(ptr_array(x) for x in layers), ptr(eps),
-                              ptr(cos_p), ptr(sin_p), ptr(K), ptr(V), ptr(logits))
+                              ptr(w.head_t), float(w.norm_eps), *w.c_args, ptr(w.eps), ptr(cos_p), ptr(sin_p),
+                              ptr(K), ptr(V), ptr(logits))
         if rc < 0:
             raise MemoryError("native prefill: out of memory")
         return logits
@@ -310,7 +316,7 @@ class TinySampler:
                        cos_d: Tensor, sin_d: Tensor, pad: Tensor, limit: Tensor, noise: Tensor | None,
                        logits: Tensor):
         """The decode loop in C (same math as the torch loop below, see _tiny_decode.c)."""
-        from rlscale.engine.native import ptr, ptr_array
+        from rlscale.engine.native import ptr
 
         cfg, tok = self.policy.config, self.policy.tokenizer
         Vocab = cfg.vocab_size
@@ -319,11 +325,9 @@ class TinySampler:
         end_at = torch.full((B,), -1, dtype=torch.long)
         cos_c, sin_c, pad_c, limit_c, logits_c = (t.contiguous() for t in (cos_d, sin_d, pad, limit, logits))
         noise_c = noise.contiguous() if noise is not None else None
-        layers = list(zip(*[lay[1:] for lay in w.layers]))  # (wqkv...), (wo...), (wgu...), (wd...)
-        eps = torch.tensor([lay[0] for lay in w.layers], dtype=torch.float32)
         ran = lib.tiny_decode(B, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, Vocab, len(w.layers), P, steps,
-                              Tmax, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *(ptr_array(x) for x in layers),
-                              ptr(eps), ptr(K), ptr(V), ptr(cos_c), ptr(sin_c), ptr(pad_c), ptr(limit_c),
+                              Tmax, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *w.c_args,
+                              ptr(w.eps), ptr(K), ptr(V), ptr(cos_c), ptr(sin_c), ptr(pad_c), ptr(limit_c),
                               ptr(noise_c) if noise_c is not None else None, ptr(logits_c), int(tok.eos_id),
                               ptr(all_tokens), ptr(all_logits), ptr(end_at))
         if ran < 0:
