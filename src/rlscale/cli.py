@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from rlscale.procs import keep_freed_memory
+
+    keep_freed_memory()  # every command: the samplers and trainers reuse freed activation memory
     try:
         return int(args._run(args) or 0)
     except UserError as e:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from rlscale.config import changed_keys
 from rlscale.errors import UserError
 from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
+from rlscale.procs import keep_freed_memory
 from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
 from rlscale.models.tokenizer import CharTokenizer
 from rlscale.tasks.arith import (
@@ -289,6 +290,7 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int, stat
     loads it and replays its data stream to the checkpoint's step (the stream and its batching are deterministic
     generators), so the run continues exactly where the checkpoint was taken."""
     torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     world = cfg.processes
     preset = get_size(cfg.size)
     budget_tokens = cfg.tokens if cfg.tokens is not None else (None if cfg.minutes else preset.default_tokens)

@@ -692,6 +692,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     from rlscale.rl.losses import aggregation_weights, filter_masks
     from rlscale.rl.lr import adamw, lr_at
 
+    from rlscale.procs import keep_freed_memory
+
+    keep_freed_memory()
     cfg = with_model_defaults(with_task_defaults(cfg.validate()), policy)
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
     if finished is not None:

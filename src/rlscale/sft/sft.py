@@ -109,9 +109,11 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
     import torch
 
     from rlscale.compute import cumulative_forward_flops, training_flops
+    from rlscale.procs import keep_freed_memory
     from rlscale.rl.grpo import open_run, problem_indices
     from rlscale.rl.lr import adamw, warmup_factor
 
+    keep_freed_memory()
     cfg.validate()
     store, finished = open_run(cfg, out_dir, resume, create=False)  # a finished run is never re-run
     if finished is not None:
