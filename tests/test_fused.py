@@ -125,3 +125,51 @@ def test_pretraining_keeps_the_torch_path(monkeypatch):
     ids = torch.randint(1, 49, (2, 9))
     loss_of(m, ids, ids[:, 1:]).backward()
     assert m.model.embed_tokens.weight.grad is not None
+
+
+def sampled_batch(size: str, keep: bool = True, **sampler_kw):
+    """A lab policy of `size` (perturbed weights), 5 prompts of different lengths x 3 samples drawn with saved
+    activations in chunks of 4 rows (so groups straddle chunks), and the update inputs of 11 of the rollouts."""
+    from rlscale.engine.base import SamplingParams
+    from rlscale.lab.pretrain import build_policy
+    from rlscale.rl.grpo import group_inputs, pack_completions
+
+    pol = build_policy(size, seed=1)
+    with torch.no_grad():
+        for p in pol.module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prompts = ["1+2=", "a=3,b=a*4;b?", "12*3-5=", "x=7;y=x+x;z=y*2;z?", "9-"]
+    smp = pol.sampler(keep_activations=keep, max_batch=4, **sampler_kw)
+    pol.module.eval()
+    groups = smp.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=24), None)
+    used = [r for g in groups for r in g][2:13]
+    pad = int(pol.tokenizer.pad_id)
+    comp, cmask, _ = pack_completions([r.token_ids for r in used], [r.logprobs for r in used], pad)
+    batch = group_inputs([r.prompt_ids for r in used], [r.prompt_index for r in used], comp, pad)
+    keys = [(r.prompt_index, r.sample_index) for r in used]
+    pol.module.train()
+    return pol, smp.activations, keys, batch, cmask, used
+
+
+@pytest.mark.parametrize("size", ["xs", "s", "m"])
+def test_replayed_forward_gives_the_recomputed_logprobs_and_gradients(size):
+    pol, acts, keys, batch, cmask, used = sampled_batch(size)
+    assert acts is not None and {len(r.token_ids) for r in used} != {24}  # some rows ended early (EOS)
+
+    def run(replay):
+        logp, ent = pol.completion_logprobs(*batch, with_entropy=True, replay=replay)
+        m = cmask  # the loss only ever weights generated tokens
+        out = grads_of(pol.module, [logp * m, ent * m])
+        return (logp * m).detach(), out
+
+    lp_ref, g_ref = run(None)
+    lp, g = run((acts, keys))
+    assert float((lp - lp_ref).abs().max()) < 1e-5
+    assert_close_grads(g_ref, g)
+
+
+def test_activations_are_kept_only_on_the_c_path_within_the_budget():
+    assert sampled_batch("xs")[1].nbytes > 0
+    assert sampled_batch("xs", keep=False)[1] is None
+    assert sampled_batch("xs", activation_budget=1000)[1] is None  # too large: the update recomputes
+    assert sampled_batch("xs", native=False)[1] is None  # the torch loop saves nothing

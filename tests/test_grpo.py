@@ -455,3 +455,30 @@ def test_pack_completions_matches_row_by_row_construction():
             ref_ids[i, j], ref_mask[i, j], ref_lp[i, j] = t[j], 1.0, x[j]
     assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask) and torch.equal(lp, ref_lp)
     assert pack_completions([[]], [[]], 0)[0].shape == (1, 8)  # an empty completion still gets one padded block
+
+
+def test_replayed_forward_trains_like_the_recomputed_one(tmp_path, monkeypatch):
+    """The update's first pass taking its forward from the sampler (rlscale.models.fused.forward_grouped_replay)
+    reaches the weights of recomputing it, up to float rounding; and it is what the lab model's run uses."""
+    from rlscale.models import fused
+    from rlscale.rl import grpo
+
+    if fused.load() is None:
+        pytest.skip("no C compiler: neither path is the fused one")
+    used = []
+    real = fused.forward_grouped_replay
+    monkeypatch.setattr(fused, "forward_grouped_replay", lambda *a, **k: used.append(1) or real(*a, **k))
+    vecs = {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv("RLSCALE_REPLAY", mode)
+        pol = tiny_policy(seed=3)
+        assert grpo.replay_applies(pol, small_cfg(tmp_path)) == (mode == "1")
+        train(small_cfg(tmp_path, lr=3e-3, val_every=0), tmp_path / f"run{mode}", progress=False, policy=pol,
+              workers=2)
+        vecs[mode] = params_vec(pol)
+        if mode == "1":
+            assert len(used) >= 4  # every step's micro-batches
+    start = params_vec(tiny_policy(seed=3))
+    moved = float((vecs["0"] - start).abs().max())
+    assert moved > 1e-3
+    assert float((vecs["1"] - vecs["0"]).abs().max()) < 1e-3 * moved

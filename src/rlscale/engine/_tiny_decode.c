@@ -7,7 +7,11 @@
  *              att_h = softmax(q'_h . K_h[pad:tc+1]) V_h[pad:tc+1];     x += att @ wo
  *              [g, u] = rms(x) @ wgu (d, 2ff);                           x += (silu(g) * u) @ wd
  *   logits = rms(x) @ head_t (d, V);   next token = argmax(logits + noise_t) (noise: T * Gumbel, or none = greedy)
- * A row ends after EOS or its token budget; ended rows are skipped (no compaction needed). One thread: the lab
+ * A row ends after EOS or its token budget; ended rows are skipped (no compaction needed).
+ * Optionally (save != NULL) both passes also write every row's activations in the layout of the RL update's fused
+ * trunk (rlscale.models.fused), so that the on-policy update can skip its forward: per layer l, save[5l + k] holds
+ * k = 0 the layer input x (d), 1 [q, k, v] after RoPE without the attention scale (3d), 2 x after attention (d),
+ * 3 [g, u] (2ff), 4 silu(g) * u (ff); save[5 nL] the final x (d). Rows: see save_row in tiny_decode/tiny_prefill. One thread: the lab
  * runs one process per core. The matmuls are register-blocked (4 rows x 16-64 columns of GCC vectors) because the
  * operands are tiny (d = 48..192): BLAS calls of this size are dominated by their fixed cost.
  */
@@ -162,17 +166,39 @@ static inline void write_kv(const float *yr, int d, int hh, const float *cs, con
     for (int j = hd; j < hdp; j++) vrow[j] = 0.0f;
 }
 
+#define SAVED_PER_LAYER 5
+
+/* Row srow[i] of the saved (rows, width) activation buffer dst <- width floats of src row i, for R rows. */
+static void save_rows(float *dst, const int64_t *srow, const float *src, int R, int width) {
+    for (int i = 0; i < R; i++) memcpy(dst + (size_t)srow[i] * width, src + (size_t)i * width, sizeof(float) * width);
+}
+
+/* One head's saved [q, k, v] columns (of a 3d-wide row): q and k RoPE'd (q without the folded attention scale, so
+ * q * qs with qs = sqrt(hd)), v as computed. */
+static inline void save_qkv_head(float *row, int d, int hh, int hd, const float *q, float qs, const float *krow,
+                                 const float *yr) {
+    for (int j = 0; j < hd; j++) row[hh * hd + j] = q[j] * qs;
+    memcpy(row + d + hh * hd, krow, sizeof(float) * hd);
+    memcpy(row + 2 * d + hh * hd, yr + 2 * d + hh * hd, sizeof(float) * hd);
+}
+
 /* The rest of a layer after attention, for R rows: x += att @ wo; x += (silu(g) * u) @ wd with [g, u] = rms(x) @ wgu.
- * h (R, d), gu (R, 2ff) and a (R, ff) are scratch. */
+ * h (R, d), gu (R, 2ff) and a (R, ff) are scratch. sv: this layer's saved buffers (see the top) or NULL. */
 static void attn_out_and_mlp(float *x, const float *att, int R, int d, int ff, const float *wo, const float *wgu,
-                             const float *wd, float eps, float *h, float *gu, float *a) {
+                             const float *wd, float eps, float *h, float *gu, float *a, float *const *sv,
+                             const int64_t *srow) {
     matmul(att, R, d, wo, d, x, 1);
+    if (sv) save_rows(sv[2], srow, x, R, d);
     rms_rows(x, R, d, eps, h);
     matmul(h, R, d, wgu, 2 * ff, gu, 0);
     for (int i = 0; i < R; i++) {
         const float *g = gu + (size_t)i * 2 * ff, *u = g + ff;
         float *ar = a + (size_t)i * ff;
         for (int j = 0; j < ff; j++) ar[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];
+    }
+    if (sv) {
+        save_rows(sv[3], srow, gu, R, 2 * ff);
+        save_rows(sv[4], srow, a, R, ff);
     }
     matmul(a, R, ff, wd, d, x, 1);
 }
@@ -185,13 +211,16 @@ static void attn_out_and_mlp(float *x, const float *att, int R, int d, int ff, c
  *   noise: (steps, B, V) added to the logits before the argmax, or NULL (greedy);  logits0: (B, V) after prefill
  * Outputs: tokens (steps, B) and all_logits (steps, B, V) for the steps each row was active; end_at (B,) the number
  * of tokens kept once a row ended (EOS or limit), else left as given. Returns the number of steps run.
+ * save: NULL, or the 5 nL + 1 activation buffers (see the top); the token fed at step t by row b (its completion
+ * position t) is saved at row t * B + b. Positions never fed (a row's last token, rows after they ended) are not
+ * written.
  */
 int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int Tmax,
                 const float *emb, const float *head_t, float norm_eps, const float *const *wqkv,
                 const float *const *wo, const float *const *wgu, const float *const *wd, const float *eps,
                 float *K, float *Vc, const float *cos_d, const float *sin_d, const int64_t *pad,
                 const int64_t *limit, const float *noise, const float *logits0, int64_t eos, int64_t *tokens,
-                float *all_logits, int64_t *end_at) {
+                float *all_logits, int64_t *end_at, float *const *save) {
     int hdp = (hd + 7) / 8 * 8;  /* cache row: hd floats, zero-padded to a multiple of 8 (see attend) */
     size_t layer_stride = (size_t)B * H * Tmax * hdp;
     float *buf = malloc(sizeof(float) * ((size_t)B * (3 * d + 3 * d + 2 * ff + ff + V) + (size_t)(P + steps)));
@@ -200,8 +229,9 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
     float *gu = y3 + (size_t)B * 3 * d, *a = gu + (size_t)B * 2 * ff, *logits = a + (size_t)B * ff;
     float *sc = logits + (size_t)B * V;  /* attention scores of one (row, head) */
     int *rows = malloc(sizeof(int) * (size_t)B);
-    int64_t *nxt = malloc(sizeof(int64_t) * (size_t)B);
-    if (!rows || !nxt) { free(buf); free(rows); free(nxt); return -1; }
+    int64_t *nxt = malloc(sizeof(int64_t) * (size_t)B), *srow = malloc(sizeof(int64_t) * (size_t)B);
+    if (!rows || !nxt || !srow) { free(buf); free(rows); free(nxt); free(srow); return -1; }
+    float qs = sqrtf((float)hd);
     memcpy(logits, logits0, sizeof(float) * (size_t)B * V);
     int na = B;  /* active rows, in batch order; logits/x rows are indexed by position in `rows` */
     for (int b = 0; b < B; b++) rows[b] = b;
@@ -235,8 +265,11 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
         /* ---- one decode step for the active rows: feed nxt at cache slot tc */
         int tc = P + t;
         for (int i = 0; i < na; i++) memcpy(x + (size_t)i * d, emb + (size_t)nxt[i] * d, sizeof(float) * d);
+        for (int i = 0; i < na; i++) srow[i] = (int64_t)t * B + rows[i];
         for (int l = 0; l < nL; l++) {
             float *Kl = K + l * layer_stride, *Vl = Vc + l * layer_stride;
+            float *const *sv = save ? save + SAVED_PER_LAYER * l : NULL;
+            if (sv) save_rows(sv[0], srow, x, na, d);
             rms_rows(x, na, d, eps[l], h);
             matmul(h, na, d, wqkv[l], 3 * d, y3, 0);
             for (int i = 0; i < na; i++) {
@@ -248,17 +281,20 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
                     float *Kh = Kl + ((size_t)b * H + hh) * Tmax * hdp, *Vh = Vl + ((size_t)b * H + hh) * Tmax * hdp;
                     rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
                     write_kv(yr, d, hh, cs, sn, hd, hdp, Kh + (size_t)tc * hdp, Vh + (size_t)tc * hdp);
+                    if (sv) save_qkv_head(sv[1] + (size_t)srow[i] * 3 * d, d, hh, hd, q, qs, Kh + (size_t)tc * hdp, yr);
                     attend(q, Kh, Vh, (int)pad[b], tc, hd, sc, att + (size_t)i * d + hh * hd);
                 }
             }
-            attn_out_and_mlp(x, att, na, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a);
+            attn_out_and_mlp(x, att, na, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a, sv, srow);
         }
+        if (save) save_rows(save[SAVED_PER_LAYER * nL], srow, x, na, d);
         rms_rows(x, na, d, norm_eps, h);
         matmul(h, na, d, head_t, V, logits, 0);
     }
     free(buf);
     free(rows);
     free(nxt);
+    free(srow);
     return t;
 }
 
@@ -268,14 +304,15 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
  *   ids (U, P) token ids; upad (U,) left padding; cos_p, sin_p (U, P, hd) RoPE tables at the prompt positions
  *   (real tokens counted from 0, pads at 0); weights as tiny_decode.
  * Real queries attend to the real keys at or before them; a pad query attends to itself (its output only reaches
- * pad positions, whose cache slots are never read). K, Vc rows are hdp floats as in tiny_decode. Output: logits (U, V) at the last position. Returns 0, or -1
- * when out of memory.
+ * pad positions, whose cache slots are never read). K, Vc rows are hdp floats as in tiny_decode. Output: logits
+ * (U, V) at the last position. save: NULL or as tiny_decode, position i of prompt u at row u * P + i (pads
+ * included). Returns 0, or -1 when out of memory.
  */
 int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int P, int Tmax, const int64_t *ids,
                  const int64_t *upad, const int64_t *inv, const float *emb, const float *head_t, float norm_eps,
                  const float *const *wqkv, const float *const *wo, const float *const *wgu,
                  const float *const *wd, const float *eps, const float *cos_p, const float *sin_p, float *K,
-                 float *Vc, float *logits) {
+                 float *Vc, float *logits, float *const *save) {
     int hdp = (hd + 7) / 8 * 8;
     size_t N = (size_t)U * P, layer_stride = (size_t)B * H * Tmax * hdp;
     size_t kv = (size_t)U * H * P * hdp;
@@ -283,8 +320,14 @@ int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int 
     if (!buf) return -1;
     float *x = buf, *h = x + N * d, *att = h + N * d, *y3 = att + N * d, *gu = y3 + N * 3 * d, *a = gu + N * 2 * ff;
     float *kp = a + N * ff, *vp = kp + kv, *sc = vp + kv, *last = sc + P;  /* kp, vp: (U, H, P, hdp) */
+    int64_t *srow = save ? malloc(sizeof(int64_t) * N) : NULL;
+    if (save && !srow) { free(buf); return -1; }
+    for (size_t r = 0; save && r < N; r++) srow[r] = (int64_t)r;
+    float qs = sqrtf((float)hd);
     for (size_t r = 0; r < N; r++) memcpy(x + r * d, emb + (size_t)ids[r] * d, sizeof(float) * d);
     for (int l = 0; l < nL; l++) {
+        float *const *sv = save ? save + SAVED_PER_LAYER * l : NULL;
+        if (sv) memcpy(sv[0], x, sizeof(float) * N * d);
         rms_rows(x, (int)N, d, eps[l], h);
         matmul(h, (int)N, d, wqkv[l], 3 * d, y3, 0);
         for (int u = 0; u < U; u++) {
@@ -301,6 +344,7 @@ int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int 
                     const float *cs = cos_p + ((size_t)u * P + i) * hd, *sn = sin_p + ((size_t)u * P + i) * hd;
                     float q[hdp];
                     rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
+                    if (sv) save_qkv_head(sv[1] + ((size_t)u * P + i) * 3 * d, d, hh, hd, q, qs, Kh + (size_t)i * hdp, yr);
                     attend(q, Kh, Vh, i < s0 ? i : s0, i, hd, sc, att + ((size_t)u * P + i) * d + hh * hd);
                 }  /* a pad query (i < s0) sees only itself */
             }
@@ -312,11 +356,13 @@ int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int 
                 memcpy(K + dst, kp + src, sizeof(float) * P * hdp);
                 memcpy(Vc + dst, vp + src, sizeof(float) * P * hdp);
             }
-        attn_out_and_mlp(x, att, (int)N, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a);
+        attn_out_and_mlp(x, att, (int)N, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a, sv, srow);
     }
+    if (save) memcpy(save[SAVED_PER_LAYER * nL], x, sizeof(float) * N * d);
     for (int u = 0; u < U; u++) memcpy(last + (size_t)u * d, x + ((size_t)u * P + P - 1) * d, sizeof(float) * d);
     rms_rows(last, U, d, norm_eps, h);
     matmul(h, U, d, head_t, V, logits, 0);
     free(buf);
+    free(srow);
     return 0;
 }

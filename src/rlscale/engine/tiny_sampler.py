@@ -17,11 +17,16 @@ Sampling is Gumbel-max over softmax(logits / T) restricted to the top-p nucleus 
 top_p < 1), with the Gumbel noise of each row pre-drawn from a generator seeded by that row's seed: the same seed
 gives the same tokens whatever the batch composition. Temperature 0 is greedy. Log-probs are of softmax(logits / T)
 (T = 1 when greedy), before top-p.
+
+With `keep_activations`, the C path also saves every row's per-layer activations (`SavedActivations`) in the layout
+of the fused trunk, so the on-policy RL update can run its backward without recomputing the forward
+(rlscale.models.fused.forward_grouped_replay).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +84,35 @@ class _Weights:
             self.c_args = tuple(ptr_array(x) for x in zip(*[lay[1:] for lay in self.layers]))
 
 
+SAVED_PER_LAYER = 5  # x, [q, k, v] after RoPE, x after attention, [g, u], silu(g) * u (see _tiny_decode.c)
+
+
+def saved_widths(cfg) -> list[int]:
+    """Row widths of the saved activation buffers: per layer [d, 3d, d, 2ff, ff], then the final x (d)."""
+    d, ff = cfg.d_model, cfg.d_ff
+    return [d, 3 * d, d, 2 * ff, ff] * cfg.n_layers + [d]
+
+
+@dataclass
+class SavedActivations:
+    """The forward activations the sampler computed for its rollouts, for the RL update's backward.
+
+    `tensors`: the 5 L + 1 buffers of `saved_widths` (rows, width); their last row (`zero_row`) is zeros, for the
+    positions no forward fed (prompt padding, a completion's last token and anything after it). Rollout (prompt i,
+    sample j): `prompt_row[(i, j)]` is the row of its prompt's first token (the prompt's tokens follow), and its
+    completion position t < `fed[(i, j)]` is at row `comp_start[(i, j)] + t * comp_stride[(i, j)]`."""
+    tensors: list[Tensor]
+    zero_row: int
+    prompt_row: dict
+    comp_start: dict
+    comp_stride: dict
+    fed: dict
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+
 def _rms(x: Tensor, eps: float) -> Tensor:
     """RMSNorm without the gain (folded into the next projection's weights)."""
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # F.rms_norm is slower on CPU (dtype casts)
@@ -88,7 +122,8 @@ class TinySampler:
     """Sampler protocol for TinyPolicy. generate(prompts, params, seeds) -> per prompt, params.n Rollouts."""
 
     def __init__(self, policy: TinyPolicy, max_batch: int = 64, compact_every: int = 8, bucket: int = 8,
-                 native: bool | None = None, workers: int = 1):
+                 native: bool | None = None, workers: int = 1, keep_activations: bool = False,
+                 activation_budget: int = 2 << 30):
         self.policy = policy
         self.max_batch = max_batch
         self.compact_every = compact_every
@@ -98,6 +133,11 @@ class TinySampler:
         self.workers = max(1, workers)
         """chunks decoded concurrently, one per thread (torch ops and the C loop release the GIL); chunks are cut
         to at most rows / workers so that a single batch uses every worker. Tokens do not depend on it."""
+        self.keep_activations = keep_activations
+        """save the rollouts' forward activations (C path only; see SavedActivations) into self.activations"""
+        self.activation_budget = activation_budget
+        """bytes the saved activations may take; a larger request keeps none (the update then recomputes them)"""
+        self.activations: SavedActivations | None = None
 
     def _native_lib(self, params: SamplingParams):
         """The C library when it applies: no stop strings (matched on decoded text), no top-p, head size <= 128."""
@@ -137,29 +177,69 @@ class TinySampler:
         w = _Weights(self.policy, rot=lib is None)
         size = min(self.max_batch, -(-len(rows) // self.workers))
         chunks = [rows[c:c + size] for c in range(0, len(rows), size)]
+        self.activations = None
+        saves = [None] * len(chunks)
+        if self.keep_activations and lib is not None:
+            self.activations, saves = self._activation_buffers([[enc[i] for i, _ in c] for c in chunks],
+                                                               [[(i, j) for i, j in c] for c in chunks], params)
 
-        def run(chunk):
+        def run(k):
+            chunk = chunks[k]
             with torch.inference_mode():  # grad mode is per thread
                 return self._generate_chunk(w, [enc[i] for i, _ in chunk], [int(seeds[i][j]) for i, j in chunk],
-                                            params, lib)
+                                            params, lib, saves[k])
 
-        for chunk, res in zip(chunks, thread_map(run, chunks, self.workers)):
+        for chunk, res in zip(chunks, thread_map(run, range(len(chunks)), self.workers)):
             for (i, j), (ids, lps, fin) in zip(chunk, res):
                 out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
                                     text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
+                if self.activations is not None:
+                    self.activations.fed[(i, j)] = max(len(ids) - 1, 0)  # the last token is never fed
         return out  # type: ignore[return-value]
+
+    def _chunk_shape(self, enc: list[list[int]], params: SamplingParams) -> tuple[int, Tensor, int]:
+        """(prompt width P, per-row new-token budget, decode steps) of a chunk of prompts."""
+        lens = torch.tensor([len(e) for e in enc])
+        limit = torch.clamp(self.policy.config.max_seq_len - lens, max=params.max_new_tokens)
+        return round_up(int(lens.max()), self.bucket), limit, int(limit.max())
+
+    def _activation_buffers(self, chunk_enc: list[list[list[int]]], chunk_keys: list[list[tuple[int, int]]],
+                            params: SamplingParams):
+        """One set of saved-activation buffers for every chunk of a generate call, and per chunk the pointer
+        arrays (prefill, decode) of its regions; (None, [None] * chunks) when they would exceed the budget."""
+        from rlscale.engine.native import ptr_array
+
+        widths = saved_widths(self.policy.config)
+        layout, total = [], 0
+        for enc in chunk_enc:
+            P, _, steps = self._chunk_shape(enc, params)
+            U = len(first_occurrences([tuple(e) for e in enc])[0])
+            layout.append((total, P, U, total + U * P, steps))
+            total += U * P + steps * len(enc)
+        if (total + 1) * sum(widths) * 4 > self.activation_budget:
+            return None, [None] * len(chunk_enc)
+        tensors = [torch.empty(total + 1, wd) for wd in widths]
+        for t in tensors:
+            t[total].zero_()
+        acts = SavedActivations(tensors, total, {}, {}, {}, {})
+        saves = []
+        for enc, keys, (pbase, P, _, cbase, _) in zip(chunk_enc, chunk_keys, layout):
+            _, inv = first_occurrences([tuple(e) for e in enc])
+            for b, key in enumerate(keys):
+                acts.prompt_row[key] = pbase + inv[b] * P + (P - len(enc[b]))
+                acts.comp_start[key], acts.comp_stride[key] = cbase + b, len(enc)
+            saves.append((ptr_array([t[pbase:] for t in tensors]), ptr_array([t[cbase:] for t in tensors])))
+        return acts, saves
 
     # -- one chunk ------------------------------------------------------------------------------------------------
     def _generate_chunk(self, w: _Weights, enc: list[list[int]], seeds: list[int], params: SamplingParams,
-                        lib=None):
+                        lib=None, save=None):
+        """save: the chunk's (prefill, decode) activation pointer arrays (C path), or None."""
         cfg = self.policy.config
         tok = self.policy.tokenizer
         B, H, hd, V, d = len(enc), cfg.n_heads, cfg.head_dim, cfg.vocab_size, cfg.d_model
         lens = torch.tensor([len(e) for e in enc])
-        P = round_up(int(lens.max()), self.bucket)
-        max_new = params.max_new_tokens
-        limit = torch.clamp(cfg.max_seq_len - lens, max=max_new)  # per-row new-token budget (context-bounded)
-        steps = int(limit.max())
+        P, limit, steps = self._chunk_shape(enc, params)  # limit: per-row new-token budget (context-bounded)
         Tmax = P + steps
 
         ids, am = left_pad(enc, tok.pad_id, P)  # (B, P)
@@ -198,9 +278,11 @@ class TinySampler:
         rep_rows, inv_rows = first_occurrences([tuple(e) for e in enc])
         U, rep, inv = len(rep_rows), torch.tensor(rep_rows), torch.tensor(inv_rows)  # u -> a row; row -> u
         if lib is not None:  # the same prefill in C, straight into every row's cache slots
-            logits = self._prefill_native(lib, w, ids[rep], pad[rep], inv, cos_t, sin_t, Kn, Vn, P, Tmax)[inv]
+            save_p, save_d = save if save is not None else (None, None)
+            logits = self._prefill_native(lib, w, ids[rep], pad[rep], inv, cos_t, sin_t, Kn, Vn, P, Tmax,
+                                          save_p)[inv]
             return self._finish(*self._decode_native(lib, w, B, P, steps, Tmax, Kn, Vn, cos_d, sin_d, pad, limit,
-                                                     noise, logits), [False] * B, T)
+                                                     noise, logits, save_d), [False] * B, T)
         pos, mask = padded_causal(key_ok[rep, :P])  # (U, P), (U, 1, P, P)
         cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (U, 1, 1, P, hd)
         x = F.embedding(ids[rep], w.emb)  # (U, P, d)
@@ -293,7 +375,7 @@ class TinySampler:
         return self._finish(all_tokens, all_logits, end_at, steps, stopped, T)
 
     def _prefill_native(self, lib, w: _Weights, ids: Tensor, upad: Tensor, inv: Tensor, cos_t: Tensor,
-                        sin_t: Tensor, K: Tensor, V: Tensor, P: int, Tmax: int) -> Tensor:
+                        sin_t: Tensor, K: Tensor, V: Tensor, P: int, Tmax: int, save=None) -> Tensor:
         """The prefill in C (see tiny_prefill in _tiny_decode.c): fills K, V slots [0, P) of every row from its
         prompt inv[row]; returns the (U, V) logits at the last prompt position."""
         from rlscale.engine.native import ptr
@@ -307,14 +389,14 @@ class TinySampler:
         rc = lib.tiny_prefill(U, K.shape[1], cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size,
                               len(w.layers), P, Tmax, ptr(ids_c), ptr(upad_c), ptr(inv_c), ptr(w.emb),
                               ptr(w.head_t), float(w.norm_eps), *w.c_args, ptr(w.eps), ptr(cos_p), ptr(sin_p),
-                              ptr(K), ptr(V), ptr(logits))
+                              ptr(K), ptr(V), ptr(logits), save)
         if rc < 0:
             raise MemoryError("native prefill: out of memory")
         return logits
 
     def _decode_native(self, lib, w: _Weights, B: int, P: int, steps: int, Tmax: int, K: Tensor, V: Tensor,
                        cos_d: Tensor, sin_d: Tensor, pad: Tensor, limit: Tensor, noise: Tensor | None,
-                       logits: Tensor):
+                       logits: Tensor, save=None):
         """The decode loop in C (same math as the torch loop below, see _tiny_decode.c)."""
         from rlscale.engine.native import ptr
 
@@ -329,7 +411,7 @@ class TinySampler:
                               Tmax, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *w.c_args,
                               ptr(w.eps), ptr(K), ptr(V), ptr(cos_c), ptr(sin_c), ptr(pad_c), ptr(limit_c),
                               ptr(noise_c) if noise_c is not None else None, ptr(logits_c), int(tok.eos_id),
-                              ptr(all_tokens), ptr(all_logits), ptr(end_at))
+                              ptr(all_tokens), ptr(all_logits), ptr(end_at), save)
         if ran < 0:
             raise MemoryError("native decode: out of memory")
         return all_tokens, all_logits, end_at, steps

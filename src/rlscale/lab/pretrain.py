@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from rlscale.config import changed_keys
 from rlscale.errors import UserError
 from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
-from rlscale.procs import keep_freed_memory
 from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
 from rlscale.models.tokenizer import CharTokenizer
+from rlscale.procs import keep_freed_memory
 from rlscale.tasks.arith import (
     ALPHABET,
     ArithConfig,

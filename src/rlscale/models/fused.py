@@ -11,6 +11,13 @@ Same math and masks as `TinyGPT.forward_grouped_torch` / `TinyGPT.forward_torch`
 logits and every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast is
 active; otherwise, or with RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs. Pretraining keeps
 the reference on purpose (see rlscale.lab.pretrain.loss_of).
+
+`forward_grouped_replay` is the same trunk with its forward taken from the sampler: the lab's C sampler computed
+every activation of the rollouts while generating them (rlscale.engine.tiny_sampler.SavedActivations), with the
+same weights when the update is on-policy, so the update's first pass gathers them into the packed rows and only
+recomputes the cheap parts (the norms' scales, the attention probabilities and outputs) before the backward. That
+removes the forward's matmuls (a third of the update's); the gradients equal the recomputed ones up to float
+rounding (the sampler sums in another order; tests compare them).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from torch import Tensor
 
 from rlscale.engine.native import compile_and_load
+from rlscale.engine.tiny_sampler import SAVED_PER_LAYER
 
 SRC = Path(__file__).with_name("_tiny_fused.c")
 PARAMS_PER_LAYER = 9  # input norm, q, k, v, o, post-attention norm, gate, up, down
@@ -186,6 +194,52 @@ class _Trunk(torch.autograd.Function):
         return (None, None, demb, d_final, *grads)
 
 
+class _Replay(torch.autograd.Function):
+    """_Trunk with the forward's activations given (gathered from the sampler, see forward_grouped_replay): per
+    layer the input x, [q, k, v] after RoPE, x after attention, [g, u] and silu(g) * u, then the final x. Recomputes
+    the norms (their rstd and outputs), the attention probabilities and outputs; the backward is _Trunk's."""
+
+    @staticmethod
+    def forward(ctx, geo: Geometry, cfg, saved: list[Tensor], emb: Tensor, final_w: Tensor, *ws: Tensor) -> Tensor:  # noqa: ARG004
+        lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
+        npr = geo.prob_count(H)
+        layers = []
+        for li in range(cfg.n_layers):
+            w1, wq, wk, wv, _, w2, wg, wu, _ = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+            x, qkv, xm, gu, a = saved[li * SAVED_PER_LAYER:(li + 1) * SAVED_PER_LAYER]
+            h1, r1 = _rms(lib, x, w1, eps)
+            probs, y = torch.empty(npr), torch.empty_like(x)
+            lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs), _p(y))
+            h2, r2 = _rms(lib, xm, w2, eps)
+            layers.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, torch.cat((wq, wk, wv)), torch.cat((wg, wu))))
+        xf = saved[-1]
+        hn, rf = _rms(lib, xf, final_w, eps)
+        ctx.geo, ctx.cfg, ctx.layers, ctx.final = geo, cfg, layers, (xf, rf)
+        ctx.save_for_backward(emb, final_w, *ws)
+        return hn
+
+    @staticmethod
+    def backward(ctx, dhn: Tensor):
+        return (None, *_Trunk.backward(ctx, dhn))  # no gradient for `saved`
+
+
+def replay_rows(saved, keys: list, prompt_mask: Tensor, group: Tensor, C: int) -> Tensor:
+    """Row of `saved` (SavedActivations) for every packed row of a micro-batch: prompt stream g (P positions,
+    left-padded) from the saved prompt of its first row, completion row r (rollout keys[r], C positions) from its
+    own rows; padding and positions no forward fed read the zero row. (G * P + R * C,) int64."""
+    G, P = prompt_mask.shape
+    first: dict[int, int] = {}
+    for r, g in enumerate(group.tolist()):
+        first.setdefault(g, r)
+    p0 = torch.tensor([saved.prompt_row[keys[first[g]]] for g in range(G)])
+    j = torch.arange(P)[None, :] - (P - prompt_mask.long().sum(1))[:, None]  # (G, P): index into the real prompt
+    pidx = torch.where(j >= 0, p0[:, None] + j, saved.zero_row)
+    start, stride, fed = (torch.tensor([m[k] for k in keys]) for m in (saved.comp_start, saved.comp_stride, saved.fed))
+    t = torch.arange(C)[None, :]
+    cidx = torch.where(t < fed[:, None], start[:, None] + t * stride[:, None], saved.zero_row)
+    return torch.cat((pidx.reshape(-1), cidx.reshape(-1)))
+
+
 def trunk_params(module) -> list[Tensor]:
     ps = []
     for layer in module.model.layers:
@@ -205,7 +259,23 @@ def forward_grouped(module, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: T
                     ) -> tuple[Tensor, Tensor]:
     """TinyGPT.forward_grouped by the fused trunk: (logits (G, V) at each prompt's last token, (R, C, V))."""
     geo = geometry(module.cfg, prompt_ids, prompt_mask, comp_ids, group)
-    hn = trunk(module, geo)
+    return _grouped_logits(module, geo, trunk(module, geo))
+
+
+def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor,
+                           group: Tensor) -> tuple[Tensor, Tensor]:
+    """forward_grouped with the trunk's forward taken from `saved` (the SavedActivations of the sampler call that
+    generated these rollouts with the current weights); keys[r] = (prompt index, sample index) of row r."""
+    geo = geometry(module.cfg, prompt_ids, prompt_mask, comp_ids, group)
+    idx = replay_rows(saved, keys, prompt_mask, group, geo.C)
+    gathered = [t.index_select(0, idx) for t in saved.tensors]
+    hn = _Replay.apply(geo, module.cfg, gathered, module.model.embed_tokens.weight, module.model.norm.weight,
+                       *trunk_params(module))
+    return _grouped_logits(module, geo, hn)
+
+
+def _grouped_logits(module, geo: Geometry, hn: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits (G, V) at each prompt's last token, (R, C, V)) from the trunk's output rows."""
     w = module.model.embed_tokens.weight
     G, P, R, C = geo.G, geo.P, geo.R, geo.C
     last = hn[torch.arange(G) * P + (P - 1)]

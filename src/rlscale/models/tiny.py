@@ -322,10 +322,20 @@ class TinyPolicy:
         return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
 
     def completion_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor,
-                            temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+                            temperature: float = 1.0, with_entropy: bool = False, replay: tuple | None = None
+                            ) -> tuple[Tensor, Tensor | None]:
         """logp[r, t] = log p(comp_ids[r, t] | prompt[group[r]], comp_ids[r, :t]): (R, C), each prompt computed once
-        for its group (TinyGPT.forward_grouped); entropy (R, C) when with_entropy. Shapes as forward_grouped."""
-        last, comp = self.module.forward_grouped(prompt_ids, prompt_mask, comp_ids, group)
+        for its group (TinyGPT.forward_grouped); entropy (R, C) when with_entropy. Shapes as forward_grouped.
+
+        replay = (SavedActivations, keys): the forward is taken from the sampler call that generated these rows with
+        the current weights (rlscale.models.fused.forward_grouped_replay; needs fused.usable); keys[r] = (prompt
+        index, sample index) of row r in that call."""
+        if replay is not None:
+            from rlscale.models import fused
+
+            last, comp = fused.forward_grouped_replay(self.module, *replay, prompt_ids, prompt_mask, comp_ids, group)
+        else:
+            last, comp = self.module.forward_grouped(prompt_ids, prompt_mask, comp_ids, group)
         logits = torch.cat((last[group][:, None], comp[:, :-1]), 1)  # (R, C, V): position t predicts comp_ids[:, t]
         return logprobs_from_logits(logits, comp_ids, temperature, with_entropy)
 

@@ -564,12 +564,27 @@ def _internal_validation(policy, problems, params, template, mode, ks) -> dict[s
     return out
 
 
+def replay_applies(policy, cfg: GRPOConfig) -> bool:
+    """Whether the update's first pass over a batch takes its forward from the sampler (the lab model in fp32 with
+    the fused trunk; rlscale.models.fused.forward_grouped_replay): the sampler's C path then saves the rollouts'
+    activations (when it runs: no stop strings, no top-p) and the pass skips the forward's matmuls, with the
+    gradients of a recomputed forward up to float rounding. RLSCALE_REPLAY=0 always recomputes."""
+    import os
+
+    if getattr(policy, "kind", None) != "tiny" or cfg.dtype != "fp32" or os.environ.get("RLSCALE_REPLAY", "1") == "0":
+        return False
+    from rlscale.models import fused
+
+    return fused.usable(policy.module)
+
+
 @dataclass
 class UpdateBatch:
     """One step's packed rollouts for the update (N rows, C completion positions), each micro-batch's inputs
     (row index, completion slice, completion_logprobs arguments; built once for every pass over the batch) and
     the per-micro-batch caches of the first pass (the old policy's and the reference's log-probs)."""
     inputs: list  # per micro-batch: (idx (R,), slice of C, group_inputs(...))
+    replay: list  # per micro-batch: (SavedActivations, rollout keys) for its first pass, or None (recompute)
     adv: Any  # (N,) advantages
     w_pg: Any  # (N, C) policy-gradient weights (global aggregation)
     w_reg: Any  # (N, C) KL/entropy weights
@@ -589,8 +604,9 @@ def micro_batch(b: UpdateBatch, c: int, u: int, accumulate: bool, policy, ref_po
 
     idx, sl, batch_in = b.inputs[c]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")  # per thread
+    replay = {"replay": b.replay[c]} if u == 0 and b.replay[c] is not None else {}  # weights as when sampled
     with autocast:
-        logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True)
+        logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True, **replay)
     logp, ent = logp.float(), ent.float()
     if b.old_lp[c] is None:
         b.old_lp[c] = logp.detach()
@@ -688,11 +704,10 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
 
     from rlscale.compute import cumulative_forward_flops, step_compute
     from rlscale.engine.base import SamplingParams, thread_map
+    from rlscale.procs import keep_freed_memory
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
     from rlscale.rl.losses import aggregation_weights, filter_masks
     from rlscale.rl.lr import adamw, lr_at
-
-    from rlscale.procs import keep_freed_memory
 
     keep_freed_memory()
     cfg = with_model_defaults(with_task_defaults(cfg.validate()), policy)
@@ -718,6 +733,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     use_ref = cfg.kl > 0
     ref_policy = None
     module = policy.module
+    replay_ok = replay_applies(policy, cfg)
     params_list = [p for p in module.parameters() if p.requires_grad]
     opt = adamw(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
@@ -787,7 +803,11 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         seeds = [[derive_seed(cfg.seed, step, p.id, j) for j in range(n_est)] for p in batch]
         # ---- rollout --------------------------------------------------------------------------------------
         module.eval()
-        groups = policy.sampler(**({"workers": workers} if workers > 1 else {})).generate(prompts, sp, seeds)
+        sampler = policy.sampler(**({"workers": workers} if workers > 1 else {}),
+                                 **({"keep_activations": True} if replay_ok else {}))
+        groups = sampler.generate(prompts, sp, seeds)
+        acts = sampler.activations if replay_ok else None
+        del sampler
         module.train()
         t_gen = time.perf_counter()
         # ---- grade ----------------------------------------------------------------------------------------
@@ -831,7 +851,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             sl = slice(0, round_up(max(max(comp_lens[i] for i in rows), 1), 8))
             inputs.append((idx, sl, group_inputs([used[i].prompt_ids for i in rows], [group_of[i] for i in rows],
                                                  comp_ids[idx, sl], int(policy.tokenizer.pad_id))))
-        ub = UpdateBatch(inputs, A, w_pg, w_reg, samp_lp, cmask, old_lp=[None] * len(chunks),
+        replay = [None if acts is None else (acts, [(used[i].prompt_index, used[i].sample_index) for i in rows])
+                  for rows in chunks]
+        ub = UpdateBatch(inputs, replay, A, w_pg, w_reg, samp_lp, cmask, old_lp=[None] * len(chunks),
                          ref_lp=[None] * len(chunks))
         threaded = workers > 1 and len(chunks) > 1  # as thread_map decides
         for u in range(cfg.updates_per_batch):

@@ -1,0 +1,81 @@
+"""The lab model's update micro-batch with the forward recomputed vs replayed from the sampler, and what saving
+the activations costs the sampler; one thread, measured alternately in one process.
+
+    .venv/bin/python bench/update_replay.py [--size m] [--rounds 10]
+
+One micro-batch is the GRPO bench's per-worker share: 4 arith prompts x 8 completions of up to 32 tokens, the
+loss's forward + backward (log-probs and entropy). Last printed line: one JSON object with the median ms of each,
+the update speedup (recompute / replay) and the generation slowdown (keep / no keep)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="m")
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from rlscale.engine.base import SamplingParams
+    from rlscale.lab.pretrain import build_policy
+    from rlscale.procs import keep_freed_memory
+    from rlscale.rl.grpo import group_inputs, pack_completions
+    from rlscale.tasks.base import get_task
+
+    keep_freed_memory()
+    pol = build_policy(args.size, seed=0)
+    prompts = [p.question for p in get_task("arith").load("train")[:4]]
+    sp = SamplingParams(n=8, temperature=1.0, max_new_tokens=32, seed=0)
+    seeds = [[i * 8 + j for j in range(8)] for i in range(4)]
+
+    def generate(keep: bool):
+        pol.module.eval()
+        smp = pol.sampler(keep_activations=keep)
+        t0 = time.perf_counter()
+        groups = smp.generate(prompts, sp, seeds)
+        return groups, smp.activations, time.perf_counter() - t0
+
+    groups, acts, _ = generate(True)
+    if acts is None:
+        sys.exit("update_replay: the C sampler did not run (no C compiler?); nothing to compare")
+    used = [r for g in groups for r in g]
+    pad = int(pol.tokenizer.pad_id)
+    comp, cmask, _ = pack_completions([r.token_ids for r in used], [r.logprobs for r in used], pad)
+    batch = group_inputs([r.prompt_ids for r in used], [r.prompt_index for r in used], comp, pad)
+    keys = [(r.prompt_index, r.sample_index) for r in used]
+    params = list(pol.module.parameters())
+
+    def update(replay) -> float:
+        pol.module.train()
+        t0 = time.perf_counter()
+        logp, ent = pol.completion_logprobs(*batch, with_entropy=True, replay=replay)
+        torch.autograd.grad(-(logp * cmask).sum() / cmask.sum() - 1e-3 * (ent * cmask).sum(), params)
+        return time.perf_counter() - t0
+
+    res: dict[str, list[float]] = {"update_recompute": [], "update_replay": [], "gen": [], "gen_keep": []}
+    for _ in range(args.rounds):
+        for _ in range(4):
+            res["update_recompute"].append(update(None))
+            res["update_replay"].append(update((acts, keys)))
+            res["gen"].append(generate(False)[2])
+            res["gen_keep"].append(generate(True)[2])
+    ms = {k: 1e3 * statistics.median(v) for k, v in res.items()}
+    for k, v in ms.items():
+        print(f"{k}: median {v:.1f} ms", file=sys.stderr)
+    print(json.dumps({"size": args.size, **{f"{k}_ms": v for k, v in ms.items()},
+                      "update_speedup": ms["update_recompute"] / ms["update_replay"],
+                      "gen_slowdown": ms["gen_keep"] / ms["gen"],
+                      "step_speedup": (ms["update_recompute"] + ms["gen"]) / (ms["update_replay"] + ms["gen_keep"]),
+                      "activation_mb": acts.nbytes / 1e6}))
+
+
+if __name__ == "__main__":
+    main()
