@@ -5,7 +5,12 @@ Same model weights, n, problems per step and max completion length; rewards from
 peak (measured in this run on --threads threads) that our generation and our update reach.
 
     .venv/bin/python bench/grpo_vs_trl.py [--sizes s,m] [--steps 4] [--n 8] [--problems 8] [--max-new-tokens 32]
-        [--threads 1]
+        [--threads 1] [--repeats 3]
+
+The host is shared and its speed drifts by 2x within minutes, so one measurement of each trainer taken at different
+times can be off by that much. Each (size, dtype) is therefore measured --repeats times, ours and TRL back to back
+(alternating which goes first), and the reported ratio is the median of the per-repeat ratios; the per-repeat
+ratios are in the JSON too.
 
 The peak fractions are model-FLOPs utilisation (MFU): the FLOPs of rlscale.compute's convention (every rollout's
 full sequence, as an implementation that shares nothing would compute them) per second over the measured matmul
@@ -13,7 +18,8 @@ peak. Our sampler prefills each distinct prompt once per chunk and our update co
 micro-batch for all of its group's rows, so the executed FLOPs are fewer and the hardware's utilisation is lower
 than these fractions.
 
-Last printed line: one JSON object with ratio_vs_trl (size s, fp32 unless bf16 is faster), rollouts_per_s,
+Last printed line: one JSON object with ratio_vs_trl (size s, fp32 unless bf16 is faster; the median repeat's),
+rollouts_per_s,
 gen_peak_fraction, update_peak_fraction, and the per-size/dtype details (with our median generation and update
 seconds per step).
 """
@@ -116,9 +122,14 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="measurements of each trainer per size and dtype (ours and TRL back to back); the ratio "
+                         "reported is the median of the per-repeat ratios")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for both trainers and the peak: TRL's torch intra-op threads; our workers")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     torch.set_num_threads(args.threads)
 
     from rlscale.lab.pretrain import build_policy
@@ -135,15 +146,26 @@ def main() -> None:
             pol.save(str(lab_dir))
             export_hf(pol, hf_dir)
             for dtype in args.dtypes.split(","):
-                o = ours(str(lab_dir), Path(tmp) / f"ours_{size}_{dtype}", args, dtype)
-                t = trl(str(hf_dir), Path(tmp) / f"trl_{size}_{dtype}", args, dtype)
-                r = {"ours": o, "trl": t, "ratio_vs_trl": o["rollouts_per_s"] / t["rollouts_per_s"],
+                pairs = []
+                for rep in range(args.repeats):
+                    got = {}
+                    for who in ("ours", "trl") if rep % 2 == 0 else ("trl", "ours"):
+                        out = Path(tmp) / f"{who}_{size}_{dtype}_{rep}"
+                        got[who] = ours(str(lab_dir), out, args, dtype) if who == "ours" else \
+                            trl(str(hf_dir), out, args, dtype)
+                    o, t = got["ours"], got["trl"]
+                    pairs.append((o, t, o["rollouts_per_s"] / t["rollouts_per_s"]))
+                    print(f"{size} {dtype} repeat {rep + 1}/{args.repeats}: ours {o['rollouts_per_s']:.1f} "
+                          f"rollouts/s, TRL {t['rollouts_per_s']:.1f} -> {pairs[-1][2]:.2f}x", file=sys.stderr)
+                o, t, ratio = sorted(pairs, key=lambda p: p[2])[len(pairs) // 2]  # the median repeat
+                r = {"ours": o, "trl": t, "ratio_vs_trl": ratio, "ratios": [p[2] for p in pairs],
                      "gen_peak_fraction": o["gen_flops_per_s"] / 1e9 / peaks["fp32"],
                      "update_peak_fraction": o["update_flops_per_s"] / 1e9 / peaks[dtype]}
                 results[f"{size}/{dtype}"] = r
-                print(f"{size} {dtype}: ours {o['rollouts_per_s']:.1f} rollouts/s, TRL {t['rollouts_per_s']:.1f} "
-                      f"-> {r['ratio_vs_trl']:.1f}x; gen {r['gen_peak_fraction']:.3f} of fp32 peak, update "
-                      f"{r['update_peak_fraction']:.3f} of {dtype} peak", file=sys.stderr)
+                print(f"{size} {dtype}: median of {args.repeats}: ours {o['rollouts_per_s']:.1f} rollouts/s, TRL "
+                      f"{t['rollouts_per_s']:.1f} -> {ratio:.2f}x (repeats: "
+                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])}); gen {r['gen_peak_fraction']:.3f} of fp32 "
+                      f"peak, update {r['update_peak_fraction']:.3f} of {dtype} peak", file=sys.stderr)
     first = args.sizes.split(",")[0]
     best = max((k for k in results if k.startswith(first + "/")), key=lambda k: results[k]["ours"]["rollouts_per_s"])
     head = results[best]
@@ -152,8 +174,9 @@ def main() -> None:
                       "update_peak_fraction": head["update_peak_fraction"], "headline": best,
                       "min_ratio_vs_trl": min(r["ratio_vs_trl"] for r in results.values()),
                       "peak_gflops": peaks, "n": args.n, "problems_per_step": args.problems,
-                      "max_new_tokens": args.max_new_tokens, "threads": args.threads,
-                      "results": {k: {"ratio_vs_trl": v["ratio_vs_trl"], "ours_rollouts_per_s":
+                      "max_new_tokens": args.max_new_tokens, "threads": args.threads, "repeats": args.repeats,
+                      "results": {k: {"ratio_vs_trl": v["ratio_vs_trl"], "ratios": v["ratios"],
+                                      "ours_rollouts_per_s":
                                       v["ours"]["rollouts_per_s"], "trl_rollouts_per_s": v["trl"]["rollouts_per_s"],
                                       "gen_peak_fraction": v["gen_peak_fraction"],
                                       "update_peak_fraction": v["update_peak_fraction"],

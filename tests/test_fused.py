@@ -75,7 +75,7 @@ def test_full_sequence_forward_matches_torch_for_any_padding():
         assert_close_grads(g_ref, g_out)
 
 
-def test_the_model_dispatches_to_the_fused_path_only_in_fp32_without_autocast(monkeypatch):
+def test_the_model_dispatches_to_the_fused_path_in_fp32_and_under_bf16_autocast_only(monkeypatch):
     m = model("xs")
     calls = []
     real = fused.forward_grouped
@@ -86,7 +86,73 @@ def test_the_model_dispatches_to_the_fused_path_only_in_fp32_without_autocast(mo
     assert calls == [1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         m.forward_grouped(pid, pm, cid, group)
-    assert calls == [1]
+    assert calls == [1, 1]
+    with torch.autocast("cpu", dtype=torch.float16):
+        m.forward_grouped(pid, pm, cid, group)
+    assert calls == [1, 1]
+
+
+def rel_err(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).norm() / a[k].norm()) for k in a)
+
+
+def grouped_case(seed: int = 1):
+    torch.manual_seed(seed)
+    G, P, n, C = 3, 11, 3, 9
+    pid, pm = torch.randint(0, 49, (G, P)), torch.ones(G, P, dtype=torch.long)
+    pm[0, :4] = 0
+    return pid, pm, torch.randint(0, 49, (G * n, C)), torch.tensor([2, 0, 1, 1, 0, 2, 0, 1, 2])
+
+
+def test_padded_rows_change_nothing():
+    """bf16 runs the trunk on N rounded up to ROW_BUCKET rows: the extra rows must not reach any output or
+    gradient. Checked in fp32, where the real rows' values must not move at all."""
+    m = model("s", seed=2)
+    case = grouped_case()
+    geo = fused.geometry(m.cfg, *case)
+    pg = fused.padded(geo)
+    assert pg.rows % fused.ROW_BUCKET == 0 and pg.rows > geo.N
+    outs, gs = [], []
+    for g in (geo, pg):
+        hn = fused.trunk(m, g)
+        assert hn.shape[0] == g.rows
+        outs.append(fused._grouped_logits(m, g, hn))
+        gs.append(grads_of(m, outs[-1]))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+    assert_close_grads(gs[0], gs[1])
+
+
+@pytest.mark.parametrize("size", ["s", "m"])
+def test_bf16_autocast_trunk_is_as_close_to_fp32_as_the_torch_autocast_path(size):
+    """Under bf16 autocast the fused trunk's matmuls take bf16 inputs: its logits and gradients are as far from
+    the fp32 ones as the torch reference's under the same autocast (bf16 rounding, ~0.5%), and not further."""
+    m = model(size, seed=4)
+    case = grouped_case()
+    ref = fused.forward_grouped(m, *case)
+    g32 = grads_of(m, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused.forward_grouped(m, *case)
+        tref = m.forward_grouped_torch(*case)
+    g_bf, g_torch = grads_of(m, out), grads_of(m, tref)
+    e_bf, e_torch = rel_err(g32, g_bf), rel_err(g32, g_torch)
+    assert 1e-4 < e_bf < 3e-2, e_bf  # bf16 rounding is there (so bf16 ran), and small
+    assert e_bf < 2 * e_torch, (e_bf, e_torch)
+    for a, b in zip(ref, out):
+        assert float((a - b.float()).detach().abs().max()) < 0.05 * float(a.detach().abs().max())
+
+
+def test_bf16_replay_gives_the_bf16_recomputed_gradients():
+    pol, acts, keys, batch, cmask, _ = sampled_batch("m")
+
+    def run(replay, bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logp, ent = pol.completion_logprobs(*batch, with_entropy=True, replay=replay)
+        return grads_of(pol.module, [logp.float() * cmask, ent.float() * cmask])
+
+    g32 = run(None, False)
+    e_recompute, e_replay = rel_err(g32, run(None, True)), rel_err(g32, run((acts, keys), True))
+    assert 1e-4 < e_replay < 3e-2 and e_replay < 2 * e_recompute, (e_replay, e_recompute)
 
 
 def test_concurrent_threads_give_the_single_thread_gradients():
@@ -173,3 +239,15 @@ def test_activations_are_kept_only_on_the_c_path_within_the_budget():
     assert sampled_batch("xs", keep=False)[1] is None
     assert sampled_batch("xs", activation_budget=1000)[1] is None  # too large: the update recomputes
     assert sampled_batch("xs", native=False)[1] is None  # the torch loop saves nothing
+
+
+def test_nested_thread_map_from_a_pool_thread_does_not_wait_on_itself():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rlscale.engine.base import thread_map
+
+    def outer(i):
+        return sum(thread_map(lambda j: i * 10 + j, range(3), 2))
+
+    with ThreadPoolExecutor(1) as ex:  # a watchdog: a deadlock would hang here, the timeout fails the test
+        assert ex.submit(thread_map, outer, range(4), 2).result(timeout=30) == [3, 33, 63, 93]

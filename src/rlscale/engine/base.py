@@ -34,10 +34,28 @@ def thread_map(fn, items: Sequence, workers: int) -> list:
     order). For work that releases the GIL: torch ops and the C decode loop."""
     if workers <= 1 or len(items) <= 1:
         return [fn(x) for x in items]
+    import threading
+
+    if threading.current_thread().name.startswith("rlscale-w"):
+        # called from a pool thread: the shared pool could wait on itself, so this call gets threads of its own
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    return list(_pool(workers).map(fn, items))
+
+
+_POOLS: dict = {}
+
+
+def _pool(workers: int):
+    """One persistent pool per worker count: the same OS threads serve every call, so per-thread state (oneDNN's
+    kernels and scratch, the AMX tile state, malloc arenas) is set up once instead of at every training step."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=f"rlscale-w{workers}")
+    return _POOLS[workers]
 
 
 @dataclass(frozen=True)

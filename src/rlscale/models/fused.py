@@ -8,9 +8,10 @@ probabilities, SwiGLU, and their backward), and the backward is written out laye
 the log-softmax stay in autograd (they are the loss's, and cheap at vocabulary 49).
 
 Same math and masks as `TinyGPT.forward_grouped_torch` / `TinyGPT.forward_torch` (the reference; tests compare
-logits and every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast is
-active; otherwise, or with RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs. Pretraining keeps
-the reference on purpose (see rlscale.lab.pretrain.loss_of).
+logits and every parameter's gradient). Used when the C library builds, the weights are fp32 and no autocast, or
+bf16 autocast (then the matmuls take bf16 inputs, see low_precision), is active; otherwise, or with
+RLSCALE_NATIVE=0 or RLSCALE_FUSED=0, the reference torch path runs. Pretraining keeps the reference on purpose (see
+rlscale.lab.pretrain.loss_of).
 
 `forward_grouped_replay` is the same trunk with its forward taken from the sampler: the lab's C sampler computed
 every activation of the rollouts while generating them (rlscale.engine.tiny_sampler.SavedActivations), with the
@@ -23,6 +24,7 @@ rounding (the sampler sums in another order; tests compare them).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +58,38 @@ def _configure(lib: ctypes.CDLL) -> None:
 
 
 def usable(module: torch.nn.Module) -> bool:
-    """Whether the fused path applies: fp32 weights on CPU, no autocast, the C kernels available and
-    RLSCALE_FUSED not "0" (which keeps the torch path, e.g. to measure against it)."""
+    """Whether the fused path applies: fp32 weights on CPU, no autocast or bf16 autocast (see low_precision), the
+    C kernels available and RLSCALE_FUSED not "0" (which keeps the torch path, e.g. to measure against it)."""
     w = module.model.embed_tokens.weight
+    autocast_ok = not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") == torch.bfloat16
     return (os.environ.get("RLSCALE_FUSED", "1") != "0" and w.dtype == torch.float32 and w.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and load() is not None)
+            and autocast_ok and load() is not None)
+
+
+def low_precision() -> torch.dtype | None:
+    """The trunk's matmul dtype: bf16 under CPU bf16 autocast (as the torch path's matmuls), else None (fp32).
+
+    In bf16 the matmuls' inputs are rounded to bf16 and accumulated in fp32 (oneDNN; AMX where the CPU has it, ~4x
+    the fp32 rate); their results, the norms, RoPE, attention, SwiGLU, the residual stream and every gradient
+    buffer stay fp32, as autocast's fp32 ops do on the torch path."""
+    return torch.bfloat16 if torch.is_autocast_enabled("cpu") else None
+
+
+class _Matmuls:
+    """The trunk's matmuls in `lowp` (None: fp32, exactly the BLAS calls of the fp32 path) with fp32 results:
+    `lo` rounds an operand once (weights once per forward, activations once for every product they enter)."""
+
+    def __init__(self, lowp: torch.dtype | None):
+        self.lowp = lowp
+
+    def lo(self, t: Tensor) -> Tensor:
+        return t if self.lowp is None else t.to(self.lowp)
+
+    def mm(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b if self.lowp is None else (a @ b).float()
+
+    def addmm(self, c: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        return torch.addmm(c, a, b) if self.lowp is None else c + (a @ b).float()
 
 
 @dataclass
@@ -81,6 +110,11 @@ class Geometry:
     @property
     def N(self) -> int:  # noqa: N802
         return self.G * self.P + self.R * self.C
+
+    @property
+    def rows(self) -> int:
+        """rows of the activation buffers: N, or more after padded() (bf16)"""
+        return self.ids.shape[0]
 
     def prob_count(self, H: int) -> int:
         r8 = lambda k: -(-k // 8) * 8  # noqa: E731  (the C side's zero-padded key blocks)
@@ -106,6 +140,27 @@ def geometry(cfg, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor | No
     cos, sin = rope_cos_sin(torch.arange(int(pos.max()) + 1), cfg.head_dim, cfg.rope_theta)
     return Geometry(G, P, R, C, ids.long().contiguous(), pos.contiguous(), pm.to(torch.uint8).contiguous(),
                     group, cos.contiguous(), sin.contiguous())
+
+
+ROW_BUCKET = 128
+"""bf16 runs the trunk on N rounded up to a multiple of this many rows (see padded)"""
+
+
+def padded(geo: Geometry) -> Geometry:
+    """geo with its activation rows rounded up to a multiple of ROW_BUCKET by zero-gradient rows after the real
+    ones (token 0, read by no attention, no logit and no loss). For bf16: oneDNN JIT-compiles a kernel for every new
+    matmul shape (measured: a row count that changes every call made bf16 products 3x slower than repeated ones),
+    and the packed row count N changes with every batch; buckets make the shapes repeat, for <= 127 extra rows."""
+    extra = -geo.N % ROW_BUCKET
+    return dataclasses.replace(geo, ids=torch.cat((geo.ids, torch.zeros(extra, dtype=torch.long))))
+
+
+def _attn_out(geo: Geometry, x: Tensor) -> Tensor:
+    """The attention output buffer: attn_fwd writes the N real rows; padding rows are zeros (they enter the
+    matmuls, and 0 * garbage can be NaN)."""
+    y = torch.empty_like(x)
+    y[geo.N:] = 0.0
+    return y
 
 
 def _p(t: Tensor) -> int:
@@ -135,63 +190,80 @@ class _Trunk(torch.autograd.Function):
     """(embedding, final norm, 9 weights per layer) -> final-normed hidden states (N, d) of the packed rows."""
 
     @staticmethod
-    def forward(ctx, geo: Geometry, cfg, emb: Tensor, final_w: Tensor, *ws: Tensor) -> Tensor:  # noqa: ARG004
+    def forward(ctx, geo: Geometry, cfg, lowp, emb: Tensor, final_w: Tensor, *ws: Tensor) -> Tensor:  # noqa: ARG004
         lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
-        N, npr = geo.N, geo.prob_count(H)
-        x = emb.index_select(0, geo.ids)
-        saved = []
-        for li in range(cfg.n_layers):
-            w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
-            wqkv, wgu = torch.cat((wq, wk, wv)), torch.cat((wg, wu))  # (3d, d), (2 ff, d); kept for the backward
-            h1, r1 = _rms(lib, x, w1, eps)
-            qkv = h1 @ wqkv.t()  # (N, 3d)
-            _rope(lib, geo, qkv, H, hd, 0)
-            probs, y = torch.empty(npr), torch.empty_like(x)
-            lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs), _p(y))
-            xm = torch.addmm(x, y, wo.t())
-            h2, r2 = _rms(lib, xm, w2, eps)
-            gu = h2 @ wgu.t()  # (N, 2 ff)
-            a = torch.empty(N, cfg.d_ff)
-            lib.swiglu_fwd(N, cfg.d_ff, _p(gu), _p(a))
-            saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wqkv, wgu))
-            x = torch.addmm(xm, a, wd.t())
-        hn, rf = _rms(lib, x, final_w, eps)
-        ctx.geo, ctx.cfg, ctx.layers, ctx.final = geo, cfg, saved, (x, rf)
+        N, npr, m = geo.rows, geo.prob_count(H), _Matmuls(lowp)
+        with torch.autocast("cpu", enabled=False):  # the matmuls' precision is m's
+            x = emb.index_select(0, geo.ids)
+            saved = []
+            for li in range(cfg.n_layers):
+                w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+                wl = _layer_weights(m, wq, wk, wv, wo, wg, wu, wd)
+                wqkv, wo_, wgu, wd_ = wl
+                h1, r1 = _rms(lib, x, w1, eps)
+                h1 = m.lo(h1)
+                qkv = m.mm(h1, wqkv.t())  # (N, 3d)
+                _rope(lib, geo, qkv, H, hd, 0)
+                probs, y = torch.empty(npr), _attn_out(geo, x)
+                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
+                             _p(y))
+                y = m.lo(y)
+                xm = m.addmm(x, y, wo_.t())
+                h2, r2 = _rms(lib, xm, w2, eps)
+                h2 = m.lo(h2)
+                gu = m.mm(h2, wgu.t())  # (N, 2 ff)
+                a = torch.empty(N, cfg.d_ff)
+                lib.swiglu_fwd(N, cfg.d_ff, _p(gu), _p(a))
+                a = m.lo(a)
+                saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wl))
+                x = m.addmm(xm, a, wd_.t())
+            hn, rf = _rms(lib, x, final_w, eps)
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, saved, (x, rf)
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
     @staticmethod
     def backward(ctx, dhn: Tensor):
-        lib, geo, cfg = load(), ctx.geo, ctx.cfg
+        lib, geo, cfg, m = load(), ctx.geo, ctx.cfg, ctx.m
         H, hd = cfg.n_heads, cfg.head_dim
         emb, final_w, *ws = ctx.saved_tensors
         xf, rf = ctx.final
         dx = torch.zeros_like(xf)
-        d_final = _rms_bwd(lib, xf, final_w, rf, dhn.contiguous(), dx)
         grads: list[Tensor] = [None] * len(ws)  # type: ignore[list-item]
-        for li in reversed(range(cfg.n_layers)):
-            w1, _, _, _, wo, w2, _, _, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
-            x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wqkv, wgu = ctx.layers[li]
-            # MLP: x_out = xm + (silu(g) * u) @ wd^T, [g, u] = rms(xm) @ [wg; wu]^T
-            dwd = dx.t() @ a
-            dgu, da = torch.empty_like(gu), dx @ wd  # named: a temporary's memory is freed before the C call
-            lib.swiglu_bwd(geo.N, cfg.d_ff, _p(gu), _p(da), _p(dgu))
-            dwgu = dgu.t() @ h2
-            dw2 = _rms_bwd(lib, xm, w2, r2, dgu @ wgu, dx)  # dx is now dL/dxm
-            # attention: xm = x + attn(rms(x)) @ wo^T
-            dwo = dx.t() @ y
-            dqkv, dy = torch.zeros_like(qkv), dx @ wo
-            lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
-                         _p(dy), _p(dqkv))
-            _rope(lib, geo, dqkv, H, hd, 1)
-            dwqkv = dqkv.t() @ h1
-            dw1 = _rms_bwd(lib, x, w1, r1, dqkv @ wqkv, dx)  # dx is now dL/dx
-            d = cfg.d_model
-            grads[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER] = [
-                dw1, dwqkv[:d], dwqkv[d:2 * d], dwqkv[2 * d:], dwo, dw2, dwgu[:cfg.d_ff], dwgu[cfg.d_ff:], dwd]
-        demb = torch.zeros_like(emb).index_add_(0, geo.ids, dx)
+        with torch.autocast("cpu", enabled=False):
+            d_final = _rms_bwd(lib, xf, final_w, rf, dhn.float().contiguous(), dx)
+            for li in reversed(range(cfg.n_layers)):
+                w1, w2 = ws[li * PARAMS_PER_LAYER], ws[li * PARAMS_PER_LAYER + 5]
+                x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, (wqkv, wo, wgu, wd) = ctx.layers[li]
+                # MLP: x_out = xm + (silu(g) * u) @ wd^T, [g, u] = rms(xm) @ [wg; wu]^T
+                dxl = m.lo(dx)
+                dwd = m.mm(dxl.t(), a)
+                dgu, da = torch.empty_like(gu), m.mm(dxl, wd)  # named: a temporary is freed before the C call
+                lib.swiglu_bwd(geo.rows, cfg.d_ff, _p(gu), _p(da), _p(dgu))
+                dgu = m.lo(dgu)
+                dwgu = m.mm(dgu.t(), h2)
+                dw2 = _rms_bwd(lib, xm, w2, r2, m.mm(dgu, wgu), dx)  # dx is now dL/dxm
+                # attention: xm = x + attn(rms(x)) @ wo^T
+                dxl = m.lo(dx)
+                dwo = m.mm(dxl.t(), y)
+                dqkv, dy = torch.zeros_like(qkv), m.mm(dxl, wo)
+                lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
+                             _p(dy), _p(dqkv))
+                _rope(lib, geo, dqkv, H, hd, 1)
+                dqkv = m.lo(dqkv)
+                dwqkv = m.mm(dqkv.t(), h1)
+                dw1 = _rms_bwd(lib, x, w1, r1, m.mm(dqkv, wqkv), dx)  # dx is now dL/dx
+                d = cfg.d_model
+                grads[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER] = [
+                    dw1, dwqkv[:d], dwqkv[d:2 * d], dwqkv[2 * d:], dwo, dw2, dwgu[:cfg.d_ff], dwgu[cfg.d_ff:], dwd]
+            demb = torch.zeros_like(emb).index_add_(0, geo.ids, dx)
         ctx.layers = ctx.final = None
-        return (None, None, demb, d_final, *grads)
+        return (None, None, None, demb, d_final, *grads)
+
+
+def _layer_weights(m: _Matmuls, wq, wk, wv, wo, wg, wu, wd) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A layer's matmul operands in m's precision: [wq; wk; wv] (3d, d), wo, [wg; wu] (2 ff, d), wd."""
+    return m.lo(torch.cat((wq, wk, wv))), m.lo(wo), m.lo(torch.cat((wg, wu))), m.lo(wd)
 
 
 class _Replay(torch.autograd.Function):
@@ -200,21 +272,25 @@ class _Replay(torch.autograd.Function):
     the norms (their rstd and outputs), the attention probabilities and outputs; the backward is _Trunk's."""
 
     @staticmethod
-    def forward(ctx, geo: Geometry, cfg, saved: list[Tensor], emb: Tensor, final_w: Tensor, *ws: Tensor) -> Tensor:  # noqa: ARG004
+    def forward(ctx, geo: Geometry, cfg, lowp, saved: list[Tensor], emb: Tensor, final_w: Tensor,  # noqa: ARG004
+                *ws: Tensor) -> Tensor:
         lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
-        npr = geo.prob_count(H)
+        npr, m = geo.prob_count(H), _Matmuls(lowp)
         layers = []
-        for li in range(cfg.n_layers):
-            w1, wq, wk, wv, _, w2, wg, wu, _ = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
-            x, qkv, xm, gu, a = saved[li * SAVED_PER_LAYER:(li + 1) * SAVED_PER_LAYER]
-            h1, r1 = _rms(lib, x, w1, eps)
-            probs, y = torch.empty(npr), torch.empty_like(x)
-            lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs), _p(y))
-            h2, r2 = _rms(lib, xm, w2, eps)
-            layers.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, torch.cat((wq, wk, wv)), torch.cat((wg, wu))))
-        xf = saved[-1]
-        hn, rf = _rms(lib, xf, final_w, eps)
-        ctx.geo, ctx.cfg, ctx.layers, ctx.final = geo, cfg, layers, (xf, rf)
+        with torch.autocast("cpu", enabled=False):
+            for li in range(cfg.n_layers):
+                w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
+                x, qkv, xm, gu, a = saved[li * SAVED_PER_LAYER:(li + 1) * SAVED_PER_LAYER]
+                h1, r1 = _rms(lib, x, w1, eps)
+                probs, y = torch.empty(npr), _attn_out(geo, x)
+                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
+                             _p(y))
+                h2, r2 = _rms(lib, xm, w2, eps)
+                layers.append((x, r1, m.lo(h1), qkv, probs, m.lo(y), xm, r2, m.lo(h2), gu, m.lo(a),
+                               _layer_weights(m, wq, wk, wv, wo, wg, wu, wd)))
+            xf = saved[-1]
+            hn, rf = _rms(lib, xf, final_w, eps)
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, layers, (xf, rf)
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
@@ -250,15 +326,21 @@ def trunk_params(module) -> list[Tensor]:
 
 
 def trunk(module, geo: Geometry) -> Tensor:
-    """Final-normed hidden states (N, d) of the packed rows of `geo` (differentiable in every parameter)."""
-    return _Trunk.apply(geo, module.cfg, module.model.embed_tokens.weight, module.model.norm.weight,
+    """Final-normed hidden states (geo.rows, d) of the packed rows of `geo` (differentiable in every parameter);
+    the first N rows are the real ones. Pass `padded(geo)` under bf16 (as the callers below do)."""
+    return _Trunk.apply(geo, module.cfg, low_precision(), module.model.embed_tokens.weight, module.model.norm.weight,
                         *trunk_params(module))
+
+
+def _geometry(module, *args) -> Geometry:
+    geo = geometry(module.cfg, *args)
+    return geo if low_precision() is None else padded(geo)
 
 
 def forward_grouped(module, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor
                     ) -> tuple[Tensor, Tensor]:
     """TinyGPT.forward_grouped by the fused trunk: (logits (G, V) at each prompt's last token, (R, C, V))."""
-    geo = geometry(module.cfg, prompt_ids, prompt_mask, comp_ids, group)
+    geo = _geometry(module, prompt_ids, prompt_mask, comp_ids, group)
     return _grouped_logits(module, geo, trunk(module, geo))
 
 
@@ -266,11 +348,12 @@ def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt
                            group: Tensor) -> tuple[Tensor, Tensor]:
     """forward_grouped with the trunk's forward taken from `saved` (the SavedActivations of the sampler call that
     generated these rollouts with the current weights); keys[r] = (prompt index, sample index) of row r."""
-    geo = geometry(module.cfg, prompt_ids, prompt_mask, comp_ids, group)
+    geo = _geometry(module, prompt_ids, prompt_mask, comp_ids, group)
     idx = replay_rows(saved, keys, prompt_mask, group, geo.C)
+    idx = torch.cat((idx, torch.full((geo.rows - geo.N,), saved.zero_row, dtype=torch.long)))
     gathered = [t.index_select(0, idx) for t in saved.tensors]
-    hn = _Replay.apply(geo, module.cfg, gathered, module.model.embed_tokens.weight, module.model.norm.weight,
-                       *trunk_params(module))
+    hn = _Replay.apply(geo, module.cfg, low_precision(), gathered, module.model.embed_tokens.weight,
+                       module.model.norm.weight, *trunk_params(module))
     return _grouped_logits(module, geo, hn)
 
 
@@ -279,7 +362,7 @@ def _grouped_logits(module, geo: Geometry, hn: Tensor) -> tuple[Tensor, Tensor]:
     w = module.model.embed_tokens.weight
     G, P, R, C = geo.G, geo.P, geo.R, geo.C
     last = hn[torch.arange(G) * P + (P - 1)]
-    return last @ w.T, (hn[G * P:] @ w.T).view(R, C, -1)
+    return last @ w.T, (hn[G * P:G * P + R * C] @ w.T).view(R, C, -1)
 
 
 def forward(module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -290,6 +373,6 @@ def forward(module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     am = attention_mask
     if pure_causal(am):  # no padding or right padding (pads are never seen by real tokens)
         am = torch.ones(B, T, dtype=torch.bool)
-    geo = geometry(module.cfg, input_ids, am, None, None)
-    hn = trunk(module, geo)
+    geo = _geometry(module, input_ids, am, None, None)
+    hn = trunk(module, geo)[:geo.N]
     return (hn @ module.model.embed_tokens.weight.T).view(B, T, -1)

@@ -146,7 +146,8 @@ class GRPOConfig:
     checkpoint_every: int = 10
     """write a checkpoint every k steps (and at the end); the last 2 are kept"""
     dtype: str = "fp32"
-    """update precision: fp32 | bf16 (CPU autocast for the forward/backward of the update)"""
+    """update precision: fp32 | bf16 (CPU autocast for the forward/backward of the update; on the lab model's
+    fused trunk the matmuls take bf16 inputs and everything else stays fp32, see rlscale.models.fused)"""
     log_to: str = "none"
     """mirror metrics to: none | tensorboard | mlflow (when installed)"""
 
@@ -565,13 +566,17 @@ def _internal_validation(policy, problems, params, template, mode, ks) -> dict[s
 
 
 def replay_applies(policy, cfg: GRPOConfig) -> bool:
-    """Whether the update's first pass over a batch takes its forward from the sampler (the lab model in fp32 with
-    the fused trunk; rlscale.models.fused.forward_grouped_replay): the sampler's C path then saves the rollouts'
+    """Whether the update's first pass over a batch takes its forward from the sampler (the lab model with the
+    fused trunk; rlscale.models.fused.forward_grouped_replay): the sampler's C path then saves the rollouts'
     activations (when it runs: no stop strings, no top-p) and the pass skips the forward's matmuls, with the
-    gradients of a recomputed forward up to float rounding. RLSCALE_REPLAY=0 always recomputes."""
+    gradients of a recomputed forward up to float rounding. In bf16 only with one update per batch: the replayed
+    forward is fp32 (the sampler's), so the old policy's log-probs would not be those of the later passes' bf16
+    forwards at the same weights. RLSCALE_REPLAY=0 always recomputes."""
     import os
 
-    if getattr(policy, "kind", None) != "tiny" or cfg.dtype != "fp32" or os.environ.get("RLSCALE_REPLAY", "1") == "0":
+    if getattr(policy, "kind", None) != "tiny" or os.environ.get("RLSCALE_REPLAY", "1") == "0":
+        return False
+    if not (cfg.dtype == "fp32" or (cfg.dtype == "bf16" and cfg.updates_per_batch == 1)):
         return False
     from rlscale.models import fused
 
