@@ -245,7 +245,8 @@ class TinyGPT(nn.Module):
         """Shared-prefix forward: each prompt runs once for all of its completions (see forward_grouped_torch).
 
         Runs the fused trunk (rlscale.models.fused: C kernels between torch matmuls, hand-written backward) when it
-        applies (fp32, no autocast, C compiler present, RLSCALE_NATIVE not 0), else the torch reference."""
+        applies (fp32 weights, no autocast or bf16 autocast, C compiler present, RLSCALE_NATIVE not 0), else the
+        torch reference."""
         from rlscale.models import fused
 
         if fused.usable(self):
