@@ -255,3 +255,38 @@ def test_generation_budget_fits_every_solution():
     assert longest + 1 <= MAX_NEW_TOKENS
     assert get_task("arith").max_new_tokens == MAX_NEW_TOKENS
     assert longest > 64  # why the budget is not 64
+
+
+def test_chain_is_valid_accepts_every_correct_chain_and_nothing_else():
+    from rlscale.grading import score
+    from rlscale.tasks.arith import chain_is_valid, format_solution, parse_question, solutions
+
+    rng = random.Random(5)
+    problems = load_arith("train", limit=300)
+    for prob in problems:
+        for text in solutions(prob, 4, seed=1, reorder=True):  # step orders and operand orders
+            assert chain_is_valid(prob.question, text), (prob.question, text)
+        p = parse_question(prob.question)
+        assert chain_is_valid(prob.question, format_solution(p, alt_format=True))
+        canon = format_solution(p)
+        steps = canon.split(";")
+        # one number of one step changed: a wrong chain (the answer part kept right, as a lucky hit would be)
+        i = rng.randrange(len(steps) - 1)
+        nums = [m for m in re.finditer(r"\d+", steps[i].split("=", 2)[-1])]
+        m = rng.choice(nums)
+        start = len(steps[i]) - len(steps[i].split("=", 2)[-1]) + m.start()
+        bad = steps[i][:start] + str(int(m.group()) + rng.choice((1, 2, 3))) + steps[i][start + len(m.group()):]
+        wrong = ";".join(steps[:i] + [bad] + steps[i + 1:])
+        assert not chain_is_valid(prob.question, wrong), wrong
+        assert score(wrong, prob.answer, "flexible").reward == 1.0  # the outcome grader still rewards it
+        assert not chain_is_valid(prob.question, ";".join(steps[1:]))  # a step missing
+        assert not chain_is_valid(prob.question, ";".join(steps[:-1] + [f"####{int(prob.answer) + 1}"]))
+        if len(steps) > 2:
+            assert not chain_is_valid(prob.question, ";".join([steps[0]] + steps[:-1] + [steps[-1]]))  # repeated
+    # a later step before the step it depends on
+    q = "a=7,b=a*3,c=b+5;c?"
+    assert chain_is_valid(q, "b=a*3=7*3=21;c=b+5=5+21=26;####26")
+    assert not chain_is_valid(q, "c=b+5=21+5=26;b=a*3=7*3=21;####26")
+    assert chain_is_valid(q, "b=a*3=3*7=21;c=b+5=21+5=26;answer: 26")
+    assert not chain_is_valid("a=7,b=a-3;b?", "b=a-3=3-7=4;####4")  # - does not commute
+    assert not chain_is_valid(q, "b=a*3=7*3=21;c=b+5=21+5=26;c=26;####26")

@@ -96,6 +96,9 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
 
     prof = pd.read_parquet(out / "profile.parquet")
     assert len(prof) == 128 and set(prof["n"]) == {8}
+    assert (prof["correct_valid_chain"] <= prof["correct"]).all() and (prof["correct_valid_chain"] >= 0).all()
+    manifest = json.loads((out / "sets" / "manifest.json").read_text())
+    assert all("valid_chain_frac" in manifest["sets"][s] for s in ("easy", "hard"))
     for name in ("easy", "hard"):
         train = [json.loads(x)["id"] for x in (out / "sets" / name / "train.jsonl").read_text().splitlines()]
         val = [json.loads(x)["id"] for x in (out / "sets" / name / "val.jsonl").read_text().splitlines()]
@@ -140,3 +143,24 @@ def test_kill9_mid_sweep_resumes(tmp_path):
     stages = json.loads((out / "stages.json").read_text())
     assert all(s["status"] == "done" for s in stages.values())
     assert all((r / "summary.json").exists() for r in (out / "sweeps" / "easy" / "runs").iterdir())
+
+
+def test_profile_counts_correct_samples_with_a_right_chain():
+    from rlscale.engine.base import Rollout
+    from rlscale.evals.difficulty import profile_table
+    from rlscale.evals.evaluate import EvalResult, _grade_groups
+    from rlscale.lab.pipeline import add_chain_counts
+    from rlscale.tasks.base import Problem
+
+    probs = [Problem("p0", "a=7,b=a*3,c=b+5;c?", "26"), Problem("p1", "a=4,b=a-3;b?", "1")]
+    texts = [["b=a*3=7*3=21;c=b+5=21+5=26;####26",  # right chain
+              "b=a*3=7*3=22;c=b+5=22+5=26;####26",  # lucky hit: rewarded, wrong chain
+              "b=a*3=3*7=21;c=b+5=5+21=26;answer: 26",  # right chain, operands swapped, alternate format
+              "b=a*3=7*3=21;c=b+5=21+5=27;####27"],  # wrong
+             ["b=a-3=4-3=1;####1", "b=a-3=4-3=2;####2"]]
+    groups = [[Rollout(i, j, [], [], t, [], True) for j, t in enumerate(g)] for i, g in enumerate(texts)]
+    records = _grade_groups(probs, groups, ("flexible",), keep_text=True)
+    add_chain_counts(probs, records, "flexible")
+    assert [r["chain_valid"] for r in records] == [2, 1] and all("completions" not in r for r in records)
+    df = profile_table(EvalResult(records=records, modes=("flexible",), ks=(1,)), probs, "flexible")
+    assert df["correct"].tolist() == [3, 1] and df["correct_valid_chain"].tolist() == [2, 1]

@@ -71,8 +71,9 @@ def labdir(tmp_path_factory):
     (root / "lab.json").write_text(json.dumps({"preset": PRESET.to_dict()}))
     avg = np.clip(rng.beta(0.6, 1.2, 300), 0, 1)
     correct = np.round(avg * 16).astype(int)
+    valid = rng.binomial(correct, np.clip(avg + 0.1, 0, 1))  # chains right more often on easier problems
     pd.DataFrame({"problem_id": [f"p{i}" for i in range(300)], "n": 16, "correct": correct,
-                  "avg": correct / 16}).to_parquet(root / "profile.parquet")
+                  "avg": correct / 16, "correct_valid_chain": valid}).to_parquet(root / "profile.parquet")
     (root / "sets").mkdir()
     (root / "sets" / "manifest.json").write_text(json.dumps(
         {"sets": {"easy": {"train": 300, "val": 50}, "hard": {"train": 300, "val": 50}}}))
@@ -144,6 +145,24 @@ def test_report_changes_when_store_changes(labdir):
     after = build(labdir)
     for text in ("0.1235", "0.7778", "424242"):
         assert text not in before and text in after, text
+
+
+def test_reward_precision_per_bucket_is_read_from_the_profile(labdir):
+    import pandas as pd
+
+    df = pd.read_parquet(labdir / "profile.parquet")
+    expect = []
+    for name, (lo, hi) in (("Easy", PRESET.easy_bounds), ("Hard", PRESET.hard_bounds)):
+        sub = df[(df["avg"] >= lo) & (df["avg"] <= hi)]
+        expect.append(f"{name} bucket {100 * sub['correct_valid_chain'].sum() / sub['correct'].sum():.0f}% of "
+                      f"{sub['correct'].sum()}")
+    html = build(labdir)
+    summary = html.split("Run configuration")[0]
+    assert "Reward precision" in summary and all(e in summary for e in expect), expect
+    from rlscale.report import precision_sentence
+
+    assert precision_sentence(df.drop(columns="correct_valid_chain"), {"easy": (0.3, 0.6)}) == ""
+    assert precision_sentence(df[df["correct"] == 0], {"hard": (0.0, 0.0)}) == ""  # no correct sample: no figure
 
 
 def test_report_on_plain_sweep_dir(labdir, capsys):

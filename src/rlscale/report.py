@@ -317,6 +317,27 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+def precision_sentence(df, bounds: dict) -> str:
+    """Reward precision per difficulty bucket of a profile (the base model's correct samples whose worked chain is
+    also right, `evals.difficulty.reward_precision`), in words; "" when the profile has no chain column."""
+    from rlscale.evals.difficulty import Bucket, reward_precision
+
+    if "correct_valid_chain" not in df.columns:
+        return ""
+    parts = []
+    for name, (lo, hi) in bounds.items():
+        sub = df[Bucket(name, lo, hi).mask(df)]
+        frac = reward_precision(sub)
+        if frac is not None:
+            parts.append(f"{name.capitalize()} bucket {100 * frac:.0f}% of {int(sub['correct'].sum())}")
+    if not parts:
+        return ""
+    return ("Reward precision of the pretrained model (correct profile samples whose worked chain is also right, "
+            "every step restated with the true values and results): " + ", ".join(parts) + " correct samples. "
+            "The others reach the gold answer through wrong steps (lucky hits), and the outcome reward pays RL "
+            "for them all the same.")
+
+
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
@@ -620,6 +641,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     sections.append(cfg)
 
     prof = Section("Difficulty profile of the training pool")
+    precision = ""
     if (root / "profile.parquet").exists():
         df = read_table(root / "profile.parquet")
         n = int(df["n"].max())
@@ -630,6 +652,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
                       f"{int((avg == 0).sum())} problems with no correct sample."))
         prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the pretrained model, "
                                                              "with the Easy and Hard bounds shaded"))
+        precision = precision_sentence(df, bounds)
+        if precision:
+            prof.add(para(precision))
     else:
         prof.add(para("profile.parquet missing."))
     sections.append(prof)
@@ -651,6 +676,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:
         summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
+    if precision:
+        summary.add(para(precision))
 
     comp = Section("Compute per stage")
     rows = []

@@ -87,10 +87,20 @@ def profile_table(result, problems: Sequence, mode: str):
                      "mean_length": float(np.mean(r["lengths"])) if r["lengths"] else 0.0,
                      "truncated": r["truncated"], "question": p.question, "answer": p.answer,
                      "solution": p.solution, "meta": json.dumps(dict(p.meta), default=str)})
+        if "chain_valid" in r:
+            rows[-1]["correct_valid_chain"] = r["chain_valid"]
     df = pd.DataFrame(rows)
     if len(df) and int(df["n"].min()) >= 128:
         df["pass@128"] = metrics.pass_at_k(df["n"].to_numpy(), df["correct"].to_numpy(), 128)
     return df
+
+
+def reward_precision(df) -> float | None:
+    """Of the correct samples of a profile's rows, the fraction whose worked chain is right (column
+    correct_valid_chain, written for the arith task); None when there is no correct sample. The rest reached the
+    gold answer through wrong steps: the outcome reward pays for them all the same."""
+    correct = int(df["correct"].sum())
+    return float(df["correct_valid_chain"].sum()) / correct if correct else None
 
 
 def check_profile(df, source: str = "profile") -> None:

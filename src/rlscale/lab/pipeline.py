@@ -275,6 +275,16 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
             "heldout_loss": meta.get("heldout_loss")}
 
 
+def add_chain_counts(problems: list, records: list[dict], mode: str) -> None:
+    """Replace each eval record's completions (evaluate(keep_text=True)) by chain_valid: how many of its samples
+    graded correct under `mode` also have a right worked chain (arith.chain_is_valid), for the reward precision."""
+    from rlscale.tasks.arith import chain_is_valid
+
+    for prob, rec in zip(problems, records, strict=True):
+        texts, ok = rec.pop("completions"), rec["modes"][mode]["rewards"]
+        rec["chain_valid"] = sum(1 for t, good in zip(texts, ok) if good and chain_is_valid(prob.question, t))
+
+
 def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: int, seed: int, mode: str,
                   path: str) -> None:
     """Worker: evaluate a chunk of the pool and write {records, compute} to path (atomically)."""
@@ -293,7 +303,8 @@ def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: 
     params = SamplingParams(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
                             stop=tuple(stop_strings("plain")), seed=seed)
     res = evaluate(probs, policy.sampler(), template="plain", params=params, modes=(mode,), ks=(1,),
-                   progress=False)
+                   progress=False, keep_text=True)
+    add_chain_counts(probs, res.records, mode)
     prompt_lens = [len(policy.tokenizer.encode(t)) for t in build_prompts(probs, "plain", 0, ())]
     P = [prompt_lens[i] for i, r in enumerate(res.records) for _ in r["lengths"]]
     G = [g for r in res.records for g in r["lengths"]]
@@ -385,7 +396,7 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
     import numpy as np
 
     from rlscale.commands.curate import rows_for
-    from rlscale.evals.difficulty import Bucket, check_profile
+    from rlscale.evals.difficulty import Bucket, check_profile, reward_precision
     from rlscale.io import read_table
 
     df = read_table(out / "profile.parquet")
@@ -413,6 +424,9 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
                                   "val": len(val), "avg_min": float(avg.min()), "avg_max": float(avg.max()),
                                   "train_mean_avg": float(avg.loc[train].mean()),
                                   "val_mean_avg": float(avg.loc[val].mean())}
+        if "correct_valid_chain" in df.columns:  # profiles written before the column have no such figure
+            sub = df.set_index(df["problem_id"].astype(str)).loc[train + val]
+            manifest["sets"][name]["valid_chain_frac"] = reward_precision(sub)
     atomic_write_json(out / "sets" / "manifest.json", manifest)
     return {"sets": manifest["sets"]}
 

@@ -266,6 +266,31 @@ def parse_question(question: str) -> ArithProblem:
     return ArithProblem(start_name, int(start_value), tuple(steps))
 
 
+def chain_is_valid(question: str, completion: str) -> bool:
+    """True when the completion's worked chain is right: every step of the problem exactly once, in an order its
+    dependencies allow, each restating its definition with the true values substituted (either operand order for +
+    and *) and the true result, then `####n` or `answer: n` with the true answer. A completion can reach the gold
+    answer through wrong steps (a lucky hit): the outcome grader rewards it and this returns False."""
+    p = parse_question(question)
+    values = {p.start_name: p.start_value} | {s.name: s.value for s in p.steps}
+    index = {s.name: i for i, s in enumerate(p.steps)}
+    *body, end = completion.strip().split(";")
+    if end not in (f"####{p.answer}", f"answer: {p.answer}") or len(body) != len(p.steps):
+        return False
+    done: set[str] = {p.start_name}
+    for text in body:
+        name = text.split("=", 1)[0]
+        if name not in index or name in done:
+            return False
+        s = p.steps[index[name]]
+        if s.left not in done or (s.right in index and s.right not in done):
+            return False
+        if text not in (_step_text(s, values), _step_text(s, values, commute=True)):
+            return False
+        done.add(name)
+    return True
+
+
 def solutions(problem: Problem, m: int, seed: int = 0, max_tries: int | None = None, reorder: bool = False) -> list[str]:
     """Up to m distinct correct worked solutions, the canonical one first. The others compute the same steps in
     the same order and differ in the order each + or * step writes its substituted operands (`21+5` or `5+21`,
