@@ -479,6 +479,9 @@ def test_replayed_forward_trains_like_the_recomputed_one(tmp_path, monkeypatch):
         if mode == "1":
             assert len(used) >= 4  # every step's micro-batches
     start = params_vec(tiny_policy(seed=3))
-    moved = float((vecs["0"] - start).abs().max())
-    assert moved > 1e-3
-    assert float((vecs["1"] - vecs["0"]).abs().max()) < 1e-3 * moved
+    moved = vecs["0"] - start
+    assert float(moved.abs().max()) > 1e-3
+    # AdamW divides each gradient by its own running RMS, so on an element whose gradient is near zero a rounding
+    # difference moves the step by a sizeable share of the learning rate: compare whole vectors, not one element
+    assert float((vecs["1"] - vecs["0"]).norm()) < 1e-3 * float(moved.norm())
+    assert float((vecs["1"] - vecs["0"]).abs().max()) < 1e-2 * float(moved.abs().max())
