@@ -100,7 +100,11 @@ runs per set, n in {2, 4, 8, 16} x 3 seeds, 3,072 rollouts each; means over seed
 0.423, with a dip below the base first (n = 16: 0.387 at 512 rollouts), Hard 0.040 / 0.040 / 0.038 / 0.037 (below
 its base: no gain); 2.1e-4 Easy 0.414 / 0.444 / 0.419 / 0.369 after dips to 0.32-0.39. A higher rate makes the
 larger-n runs (which get the larger sqrt-scaled rate) dip, so n*(C) "rises" there by recovery from damage (Easy:
-rises in 62% / 90% of 200 resamples, one-sided no-fall), not by the study's mechanism; the preset keeps 7e-5."""
+rises in 62% / 90% of 200 resamples, one-sided no-fall), not by the study's mechanism; the preset keeps 7e-5.
+The rule across n decides the direction too (stop 22, another realisation of the quick-lab model, Easy, 6,144
+rollouts; README "On a Zen 4 machine"): one rate for every n (`lr_scaling` constant, 7e-5) leaves n = 2 below its
+start and the iso-FLOP n* "rises" 2 -> 9.4 (95.5% of resamples); sqrt anchored at 32 rollouts "falls" 16 -> 2.7
+(CI excludes 0); sqrt at 128 (the preset) ties n = 2..16 within 0.015."""
 
 
 def get_size(name: str) -> SizePreset:
