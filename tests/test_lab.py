@@ -164,3 +164,6 @@ def test_profile_counts_correct_samples_with_a_right_chain():
     assert [r["chain_valid"] for r in records] == [2, 1] and all("completions" not in r for r in records)
     df = profile_table(EvalResult(records=records, modes=("flexible",), ks=(1,)), probs, "flexible")
     assert df["correct"].tolist() == [3, 1] and df["correct_valid_chain"].tolist() == [2, 1]
+    del records[1]["chain_valid"]  # a part written before the count: the column is left out, not half filled
+    df = profile_table(EvalResult(records=records, modes=("flexible",), ks=(1,)), probs, "flexible")
+    assert "correct_valid_chain" not in df.columns

@@ -90,6 +90,8 @@ def profile_table(result, problems: Sequence, mode: str):
         if "chain_valid" in r:
             rows[-1]["correct_valid_chain"] = r["chain_valid"]
     df = pd.DataFrame(rows)
+    if "correct_valid_chain" in df.columns and df["correct_valid_chain"].isna().any():
+        df = df.drop(columns="correct_valid_chain")  # parts written before the count (a resumed profile): none
     if len(df) and int(df["n"].min()) >= 128:
         df["pass@128"] = metrics.pass_at_k(df["n"].to_numpy(), df["correct"].to_numpy(), 128)
     return df
