@@ -78,6 +78,9 @@ def profile_table(result, problems: Sequence, mode: str):
     import pandas as pd
 
     by_id = {p.id: p for p in problems}
+    # chain counts (the lab's arith profile) only when every record has one: parts written before the count (a
+    # resumed profile) leave the column out rather than half filled
+    chains = bool(result.records) and all("chain_valid" in r for r in result.records)
     rows = []
     for r in result.records:
         p = by_id[r["problem_id"]]
@@ -87,11 +90,9 @@ def profile_table(result, problems: Sequence, mode: str):
                      "mean_length": float(np.mean(r["lengths"])) if r["lengths"] else 0.0,
                      "truncated": r["truncated"], "question": p.question, "answer": p.answer,
                      "solution": p.solution, "meta": json.dumps(dict(p.meta), default=str)})
-        if "chain_valid" in r:
+        if chains:
             rows[-1]["correct_valid_chain"] = r["chain_valid"]
     df = pd.DataFrame(rows)
-    if "correct_valid_chain" in df.columns and df["correct_valid_chain"].isna().any():
-        df = df.drop(columns="correct_valid_chain")  # parts written before the count (a resumed profile): none
     if len(df) and int(df["n"].min()) >= 128:
         df["pass@128"] = metrics.pass_at_k(df["n"].to_numpy(), df["correct"].to_numpy(), 128)
     return df

@@ -278,11 +278,12 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
 def add_chain_counts(problems: list, records: list[dict], mode: str) -> None:
     """Replace each eval record's completions (evaluate(keep_text=True)) by chain_valid: how many of its samples
     graded correct under `mode` also have a right worked chain (arith.chain_is_valid), for the reward precision."""
-    from rlscale.tasks.arith import chain_is_valid
+    from rlscale.tasks.arith import chain_checker
 
     for prob, rec in zip(problems, records, strict=True):
         texts, ok = rec.pop("completions"), rec["modes"][mode]["rewards"]
-        rec["chain_valid"] = sum(1 for t, good in zip(texts, ok) if good and chain_is_valid(prob.question, t))
+        correct = [t for t, good in zip(texts, ok) if good]
+        rec["chain_valid"] = sum(map(chain_checker(prob.question), correct)) if correct else 0  # parsed once
 
 
 def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: int, seed: int, mode: str,
@@ -419,14 +420,14 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
         val, train = perm[:n_val], perm[n_val:n_val + n_train]
         atomic_write_jsonl(out / "sets" / name / "train.jsonl", rows_for(df, train))
         atomic_write_jsonl(out / "sets" / name / "val.jsonl", rows_for(df, val))
-        avg = df.set_index(df["problem_id"].astype(str)).loc[train + val, "avg"]
+        chosen = df.set_index(df["problem_id"].astype(str)).loc[train + val]
+        avg = chosen["avg"]
         manifest["sets"][name] = {"bounds": b.describe(), "bucket_size": len(ids), "train": len(train),
                                   "val": len(val), "avg_min": float(avg.min()), "avg_max": float(avg.max()),
                                   "train_mean_avg": float(avg.loc[train].mean()),
                                   "val_mean_avg": float(avg.loc[val].mean())}
         if "correct_valid_chain" in df.columns:  # profiles written before the column have no such figure
-            sub = df.set_index(df["problem_id"].astype(str)).loc[train + val]
-            manifest["sets"][name]["valid_chain_frac"] = reward_precision(sub)
+            manifest["sets"][name]["valid_chain_frac"] = reward_precision(chosen)
     atomic_write_json(out / "sets" / "manifest.json", manifest)
     return {"sets": manifest["sets"]}
 

@@ -17,7 +17,7 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rlscale.errors import UserError
@@ -179,6 +179,11 @@ def _step_text(s: Step, values: dict[str, int], commute: bool = False) -> str:
     return f"{s.name}={s.left}{s.op}{s.right}={lv}{s.op}{rv}={s.value}"
 
 
+def _answer_text(value: int, alt_format: bool = False) -> str:
+    """A solution's last part: `####n`, or `answer: n` in the alternate format."""
+    return f"answer: {value}" if alt_format else f"####{value}"
+
+
 def format_solution(p: ArithProblem, order: Sequence[int] | None = None, alt_format: bool = False,
                     commute: Sequence[bool] | None = None) -> str:
     """The worked solution; `order` is a permutation of step indices (a topological order), default as defined;
@@ -187,8 +192,7 @@ def format_solution(p: ArithProblem, order: Sequence[int] | None = None, alt_for
     order = range(len(p.steps)) if order is None else order
     flips = commute if commute is not None else [False] * len(p.steps)
     body = ";".join(_step_text(p.steps[i], values, bool(flips[i])) for i in order)
-    end = f"answer: {p.answer}" if alt_format else f"####{p.answer}"
-    return f"{body};{end}"
+    return f"{body};{_answer_text(p.answer, alt_format)}"
 
 
 def slipped_solution(p: ArithProblem, rng: random.Random, slip_frac: float, alt_format: bool = False,
@@ -217,9 +221,7 @@ def slipped_solution(p: ArithProblem, rng: random.Random, slip_frac: float, alt_
             value = off(value)
         written[s.name] = value
         parts.append(f"{s.name}={s.left}{s.op}{s.right}={lv}{s.op}{rv}={value}")
-    final = written[p.steps[-1].name]
-    end = f"answer: {final}" if alt_format else f"####{final}"
-    return ";".join(parts) + f";{end}"
+    return ";".join(parts) + ";" + _answer_text(written[p.steps[-1].name], alt_format)
 
 
 def _deps(p: ArithProblem) -> list[set[int]]:
@@ -266,29 +268,39 @@ def parse_question(question: str) -> ArithProblem:
     return ArithProblem(start_name, int(start_value), tuple(steps))
 
 
+def chain_checker(question: str) -> Callable[[str], bool]:
+    """The question parsed once, for many completions: a function telling whether a completion's worked chain is
+    right (see chain_is_valid)."""
+    p = parse_question(question)
+    values = {p.start_name: p.start_value} | {s.name: s.value for s in p.steps}
+    index = {s.name: i for i, s in enumerate(p.steps)}
+    deps = _deps(p)
+    ends = (_answer_text(p.answer), _answer_text(p.answer, alt_format=True))
+
+    def valid(completion: str) -> bool:
+        *body, end = completion.strip().split(";")
+        if end not in ends or len(body) != len(p.steps):
+            return False
+        done: set[int] = set()
+        for text in body:
+            i = index.get(text.split("=", 1)[0])
+            if i is None or i in done or not deps[i] <= done:
+                return False
+            s = p.steps[i]
+            if text not in (_step_text(s, values), _step_text(s, values, commute=True)):
+                return False
+            done.add(i)
+        return True
+
+    return valid
+
+
 def chain_is_valid(question: str, completion: str) -> bool:
     """True when the completion's worked chain is right: every step of the problem exactly once, in an order its
     dependencies allow, each restating its definition with the true values substituted (either operand order for +
     and *) and the true result, then `####n` or `answer: n` with the true answer. A completion can reach the gold
     answer through wrong steps (a lucky hit): the outcome grader rewards it and this returns False."""
-    p = parse_question(question)
-    values = {p.start_name: p.start_value} | {s.name: s.value for s in p.steps}
-    index = {s.name: i for i, s in enumerate(p.steps)}
-    *body, end = completion.strip().split(";")
-    if end not in (f"####{p.answer}", f"answer: {p.answer}") or len(body) != len(p.steps):
-        return False
-    done: set[str] = {p.start_name}
-    for text in body:
-        name = text.split("=", 1)[0]
-        if name not in index or name in done:
-            return False
-        s = p.steps[index[name]]
-        if s.left not in done or (s.right in index and s.right not in done):
-            return False
-        if text not in (_step_text(s, values), _step_text(s, values, commute=True)):
-            return False
-        done.add(name)
-    return True
+    return chain_checker(question)(completion)
 
 
 def solutions(problem: Problem, m: int, seed: int = 0, max_tries: int | None = None, reorder: bool = False) -> list[str]:
