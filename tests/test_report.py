@@ -261,6 +261,50 @@ def test_measured_gains_list_runs_by_seed_not_by_run_id():
     assert a[2] == pytest.approx([0.3, 0.05]) and b[2] == a[2]
 
 
+def test_initial_stderr_bounds_the_shared_first_measurement():
+    """The before-training value every run shares: its Bernoulli bound (closed form, and >= the simulated sampling
+    SD of such a mean); the stored stderr column for other metrics; 0 when the runs' first values differ."""
+    import pandas as pd
+
+    from rlscale.scaling.isocompute import initial_stderr
+
+    rng = np.random.default_rng(0)
+    p_i = rng.beta(0.5, 3.0, 150)  # per-problem pass rates, mean ~0.14
+    k = 8
+    sims = rng.binomial(k, p_i, (20000, 150)).mean(axis=1) / k  # the validation mean, 20,000 times
+    p = float(p_i.mean())
+    df = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "n": [2] * 4, "step": [0, 5, 0, 5],
+                       "compute/rollouts": [0.0, 80.0, 0.0, 80.0], "val/avg": [p, p + 0.01, p, p + 0.02],
+                       "val/avg_stderr": [0.03] * 4, "val/problems": [150.0] * 4, "val_n": [k] * 4,
+                       "val/pass@4": [0.5, 0.6, 0.5, 0.6], "val/pass@4_stderr": [0.04] * 4})
+    se = initial_stderr(df)[2]
+    assert se == pytest.approx(np.sqrt(p * (1 - p) / (k * 150)))
+    assert sims.std() <= se <= 1.15 * sims.std()  # the bound holds and is not loose for spread-out pass rates
+    assert initial_stderr(df, y="val/pass@4")[2] == pytest.approx(0.04)
+    df.loc[2, "val/avg"] = p + 0.001  # runs evaluated before training with different seeds: resampling covers it
+    assert initial_stderr(df)[2] == 0.0
+
+
+def test_tiny_gain_within_the_first_measurements_noise_is_no_gain(labdir):
+    """Runs that all gain ~0.001 give a run-resampled CI above 0, but the before-training value they share has a
+    sampling error of ~0.006: the gain is within it, so the verdict is no-gain (stop 22's pretrain_seed-1 Hard set)."""
+    from rlscale.report import evidence_sentence, n_star_evidence
+
+    fit = json.loads((labdir / "fits" / "easy" / "fit.json").read_text())
+    assert all(d["initial_stderr"] == 0.0 for d in fit["per_n"].values())  # the fixture's first values differ
+    for d in fit["per_n"].values():
+        d["measured_gains"] = [0.0010, 0.0012, 0.0008, 0.0011]
+        d["initial_stderr"] = 0.0
+    ev_runs = n_star_evidence(fit)
+    assert ev_runs["measured_gain_ci"][0] > 0 and ev_runs["verdict"] != "no-gain"
+    for d in fit["per_n"].values():
+        d["initial_stderr"] = 0.006
+    ev = n_star_evidence(fit)
+    lo, hi = ev["measured_gain_ci"]
+    assert ev["verdict"] == "no-gain" and lo < 0 < hi and 0.7 < (hi - lo) / (2 * 1.96 * 0.006) < 1.3
+    assert "counting the sampling error 0.006 of the before-training evaluation" in evidence_sentence("Hard", ev)
+
+
 @pytest.mark.parametrize("rise_share, verdict", [(0.0, "no-rise"), (0.03, "no-rise"), (0.10, "unresolved")])
 def test_one_sided_verdict(labdir, monkeypatch, rise_share, verdict):
     """Resamples that fall or stay, but neither alone in 95% of them: the one-sided answer 'does not rise'."""

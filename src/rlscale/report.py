@@ -174,17 +174,23 @@ def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, n
 
 
 def _measured_gain(per_n: dict, level: float, B: int, seed: int) -> dict:
-    """max_n of the mean over runs of (last - first validation), and its CI from resampling each n's runs; {} when
-    the fit stored no measured gains (fits written before they were)."""
+    """max_n of the mean over runs of (last - first validation), and its CI from resampling each n's runs plus the
+    sampling error of the before-training value the runs share (`initial_stderr`: one normal draw per resample,
+    common to every n, since every n starts from that one measurement); {} when the fit stored no measured gains
+    (fits written before they were)."""
     gains = {n: np.asarray(v.get("measured_gains") or [], float) for n, v in per_n.items()}
     if not gains or any(g.size == 0 for g in gains.values()):
         return {}
     rng = np.random.default_rng(seed)
     draws = np.max([rng.choice(g, (B, g.size)).mean(axis=1) for g in gains.values()], axis=0)  # (B,)
+    se0 = max(float(v.get("initial_stderr") or 0.0) for v in per_n.values())
+    if se0 > 0:
+        draws = draws - rng.normal(0.0, se0, B)
     q = (1.0 - level) / 2.0
     return {"measured_gain": max(float(g.mean()) for g in gains.values()),
             "measured_gain_ci": [float(np.quantile(draws, q)), float(np.quantile(draws, 1 - q))],
-            "measured_gain_by_n": {float(n): float(g.mean()) for n, g in gains.items()}}
+            "measured_gain_by_n": {float(n): float(g.mean()) for n, g in gains.items()},
+            "initial_stderr": se0}
 
 
 def _rl_gain(params_by_n: dict, C_lo: float, C_hi: float) -> float:
@@ -228,8 +234,10 @@ def evidence_sentence(name: str, ev: dict) -> str:
     measured = ""
     if ev.get("measured_gain_ci"):
         mg = ev["measured_gain_ci"]
+        se0 = (f", counting the sampling error {ev['initial_stderr']:.3f} of the before-training evaluation every run "
+               "shares" if ev.get("initial_stderr") else "")
         measured = (f"; largest measured gain, last minus first validation averaged over runs, {ev['measured_gain']:+.3f} "
-                    f"({pct} CI [{mg[0]:+.3f}, {mg[1]:+.3f}])")
+                    f"({pct} CI [{mg[0]:+.3f}, {mg[1]:+.3f}]{se0})")
     if ev["verdict"] == "no-gain":
         verdict = ("but RL did not raise the validation reward at any n: the largest fitted gain from C_min to C_max is "
                    f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]){measured}, so "

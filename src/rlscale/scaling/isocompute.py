@@ -65,6 +65,41 @@ def measured_gains(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: st
     return out
 
 
+BERNOULLI_MEANS = ("val/avg", "val/pass@1", "val/worst@1", "val/maj@1")
+"""validation metrics that are a mean over problems of each problem's share of val_n 0/1 samples"""
+
+
+def initial_stderr(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT) -> dict:
+    """{n: sampling standard error of the before-training validation value that every run of n shares}.
+
+    The measured gain (last - first validation, `measured_gains`) is resampled over runs, but when every run starts
+    from one before-training evaluation (the same model, validation set and sampling seed: equal first values) that
+    measurement's sampling error is common to all of them, and resampling runs leaves it out. For a mean over N
+    problems of each problem's share of k Bernoulli samples (BERNOULLI_MEANS) its variance is sum_i p_i (1 - p_i) /
+    (k N^2) <= p (1 - p) / (k N) (Jensen), the bound used, with p the stored value, N the `val/problems` and k the
+    `val_n` column; otherwise the stored `{y}_stderr` column (the standard error over problems, which also counts
+    problem sampling: wider). 0 where the first values differ across runs (the run resampling covers them) or
+    the table has neither."""
+    out: dict = {}
+    if "step" not in df.columns:
+        return out
+    first = df[(pd.to_numeric(df["step"], errors="coerce") == 0) & (pd.to_numeric(df[x], errors="coerce") == 0)]
+    for n, g in first.groupby(by, sort=True):
+        v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
+        if v.size == 0 or not np.all(v == v[0]) or not np.isfinite(v[0]):
+            out[_key(n)] = 0.0
+            continue
+        row = g.iloc[0]
+        if y in BERNOULLI_MEANS and {"val_n", "val/problems"} <= set(g.columns) and 0.0 <= v[0] <= 1.0:
+            k_N = float(row["val_n"]) * float(row["val/problems"])
+            out[_key(n)] = math.sqrt(v[0] * (1.0 - v[0]) / k_N) if k_N > 0 else 0.0
+        elif f"{y}_stderr" in g.columns and np.isfinite(float(row[f"{y}_stderr"])):
+            out[_key(n)] = float(row[f"{y}_stderr"])
+        else:
+            out[_key(n)] = 0.0
+    return out
+
+
 def check_values(df: pd.DataFrame, x: str, y: str) -> None:
     """NaN metrics and non-positive compute are one-line errors naming the column."""
     for c in (x, y):
@@ -294,6 +329,7 @@ class IsoCompute:
     def _fit(self, df: pd.DataFrame) -> IsoCompute:
         require_columns(df, (self.x, self.y, self.by, self.run_col))
         self.measured_gains_ = measured_gains(df, by=self.by, x=self.x, y=self.y, run_col=self.run_col)
+        self.initial_stderr_ = initial_stderr(df, by=self.by, x=self.x, y=self.y)
         df = drop_initial_points(df, self.x)
         check_values(df, self.x, self.y)
         if df[self.by].nunique() < 2:
@@ -378,6 +414,7 @@ class IsoCompute:
             d["C_first"] = self.c_first_.get(n)
             d["bootstrap_samples"] = self.bootstrap_[n].tolist() if n in self.bootstrap_ else []
             d["measured_gains"] = self.measured_gains_.get(n, [])
+            d["initial_stderr"] = self.initial_stderr_.get(n, 0.0)
             per_n[str(n)] = d
         nsf = self.n_star_fit_
         return {
