@@ -73,7 +73,8 @@ def labdir(tmp_path_factory):
     correct = np.round(avg * 16).astype(int)
     valid = rng.binomial(correct, np.clip(avg + 0.1, 0, 1))  # chains right more often on easier problems
     pd.DataFrame({"problem_id": [f"p{i}" for i in range(300)], "n": 16, "correct": correct,
-                  "avg": correct / 16, "correct_valid_chain": valid}).to_parquet(root / "profile.parquet")
+                  "avg": correct / 16, "correct_valid_chain": valid,
+                  "answer": np.random.default_rng(1).integers(0, 60, 300).astype(str)}).to_parquet(root / "profile.parquet")
     (root / "sets").mkdir()
     (root / "sets" / "manifest.json").write_text(json.dumps(
         {"sets": {"easy": {"train": 300, "val": 50}, "hard": {"train": 300, "val": 50}}}))
@@ -163,6 +164,33 @@ def test_reward_precision_per_bucket_is_read_from_the_profile(labdir):
 
     assert precision_sentence(df.drop(columns="correct_valid_chain"), {"easy": (0.3, 0.6)}) == ""
     assert precision_sentence(df[df["correct"] == 0], {"hard": (0.0, 0.0)}) == ""  # no correct sample: no figure
+
+
+def test_chance_rates_brute_force():
+    from rlscale.evals.difficulty import chance_rates
+
+    answers = ["4", "4", "4", "7", "7", "9", " 4"]  # the gold strings as stored; whitespace is not an answer
+    got = chance_rates(answers)
+    assert got["constant"] == pytest.approx(4 / 7) and got["answers"] == 3
+    # a guess drawn from the same distribution, independently of the question: brute force over all pairs
+    assert got["guess"] == pytest.approx(sum(a.strip() == b.strip() for a in answers for b in answers) / 49)
+    assert chance_rates([]) is None
+
+
+def test_chance_baselines_per_bucket_are_read_from_the_profile(labdir):
+    import pandas as pd
+
+    from rlscale.evals.difficulty import chance_rates
+    from rlscale.report import chance_sentence
+
+    df = pd.read_parquet(labdir / "profile.parquet")
+    hard = df[(df["avg"] >= PRESET.hard_bounds[0]) & (df["avg"] <= PRESET.hard_bounds[1])]
+    rates = chance_rates(hard["answer"])
+    expect = (f"Hard bucket mean pass rate {hard['avg'].mean():.3f} against {rates['constant']:.3f} for the best "
+              f"constant answer and {rates['guess']:.3f}")
+    summary = build(labdir).split("Run configuration")[0]
+    assert "Chance baselines" in summary and expect in summary, expect
+    assert chance_sentence(df.drop(columns="answer"), {"hard": PRESET.hard_bounds}) == ""
 
 
 def test_report_on_plain_sweep_dir(labdir, capsys):

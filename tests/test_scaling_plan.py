@@ -140,6 +140,11 @@ def test_step0_zero_compute_points_are_dropped(tmp_path):
     df.to_csv(table, index=False)
     assert main(["fit", str(table), "--law", "isocompute", "--bootstrap", "0", "--no-plots",
                  "--out", str(tmp_path / "o")]) == 0
+    # ... from the fit, but each run's measured gain is counted from its before-training (step-0) value
+    fit = json.loads((tmp_path / "o" / "fit.json").read_text())
+    for n, g in df.sort_values("compute/rollouts", kind="stable").groupby("n"):
+        per_run = g.groupby("run_id")["val/avg"].agg(lambda v: v.iloc[-1] - v.iloc[0])
+        assert sorted(fit["per_n"][str(n)]["measured_gains"]) == pytest.approx(sorted(per_run))
 
 
 def test_fit_cli_too_few_points(tmp_path, capsys):

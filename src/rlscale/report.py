@@ -346,6 +346,29 @@ def precision_sentence(df, bounds: dict) -> str:
             "for them all the same.")
 
 
+def chance_sentence(df, bounds: dict) -> str:
+    """Each bucket's mean pass rate against the chance rates of its gold answers (`evals.difficulty.chance_rates`),
+    in words; "" when the profile has no answer column."""
+    from rlscale.evals.difficulty import Bucket, chance_rates
+
+    if "answer" not in df.columns:
+        return ""
+    parts = []
+    for name, (lo, hi) in bounds.items():
+        sub = df[Bucket(name, lo, hi).mask(df)]
+        rates = chance_rates(sub["answer"])
+        if rates is None:
+            continue
+        mean = float(sub["avg"].mean())
+        parts.append(f"{name.capitalize()} bucket mean pass rate {mean:.3f} against {rates['constant']:.3f} for the "
+                     f"best constant answer and {rates['guess']:.3f} for a guess from its {rates['answers']} gold "
+                     f"answers' distribution ({mean / rates['constant']:.2g}x the constant answer)")
+    if not parts:
+        return ""
+    return ("Chance baselines (answering without solving): " + "; ".join(parts) + ". A bucket near 1x is solved at "
+            "chance: its rewarded samples say little about the reasoning, so RL has little to reinforce.")
+
+
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
@@ -660,7 +683,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
                       f"{int((avg == 0).sum())} problems with no correct sample."))
         prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the pretrained model, "
                                                              "with the Easy and Hard bounds shaded"))
-        precision = precision_sentence(df, bounds)
+        precision = " ".join(t for t in (precision_sentence(df, bounds), chance_sentence(df, bounds)) if t)
         if precision:
             prof.add(para(precision))
     else:
@@ -744,7 +767,6 @@ def sweep_sections(root: Path) -> tuple[list[Section], str]:
         from rlscale.sweep.export import load_sweep_table
 
         df = load_sweep_table(root)
-        df = df[df[X].astype(float) > 0] if len(df) else df
         try:
             fit = IsoCompute(n_bootstrap=100).fit(df).to_dict()
             note = "No stored fit: computed by the report from the run stores (IsoCompute, 100 bootstrap resamples)."

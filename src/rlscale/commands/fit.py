@@ -84,6 +84,7 @@ def _numeric(df, col: str, positive: bool):
 def fit_table(df, args) -> tuple[dict, list]:
     """Fit per args; returns (fit.json dict, [(png name, Figure)])."""
     import numpy as np
+    import pandas as pd
 
     from rlscale.scaling import plots
     from rlscale.scaling.estimators import LAWS, PowerLaw, SigmoidLaw
@@ -97,6 +98,7 @@ def fit_table(df, args) -> tuple[dict, list]:
     if args.law == "isocompute":
         need += [args.by, args.group]
     require_columns(df, need, f"table ({args.source})")
+    with_initial = df  # isocompute measures each run's gain from its before-training value, then drops it itself
     df = drop_initial_points(df, x)  # step-0 evaluations at zero compute
     if args.drop_highest:
         df = df.sort_values(y, kind="stable").iloc[: len(df) - args.drop_highest] if args.drop_highest < len(df) \
@@ -105,9 +107,11 @@ def fit_table(df, args) -> tuple[dict, list]:
     if args.law == "isocompute":
         _numeric(df, x, True)
         _numeric(df, y, False)
+        initial = with_initial.drop(drop_initial_points(with_initial, x).index)  # the step-0 rows
         iso = IsoCompute(x=x, y=y, by=args.by, run_col=args.group, bucket_width=args.bucket_width,
                          n_bootstrap=args.bootstrap, ci_level=args.ci_level, seed=args.seed,
-                         huber_delta=args.huber_delta, train_set_size=args.train_set_size).fit(df)
+                         huber_delta=args.huber_delta, train_set_size=args.train_set_size).fit(
+                             pd.concat([initial, df]) if len(initial) else df)
         out = iso.to_dict()
         out["anchor"] = _anchor(df, x, y, args.by)
         if not args.no_plots:

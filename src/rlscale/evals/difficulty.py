@@ -106,6 +106,22 @@ def reward_precision(df) -> float | None:
     return float(df["correct_valid_chain"].sum()) / correct if correct else None
 
 
+def chance_rates(answers) -> dict | None:
+    """What answering without solving scores on problems with these gold answers: `constant`, the accuracy of the
+    best constant answer (a collapsed policy that always prints it), and `guess`, sum_a f_a^2 over the answers'
+    frequencies f_a (a policy that draws an answer from the same distribution, independently of the question);
+    None for no answers. A set whose pass rate is near these is solved at chance: its rewards carry no more signal
+    about the reasoning than a guess."""
+    from collections import Counter
+
+    counts = Counter(str(a).strip() for a in answers)
+    total = sum(counts.values())
+    if not total:
+        return None
+    freqs = np.array(list(counts.values()), float) / total
+    return {"constant": float(freqs.max()), "guess": float((freqs ** 2).sum()), "answers": len(counts)}
+
+
 def check_profile(df, source: str = "profile") -> None:
     if df is None or len(df) == 0:
         raise UserError(f"{source}: the profile is empty; run `rlscale profile` on a non-empty split")

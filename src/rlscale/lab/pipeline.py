@@ -397,7 +397,7 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
     import numpy as np
 
     from rlscale.commands.curate import rows_for
-    from rlscale.evals.difficulty import Bucket, check_profile, reward_precision
+    from rlscale.evals.difficulty import Bucket, chance_rates, check_profile, reward_precision
     from rlscale.io import read_table
 
     df = read_table(out / "profile.parquet")
@@ -428,6 +428,9 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
                                   "val_mean_avg": float(avg.loc[val].mean())}
         if "correct_valid_chain" in df.columns:  # profiles written before the column have no such figure
             manifest["sets"][name]["valid_chain_frac"] = reward_precision(chosen)
+        rates = chance_rates(chosen["answer"]) if "answer" in chosen.columns else None
+        if rates:
+            manifest["sets"][name]["constant_answer"] = rates["constant"]
     atomic_write_json(out / "sets" / "manifest.json", manifest)
     return {"sets": manifest["sets"]}
 
@@ -505,10 +508,10 @@ def stage_export(out: Path) -> dict:
 
 
 def fit_table(df, p: LabPreset, train_size: int | None) -> dict:
-    """IsoCompute on the validation points with compute > 0 (the step-0 point has none)."""
+    """IsoCompute on a sweep table: it measures each run's gain from its before-training (step-0) value, then fits
+    the points with compute > 0."""
     from rlscale.scaling.isocompute import IsoCompute
 
-    df = df[df["compute/rollouts"].astype(float) > 0]
     iso = IsoCompute(bucket_width=p.bucket_width, n_bootstrap=p.n_bootstrap, seed=p.fit_seed,
                      train_set_size=train_size, min_runs_for_run_bootstrap=p.runs_for_run_bootstrap).fit(df)
     fit = iso.to_dict()
