@@ -672,7 +672,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     sections.append(cfg)
 
     prof = Section("Difficulty profile of the training pool")
-    precision = ""
+    profile_notes = ""
     if (root / "profile.parquet").exists():
         df = read_table(root / "profile.parquet")
         n = int(df["n"].max())
@@ -683,9 +683,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
                       f"{int((avg == 0).sum())} problems with no correct sample."))
         prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the pretrained model, "
                                                              "with the Easy and Hard bounds shaded"))
-        precision = " ".join(t for t in (precision_sentence(df, bounds), chance_sentence(df, bounds)) if t)
-        if precision:
-            prof.add(para(precision))
+        profile_notes = " ".join(t for t in (precision_sentence(df, bounds), chance_sentence(df, bounds)) if t)
+        if profile_notes:
+            prof.add(para(profile_notes))
     else:
         prof.add(para("profile.parquet missing."))
     sections.append(prof)
@@ -707,8 +707,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:
         summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
-    if precision:
-        summary.add(para(precision))
+    if profile_notes:
+        summary.add(para(profile_notes))
 
     comp = Section("Compute per stage")
     rows = []
