@@ -3,6 +3,7 @@ end via the CLI, the < 30 s re-run, and kill -9 mid-sweep then resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -82,6 +83,55 @@ def test_changed_preset_is_refused(tmp_path):
         run_lab(LabPreset(max_rollouts=2 * PRESETS["quick"].max_rollouts), tmp_path)
 
 
+def fake_lab(root: Path, preset: LabPreset, profiled: bool = True) -> Path:
+    """A lab directory with a 'pretrained model' and a profile, as far as --reuse looks."""
+    from rlscale.lab.pipeline import StageLog, check_lab_dir
+
+    root.mkdir(parents=True)
+    check_lab_dir(preset, root)
+    (root / "model").mkdir()
+    (root / "model" / "rlscale_model.json").write_text('{"size": "s"}')
+    (root / "model" / "weights.bin").write_bytes(b"w" * 64)
+    log = StageLog(root)
+    log.set("pretrain", status="done", wall_s=150.0, tokens=8_000_000, flops=5e12)
+    if profiled:
+        (root / "profile.parquet").write_bytes(b"parquet")
+        log.set("profile", status="done", wall_s=30.0, rollouts=80_000, tokens=4e6, flops=1e12)
+    return root
+
+
+def test_reuse_takes_the_model_and_profile_a_variant_shares(tmp_path, capsys):
+    from rlscale.errors import UserError
+    from rlscale.lab.pipeline import StageLog, reusable_stages, reuse_stages
+
+    q = PRESETS["quick"]
+    base = fake_lab(tmp_path / "base", q)
+    variant = dataclasses.replace(q, name="v", max_rollouts=6144, easy_bounds=(0.5, 0.85))
+    assert reusable_stages(variant, base, tmp_path / "v") == ["pretrain", "profile"]
+    assert reusable_stages(dataclasses.replace(q, profile_n=8), base, tmp_path / "v") == ["pretrain"]
+    assert reusable_stages(variant, fake_lab(tmp_path / "b2", q, profiled=False), tmp_path / "v") == ["pretrain"]
+    with pytest.raises(UserError, match="pretrained with pretrain_seed = 0, this preset has 1"):
+        reusable_stages(dataclasses.replace(q, pretrain_seed=1), base, tmp_path / "v")
+    with pytest.raises(UserError, match="not a lab directory"):
+        reusable_stages(variant, tmp_path, tmp_path / "v")
+    out = tmp_path / "v"
+    out.mkdir()
+    reuse_stages(base, out, ["pretrain", "profile"])
+    assert (out / "model" / "weights.bin").read_bytes() == b"w" * 64 and (out / "profile.parquet").exists()
+    rec = StageLog(out).get("pretrain")
+    assert rec["status"] == "done" and rec["wall_s"] == 0.0 and rec["reused_wall_s"] == 150.0
+    assert rec["tokens"] == 8_000_000 and rec["reused_from"] == str(base.resolve())
+    with pytest.raises(UserError, match="already has a model"):
+        reusable_stages(variant, base, out)
+    # the CLI: a preset whose pretraining differs is refused in one line and writes nothing
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base": "quick", "pretrain_tokens": 4_000_000}))
+    assert main(["lab", "--preset", str(bad), "--reuse", str(base), "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain_tokens = 8000000, this preset has 4000000" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.slow  # ~1 min on a quiet 2-core machine (13 training processes), several minutes when contended
 def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "lab"
@@ -118,6 +168,16 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err
     assert err.count("reused") == len(STAGES)
+    # a variant of the curation and sweeps starts from this lab's model and profile
+    var = tmp_path / "variant.json"
+    var.write_text(json.dumps({**MICRO, "name": "micro_v", "curate_seed": 1}))
+    assert main(["lab", "--preset", str(var), "--out", str(tmp_path / "v"), "--reuse", str(out)]) == 0
+    assert f"reusing pretrain, profile from {out}" in capsys.readouterr().err
+    sv = json.loads((tmp_path / "v" / "stages.json").read_text())
+    assert sv["pretrain"]["reused_from"] == str(out) and sv["profile"]["wall_s"] == 0.0
+    assert all(sv[s]["status"] == "done" and "reused_from" not in sv[s] for s in STAGES[2:])
+    for f in (out / "model").iterdir():
+        assert (tmp_path / "v" / "model" / f.name).read_bytes() == f.read_bytes()
 
 
 @pytest.mark.slow  # ~1-3 min: a lab subprocess is killed with SIGKILL mid-sweep, then resumed

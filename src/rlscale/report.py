@@ -717,7 +717,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     for st in sorted(stages, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k)):
         rec = stages[st]
         note = ""
-        if st == "pretrain" and (rec.get("model_wall_s") or 0) > (rec.get("wall_s") or 0) + 1:
+        if rec.get("reused_from"):
+            note = f"reused from {rec['reused_from']} (took {float(rec.get('reused_wall_s') or 0):.0f} s there)"
+        elif st == "pretrain" and (rec.get("model_wall_s") or 0) > (rec.get("wall_s") or 0) + 1:
             note = f"existing checkpoint reused; its pretraining took {rec['model_wall_s']:.0f} s"
         elif st.startswith("sweep_") and rec.get("runs"):
             note = f"{rec.get('runs_finished', 0)}/{rec['runs']} runs finished"

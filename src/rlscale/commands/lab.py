@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
                         help=f"lab preset: {' | '.join(PRESETS)}, or a .json file of LabPreset fields "
                              '(e.g. {"base": "quick", "max_rollouts": 16384})')
     parser.add_argument("--out", default="lab_out", help="output directory (reused and resumed when it exists)")
+    parser.add_argument("--reuse", metavar="LAB_DIR", default=None,
+                        help="start a new --out from another lab's model (and profile, when the preset's pretraining "
+                             "and profiling fields agree with it): for variants of the curation, sweeps or fit")
     parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (profile and sweeps)")
     parser.add_argument("--json", action="store_true", help="print stages.json as JSON at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -29,7 +32,8 @@ def run(args) -> int:
 
     from rlscale.lab.pipeline import get_preset, run_lab
 
-    stages = run_lab(get_preset(args.preset), args.out, progress=not args.quiet, workers=args.workers)
+    stages = run_lab(get_preset(args.preset), args.out, progress=not args.quiet, workers=args.workers,
+                     reuse=args.reuse)
     report = Path(args.out).resolve() / "report.html"
     if args.json:
         print(json.dumps({"report": str(report), "stages": stages}, indent=2, sort_keys=True))

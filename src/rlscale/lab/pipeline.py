@@ -627,14 +627,86 @@ def check_lab_dir(p: LabPreset, out: Path) -> None:
     atomic_write_json(path, new)
 
 
-def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True, workers: int = 2) -> dict:
-    """Run (or resume) every stage; returns {stage: record} as in stages.json."""
+PRETRAIN_FIELDS = ("size", "pretrain_tokens", "pretrain_minutes", "pretrain_seed", "pretrain_step_weights",
+                   "pretrain_processes")
+"""the preset fields that determine the pretrained model (data-parallel pretraining is deterministic per process
+count, so the count is one of them)"""
+PROFILE_FIELDS = ("pool_size", "profile_n", "max_new_tokens", "grading_mode")
+"""with PRETRAIN_FIELDS, the fields that determine profile.parquet (its sampling seed is pretrain_seed)"""
+
+
+def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
+    """The stages a new OUT can take from another lab's directory `base`: pretrain when the preset's
+    PRETRAIN_FIELDS agree with base's lab.json, and profile too when PROFILE_FIELDS also agree and base finished it
+    (what a variant of the curation, the sweeps or the fit needs: the variant tables of the README). Writes nothing;
+    a UserError names the first pretraining field that differs, or what base lacks."""
+    base = Path(base).resolve()
+    old = (json.loads((base / LAB_FILE).read_text()).get("preset", {}) if (base / LAB_FILE).exists() else None)
+    if old is None or not (base / "model" / "rlscale_model.json").exists():
+        raise UserError(f"--reuse {base}: not a lab directory with a pretrained model (no {LAB_FILE} or "
+                        "model/rlscale_model.json); run `rlscale lab --out` there first")
+    if (out / "model").exists() or (out / "profile.parquet").exists():
+        raise UserError(f"--reuse: {out} already has a model or a profile; use a new --out")
+    new = p.to_dict()
+
+    def first_diff(fields):
+        diff = changed_keys({k: old.get(k) for k in fields}, {k: new.get(k) for k in fields})
+        return diff[0] if diff else None
+
+    key = first_diff(PRETRAIN_FIELDS)
+    if key:
+        raise UserError(f"--reuse {base}: its model was pretrained with {key} = {old.get(key)!r}, this preset has "
+                        f"{new.get(key)!r}; reuse a lab with the same pretraining or drop --reuse")
+    profiled = StageLog(base).get("profile").get("status") == "done" and (base / "profile.parquet").exists()
+    return ["pretrain", "profile"] if profiled and not first_diff(PROFILE_FIELDS) else ["pretrain"]
+
+
+def reuse_stages(base: Path, out: Path, stages: list[str]) -> None:
+    """Copy the outputs of `stages` (reusable_stages) from base into out, hard links where the file system allows,
+    and carry their stage records over: compute kept (the study used it), wall time 0 here (`reused_wall_s` keeps
+    what it took there), `reused_from` naming base."""
+    import shutil
+
+    base = Path(base).resolve()
+    base_log, log = StageLog(base), StageLog(out)
+    for stage in stages:
+        if stage == "pretrain":
+            shutil.copytree(base / "model", out / "model", copy_function=_link_or_copy)
+        elif stage == "profile":
+            _link_or_copy(base / "profile.parquet", out / "profile.parquet")
+        rec = base_log.get(stage)
+        log.set(stage, **{**rec, "status": "done", "wall_s": 0.0, "reused_wall_s": rec.get("wall_s"),
+                          "reused_from": str(base)})
+
+
+def _link_or_copy(src, dst) -> None:
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True, workers: int = 2,
+            reuse: str | os.PathLike | None = None) -> dict:
+    """Run (or resume) every stage; returns {stage: record} as in stages.json. With `reuse` (another lab's OUT),
+    a new OUT starts from its model and profile where the preset allows (reusable_stages)."""
     p = preset.validate()
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir).resolve()
+    reused: list[str] = []
+    if reuse is not None and not (out / LAB_FILE).exists():  # an existing OUT resumes from its own outputs
+        if Path(reuse).resolve() == out:
+            raise UserError("--reuse: names the --out directory itself; give another lab's directory")
+        reused = reusable_stages(p, Path(reuse), out)
     out.mkdir(parents=True, exist_ok=True)
     check_lab_dir(p, out)
+    if reused:
+        reuse_stages(Path(reuse), out, reused)
+        if progress:
+            print(f"[lab] reusing {', '.join(reused)} from {Path(reuse).resolve()}", file=sys.stderr, flush=True)
     log = StageLog(out)
     view = LabProgress(estimate_seconds(p, workers), progress)
     dirty = False  # an earlier stage ran in this invocation: later outputs are stale
