@@ -638,7 +638,7 @@ PROFILE_FIELDS = ("pool_size", "profile_n", "max_new_tokens", "grading_mode")
 def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
     """The stages a new OUT can take from another lab's directory `base`: pretrain when the preset's
     PRETRAIN_FIELDS agree with base's lab.json, and profile too when PROFILE_FIELDS also agree and base finished it
-    (what a variant of the curation, the sweeps or the fit needs: the variant tables of the README). Writes nothing;
+    (what a variant of the curation, the sweeps or the fit needs: the variant tables of docs/lab_results.md). Writes nothing;
     a UserError names the first pretraining field that differs, or what base lacks."""
     base = Path(base).resolve()
     old = (json.loads((base / LAB_FILE).read_text()).get("preset", {}) if (base / LAB_FILE).exists() else None)

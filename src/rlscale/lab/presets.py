@@ -102,7 +102,7 @@ its base: no gain); 2.1e-4 Easy 0.414 / 0.444 / 0.419 / 0.369 after dips to 0.32
 larger-n runs (which get the larger sqrt-scaled rate) dip, so n*(C) "rises" there by recovery from damage (Easy:
 rises in 62% / 90% of 200 resamples, one-sided no-fall), not by the study's mechanism; the preset keeps 7e-5.
 The rule across n decides the direction too (stop 22, another realisation of the quick-lab model, Easy, 6,144
-rollouts; README "On a Zen 4 machine"): one rate for every n (`lr_scaling` constant, 7e-5) leaves n = 2 below its
+rollouts; docs/lab_results.md "On a Zen 4 machine"): one rate for every n (`lr_scaling` constant, 7e-5) leaves n = 2 below its
 start and the iso-FLOP n* "rises" 2 -> 9.4 (95.5% of resamples); sqrt anchored at 32 rollouts "falls" 16 -> 2.7
 (CI excludes 0); sqrt at 128 (the preset) ties n = 2..16 within 0.015."""
 
