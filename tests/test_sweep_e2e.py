@@ -72,9 +72,14 @@ def test_real_trainer_sweep(lab, capsys):
 def test_real_trainer_kill_and_resume(lab, monkeypatch):
     from test_sweep_run import _kill_cycle
 
-    spec = write_spec(lab, 64)  # M = 8 and 4 steps, a checkpoint after every step
+    spec = write_spec(lab, 256)  # M = 32 and 16 steps, a checkpoint after every step
     killed = lab / "killed"
-    finished = _kill_cycle(spec, killed, random.Random(1), cycles=5, wait=(2.0, 12.0))
+
+    def checkpointed_unfinished(out: Path) -> bool:  # kill once a run is under way: runs take ~1 s on a fast CPU
+        return any(r.joinpath("checkpoints").is_dir() and any(r.joinpath("checkpoints").iterdir())
+                   and not r.joinpath("summary.json").exists() for r in out.glob("runs/*"))
+
+    finished = _kill_cycle(spec, killed, random.Random(1), cycles=5, wait=(0.0, 0.3), until=checkpointed_unfinished)
     assert finished[0] < 2, finished
     assert main(["sweep", "run", str(spec), "--out", str(killed), "--workers", "2", "--no-progress"]) == 0
     clean = lab / "clean"

@@ -192,9 +192,10 @@ def test_one_driver_per_sweepdir(tmp_path, monkeypatch, capsys):
 
 
 def _kill_cycle(spec: Path, out: Path, rng: random.Random, cycles: int,
-                wait: tuple[float, float] = (0.3, 1.5)) -> list[int]:
-    """Start the driver, kill -9 it (or one of its workers) at a random moment, `cycles` times.
-    Returns the number of finished runs after each kill."""
+                wait: tuple[float, float] = (0.3, 1.5), until=None) -> list[int]:
+    """Start the driver, kill -9 it (or one of its workers) at a random moment, `cycles` times; with `until` (a
+    predicate on out), the random wait starts once it holds (e.g. a run has checkpointed), so the kill lands mid-run
+    however fast the machine is. Returns the number of finished runs after each kill."""
     finished = []
     for i in range(cycles):
         driver = subprocess.Popen([sys.executable, "-m", "rlscale", "sweep", "run", str(spec), "--out", str(out),
@@ -203,6 +204,8 @@ def _kill_cycle(spec: Path, out: Path, rng: random.Random, cycles: int,
         deadline = time.monotonic() + 60  # past the driver's start-up (slow on a loaded machine), then at random
         while not (out / "sweep.json").exists() and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
+        while until is not None and not until(out) and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.01)
         time.sleep(rng.uniform(*wait))
         if i % 2 == 1:  # kill a worker, let the driver carry on with the others, then kill the driver too
             pids = subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True, text=True).stdout.split()
