@@ -325,16 +325,23 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+def _bucket_rows(df, bounds: dict):
+    """(name, the profile's rows in that bucket) per {name: (lo, hi)} of the lab's bounds."""
+    from rlscale.evals.difficulty import Bucket
+
+    for name, (lo, hi) in bounds.items():
+        yield name, df[Bucket(name, lo, hi).mask(df)]
+
+
 def precision_sentence(df, bounds: dict) -> str:
     """Reward precision per difficulty bucket of a profile (the base model's correct samples whose worked chain is
     also right, `evals.difficulty.reward_precision`), in words; "" when the profile has no chain column."""
-    from rlscale.evals.difficulty import Bucket, reward_precision
+    from rlscale.evals.difficulty import reward_precision
 
     if "correct_valid_chain" not in df.columns:
         return ""
     parts = []
-    for name, (lo, hi) in bounds.items():
-        sub = df[Bucket(name, lo, hi).mask(df)]
+    for name, sub in _bucket_rows(df, bounds):
         frac = reward_precision(sub)
         if frac is not None:
             parts.append(f"{name.capitalize()} bucket {100 * frac:.0f}% of {int(sub['correct'].sum())}")
@@ -349,13 +356,12 @@ def precision_sentence(df, bounds: dict) -> str:
 def chance_sentence(df, bounds: dict) -> str:
     """Each bucket's mean pass rate against the chance rates of its gold answers (`evals.difficulty.chance_rates`),
     in words; "" when the profile has no answer column."""
-    from rlscale.evals.difficulty import Bucket, chance_rates
+    from rlscale.evals.difficulty import chance_rates
 
     if "answer" not in df.columns:
         return ""
     parts = []
-    for name, (lo, hi) in bounds.items():
-        sub = df[Bucket(name, lo, hi).mask(df)]
+    for name, sub in _bucket_rows(df, bounds):
         rates = chance_rates(sub["answer"])
         if rates is None:
             continue

@@ -98,8 +98,8 @@ def fit_table(df, args) -> tuple[dict, list]:
     if args.law == "isocompute":
         need += [args.by, args.group]
     require_columns(df, need, f"table ({args.source})")
-    with_initial = df  # isocompute measures each run's gain from its before-training value, then drops it itself
-    df = drop_initial_points(df, x)  # step-0 evaluations at zero compute
+    initial = df.drop(drop_initial_points(df, x).index)  # step-0 evaluations at zero compute
+    df = df.drop(initial.index)
     if args.drop_highest:
         df = df.sort_values(y, kind="stable").iloc[: len(df) - args.drop_highest] if args.drop_highest < len(df) \
             else df.iloc[:0]
@@ -107,7 +107,7 @@ def fit_table(df, args) -> tuple[dict, list]:
     if args.law == "isocompute":
         _numeric(df, x, True)
         _numeric(df, y, False)
-        initial = with_initial.drop(drop_initial_points(with_initial, x).index)  # the step-0 rows
+        # IsoCompute measures each run's gain from its step-0 value, then drops those rows itself
         iso = IsoCompute(x=x, y=y, by=args.by, run_col=args.group, bucket_width=args.bucket_width,
                          n_bootstrap=args.bootstrap, ci_level=args.ci_level, seed=args.seed,
                          huber_delta=args.huber_delta, train_set_size=args.train_set_size).fit(

@@ -696,17 +696,18 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir).resolve()
+    base = Path(reuse).resolve() if reuse is not None else None
     reused: list[str] = []
-    if reuse is not None and not (out / LAB_FILE).exists():  # an existing OUT resumes from its own outputs
-        if Path(reuse).resolve() == out:
+    if base is not None and not (out / LAB_FILE).exists():  # an existing OUT resumes from its own outputs
+        if base == out:
             raise UserError("--reuse: names the --out directory itself; give another lab's directory")
-        reused = reusable_stages(p, Path(reuse), out)
+        reused = reusable_stages(p, base, out)
     out.mkdir(parents=True, exist_ok=True)
     check_lab_dir(p, out)
     if reused:
-        reuse_stages(Path(reuse), out, reused)
+        reuse_stages(base, out, reused)
         if progress:
-            print(f"[lab] reusing {', '.join(reused)} from {Path(reuse).resolve()}", file=sys.stderr, flush=True)
+            print(f"[lab] reusing {', '.join(reused)} from {base}", file=sys.stderr, flush=True)
     log = StageLog(out)
     view = LabProgress(estimate_seconds(p, workers), progress)
     dirty = False  # an earlier stage ran in this invocation: later outputs are stale
