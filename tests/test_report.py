@@ -100,7 +100,7 @@ def test_report_sections_and_statement(labdir):
                   "Hard set: reward vs compute", "best@k and worst@k", "training diagnostics", "Compute per stage",
                   "Planner"):
         assert title in html, title
-    assert html.count("<img") == 11  # profile + per set: curves, n*, best/worst, diagnostics, pass histogram
+    assert html.count("<img") == 13  # profile + per set: curves, n*, gaps, best/worst, diagnostics, pass histogram
     assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
     summary = html.split("Run configuration")[0]
     easy = re.search(r"Easy: over the compute range where every n has data.*?</p>", summary).group(0)
@@ -400,7 +400,7 @@ def _coscale_part(html: str) -> str:
 
 def test_report_includes_coscale_from_lab_subdir(lab_with_coscale):
     html = build(lab_with_coscale)
-    assert html.count("<h2>CoScale-RL</h2>") == 1 and html.count("<img") == 11 + 2  # + N timeline, accuracy
+    assert html.count("<h2>CoScale-RL</h2>") == 1 and html.count("<img") == 13 + 2  # + N timeline, accuracy
     cs = _coscale_part(html)
     for text in ("7/3/0", "4/6/0", "2/5/3", "unsolvable-&gt;solvable: 5", "3@4, 3@16", "Budget 5000 rollouts, spent 4864",
                  "held-out 200 problems x 8 samples", "met", "61", "[0.210, 0.290]"):
@@ -495,6 +495,29 @@ def test_isoflop_verdict_follows_the_truth():
                    "B": 1.5} for n in ns}
     iso = n_star_evidence(fit_from_truth(falling))["isoflop"]
     assert iso["verdict"] == "falls" and iso["n_hi"] < iso["n_on"] / 2
+
+
+def test_near_optimal_set_is_the_plateau():
+    """n = 2, 4, 8 share a ceiling and n = 16, 32 end 0.05 lower: at C_max the near-optimal set is {2, 4, 8}, the
+    sentence names the cost of leaving it with its interval, and each gap equals the curves' difference."""
+    from rlscale.report import n_star_evidence, near_optimal_sentence
+
+    ns = (2, 4, 8, 16, 32)
+    plateau = {n: {"R0": 0.42, "A": 0.55 if n <= 8 else 0.50, "C_mid": 2000.0, "B": 1.5} for n in ns}
+    fit = fit_from_truth(plateau)
+    ev = n_star_evidence(fit)
+    last = ev["near_optimal"][-1]
+    assert last["at"] == "C_max" and last["C"] == ev["C_hi"] and last["near"] == [2.0, 4.0, 8.0]
+    best = plateau[int(last["best_n"])]
+    for n in (16, 32):
+        ref = float(sigmoid_law(ev["C_hi"], **plateau[n]) - sigmoid_law(ev["C_hi"], **best))
+        gap, lo, hi = last["gaps"][str(float(n))]
+        assert gap == pytest.approx(ref, abs=1e-12) and lo < gap < hi < 0
+    text = near_optimal_sentence("Easy", ev)
+    assert "at C_max): n in {2, 4, 8}" in text and "plateau over 3 swept n" in text
+    assert f"n = 16 {-last['gaps']['16.0'][0]:.3f} lower" in text
+    ev["verdict"] = "no-gain"  # no allocation to speak of on a set RL did not move
+    assert near_optimal_sentence("Easy", ev) == ""
 
 
 def test_isoflop_onset_skips_the_tied_start(labdir):

@@ -48,7 +48,7 @@ def test_report_renders_in_chromium(labdir, driver):  # noqa: F811
     driver.get((labdir / "report.html").resolve().as_uri())
     images = driver.execute_script(
         "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt]);")
-    assert len(images) == 11
+    assert len(images) == 13
     bad = [alt for complete, w, h, alt in images if not (complete and w > 0 and h > 0)]
     assert not bad, f"images that did not render: {bad}"
     tables = driver.execute_script(

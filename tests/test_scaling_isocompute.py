@@ -241,3 +241,37 @@ def test_learning_onset_is_the_first_grid_point_past_the_share():
     share = (target - p["R0"]) / (p["A"] - p["R0"])
     assert C[j - 1] < p["C_mid"] * (share / (1 - share)) ** (1 / p["B"]) <= C[j]
     assert learning_onset(C, np.full_like(C, 0.3)) == 0 and learning_onset(C, f[::-1]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ allocation gaps
+def test_allocation_gaps_match_direct_differences_and_find_the_plateau():
+    """A plateau over n = 2..8 with n = 16 lower: the gaps are the curves' differences evaluated directly, the
+    resampled intervals are the quantiles of the same differences per resample, and near_optimal is {2, 4, 8}."""
+    from rlscale.scaling.isocompute import allocation_gaps
+
+    top = {"R0": 0.4, "A": 0.5, "C_mid": 500.0, "B": 1.2}
+    point = {2: dict(top), 4: {**top, "A": 0.502}, 8: {**top, "A": 0.501}, 16: {**top, "A": 0.46}}
+    rng = np.random.default_rng(0)
+    resamples = [{n: {**p, "A": p["A"] + rng.normal(0, 0.01)} for n, p in point.items()} for _ in range(400)]
+    C = np.geomspace(200, 3000, 7)
+    g = allocation_gaps(point, resamples, C, level=0.9)
+    assert g["best_n"] == [4] * len(C)
+    for i, n in enumerate(g["ns"]):
+        ref = sigmoid_law(C, **point[n]) - sigmoid_law(C, **point[4])
+        assert g["gap"][i] == pytest.approx(ref, abs=1e-12)
+        d = np.array([sigmoid_law(C, **r[n]) - sigmoid_law(C, **r[4]) for r in resamples])
+        assert g["lo"][i] == pytest.approx(np.quantile(d, 0.05, axis=0), abs=1e-12)
+        assert g["hi"][i] == pytest.approx(np.quantile(d, 0.95, axis=0), abs=1e-12)
+    assert g["lo"][1] == pytest.approx(np.zeros(len(C))) and g["hi"][1] == pytest.approx(np.zeros(len(C)))
+    assert g["near_optimal"][-1] == [2, 4, 8]  # n = 16 is 0.04 x (share of the rise) below: outside at C_max
+    assert g["hi"][3, -1] < 0
+
+
+def test_allocation_gaps_skip_an_allocation_before_its_first_step():
+    from rlscale.scaling.isocompute import allocation_gaps
+
+    p = {"R0": 0.2, "A": 0.6, "C_mid": 1000.0, "B": 1.0}
+    point = {2: dict(p), 4: {**p, "A": 0.7}}
+    g = allocation_gaps(point, [], np.array([100.0, 5000.0]), c_first={2: 16.0, 4: 1000.0})
+    assert np.isnan(g["gap"][1, 0]) and g["best_n"][0] == 2 and g["near_optimal"][0] == [2]
+    assert g["best_n"][1] == 4 and g["near_optimal"][1] == [4]  # no resamples: the point gaps, 2 is below

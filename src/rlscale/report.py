@@ -103,6 +103,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
         no_gain = out["gain_ci"][0] <= 0.0 or out.get("measured_gain_ci", [np.inf])[0] <= 0.0
         if len(per_n) >= 3:
             out["isoflop"] = _isoflop_evidence(point, samples, C, level, no_gain)
+        out["near_optimal"] = _near_optimal(point, samples, out, level, c_first)
         if no_gain:
             out["verdict"] = "no-gain"
         elif out["rise_frac"] >= level:
@@ -171,6 +172,48 @@ def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, n
                       "flat" if -tol < lo and hi < tol else "no-rise" if hi < tol else "no-fall" if lo > -tol else
                       "unresolved")
     return out
+
+
+def _near_optimal(point: dict, samples: dict, ev: dict, level: float, c_first: dict | None) -> list[dict]:
+    """isocompute.allocation_gaps at C_min (every n has data), the iso-FLOP learning onset (when there is one
+    inside the range) and C_max: per compute point the best n, the n the data cannot tell from it and each n's
+    gap to it with its interval (JSON-ready)."""
+    from rlscale.scaling.isocompute import allocation_gaps, joint_resamples
+
+    where = {"C_min": ev["C_lo"], "C_max": ev["C_hi"]}
+    C_on = (ev.get("isoflop") or {}).get("C_on")
+    if C_on is not None and ev["C_lo"] * 1.01 < C_on < ev["C_hi"] / 1.01:
+        where = {"C_min": ev["C_lo"], "onset": float(C_on), "C_max": ev["C_hi"]}
+    g = allocation_gaps(point, joint_resamples(samples), np.array(list(where.values())), level, c_first)
+    return [{"at": name, "C": float(g["C"][j]), "best_n": float(g["best_n"][j]),
+             "near": [float(n) for n in g["near_optimal"][j]],
+             "gaps": {str(float(n)): [float(g["gap"][i, j]), float(g["lo"][i, j]), float(g["hi"][i, j])]
+                      for i, n in enumerate(g["ns"]) if np.isfinite(g["gap"][i, j])}}
+            for j, name in enumerate(where)]
+
+
+def near_optimal_sentence(name: str, ev: dict) -> str:
+    """The allocations the data cannot tell from the best, at C_min / onset / C_max, in words ('' without them)."""
+    rows = ev.get("near_optimal")
+    if not rows or not ev.get("n_bootstrap") or ev.get("verdict") == "no-gain":
+        return ""
+    pct = f"{round(100 * ev['level'])}%"
+    label = {"C_min": "where every n has data", "onset": "at the learning onset", "C_max": "at C_max"}
+    parts = []
+    for r in rows:
+        near = ", ".join(_n(n) for n in r["near"])
+        parts.append(f"C = {_g(r['C'])} ({label[r['at']]}): n in {{{near}}} (best {_n(r['best_n'])})")
+    last = rows[-1]
+    costs = [f"n = {_n(float(k))} {-v[0]:.3f} lower ({pct} CI [{-v[2]:.3f}, {-v[1]:.3f}])"
+             for k, v in sorted(last["gaps"].items(), key=lambda kv: float(kv[0])) if float(k) not in last["near"]]
+    text = (f"{name}: allocations the data cannot tell from the best one (each n's fitted reward minus the best n's, "
+            f"{pct} interval from the same joint resamples, reaching 0): " + "; ".join(parts) + ".")
+    if costs:
+        text += " Outside that set at C_max: " + ", ".join(costs) + "."
+    if len(last["near"]) > 1:
+        text += (f" The optimum at C_max is a plateau over {len(last['near'])} swept n, so an n* read as a single "
+                 "argmax or vertex there is placed within it by noise.")
+    return text
 
 
 def _measured_gain(per_n: dict, level: float, B: int, seed: int) -> dict:
@@ -617,12 +660,18 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     else:
         ev = n_star_evidence(fit)
         fits.add(para(evidence_sentence(title, ev), "note"))
+        near = near_optimal_sentence(title, ev)
+        if near:
+            fits.add(para(near, "note"))
         fits.add('<div class="grid">'
                  + img(figure_png(plots.reward_vs_compute(pos, fit, x=fit["x"], y=fit["y"])),
                        f"{title}: validation {fit['y']} vs {fit['x']} per n (points), fitted sigmoids (lines), "
                        "frontier (squares coloured by n*)")
                  + img(figure_png(plots.n_star_vs_compute(fit)),
                        f"{title}: n*(C) on the frontier, its sigmoid fit and the iso-FLOP vertex (95% band)")
+                 + img(figure_png(plots.allocation_gaps(fit)),
+                       f"{title}: each n's fitted reward minus the best n's (95% bands): where a band reaches 0, "
+                       "that n is as good as the best within the noise")
                  + "</div>")
         fits.add(fit_tables(fit))
     noise = noise_sentence(pos)
@@ -709,6 +758,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     for name in ("easy", "hard"):
         if name in evidence:
             summary.add(para(evidence_sentence(name.capitalize(), evidence[name])))
+            near = near_optimal_sentence(name.capitalize(), evidence[name])
+            if near:
+                summary.add(para(near))
         else:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:

@@ -214,6 +214,35 @@ def isoflop_n_star(R: np.ndarray, ns) -> np.ndarray:
     return 2.0 ** np.clip(vertex, x[0], x[-1])
 
 
+def allocation_gaps(point: dict, resamples: list[dict], C: np.ndarray, level: float = 0.95,
+                    c_first: dict | None = None) -> dict:
+    """How much each allocation loses against the best one, at each C of a grid, from fitted per-n curves.
+
+    best_n[j] is the n with the highest point-estimate curve at C[j]; gap[i, j] = R_{n_i}(C[j]) - R_{best_n[j]}(C[j])
+    (<= 0; NaN where n_i has no data yet, see curves()). With joint resamples (`joint_resamples`), the same
+    difference in each resample gives a two-sided `level` interval [lo, hi] (the best n's own is [0, 0]), and
+    near_optimal[j] lists the n whose interval reaches 0: the allocations the data cannot tell from the best at C[j].
+    The best n is chosen on the same data, which favours it (a winner's curse), so the set errs small. Where
+    the optimum is a plateau several n sit in it, and an argmax or vertex n* there is picked by noise; the set
+    says how wide the plateau is and what leaving it costs. Without resamples lo = hi = gap."""
+    ns, R = curves(point, C, c_first)
+    R = np.where(np.isfinite(R), R, np.nan)
+    best = np.nanargmax(np.where(np.isnan(R), -np.inf, R), axis=0)
+    cols = np.arange(R.shape[1])
+    gap = R - R[best, cols]
+    lo = hi = gap
+    if resamples:
+        d = np.empty((len(resamples),) + R.shape)
+        for r, params in enumerate(resamples):
+            Rr = np.where(np.isnan(R), np.nan, curves(params, C, c_first)[1])
+            d[r] = Rr - Rr[best, cols]
+        q = (1.0 - level) / 2.0
+        lo, hi = np.quantile(d, q, axis=0), np.quantile(d, 1.0 - q, axis=0)
+    near = [[ns[i] for i in range(len(ns)) if np.isfinite(gap[i, j]) and hi[i, j] >= 0.0] for j in cols]
+    return {"C": np.asarray(C, float), "ns": ns, "best_n": [ns[i] for i in best], "gap": gap, "lo": lo, "hi": hi,
+            "near_optimal": near, "level": level, "n_resamples": len(resamples)}
+
+
 def joint_resamples(samples: dict) -> list[dict]:
     """{n: stored bootstrap rows (R0, A, C_mid, B)} -> one {n: params} per joint resample (row i of every n), leaving
     out the resamples where some n's refit failed (stored as NaN)."""

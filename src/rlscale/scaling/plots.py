@@ -81,6 +81,35 @@ def n_star_vs_compute(fit: dict):
     return fig
 
 
+def allocation_gaps(fit: dict, points: int = 60, level: float = 0.95):
+    """Each n's fitted reward minus the best n's vs compute (isocompute.allocation_gaps), with the joint-bootstrap
+    band, where every n has data: the n whose band reaches 0 are the near-optimal allocations at that C."""
+    from rlscale.scaling.isocompute import allocation_gaps as gaps
+    from rlscale.scaling.isocompute import joint_resamples
+
+    per_n = {float(k): v for k, v in fit["per_n"].items()}
+    lo, hi = (float(v) for v in fit["x_range"])
+    lo = min(max([lo] + [float(v.get("C_first") or 0.0) for v in per_n.values()]), hi)
+    C = np.geomspace(lo, hi, points)
+    g = gaps({n: v["params"] for n, v in per_n.items()},
+             joint_resamples({n: v.get("bootstrap_samples") or [] for n, v in per_n.items()}), C, level)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    col = _colors(g["ns"])
+    for i, n in enumerate(g["ns"]):
+        ax.plot(C, g["gap"][i], color=col[n], label=f"n={n:g}")
+        if g["n_resamples"]:
+            ax.fill_between(C, g["lo"][i], g["hi"][i], color=col[n], alpha=0.15, lw=0)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlabel("compute")
+    ax.set_ylabel("fitted reward - best n's")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _isoflop_band(fit: dict, C: np.ndarray):
     """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
     pointwise 95% band from the stored joint bootstrap samples (lo = hi = None without them); None for < 3 ns."""
