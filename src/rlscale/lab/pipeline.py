@@ -96,7 +96,10 @@ class LabPreset:
     point can afford more samples (lower noise)"""
     val_n: int = 8
     val_ks: tuple[int, ...] = (1, 4)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """training seeds per n: the run bootstrap resamples them (3 runs give it 2/3 of their variance and 10 distinct
+    resamples, which made the intervals too narrow: stop 24's 6-seed rerun of the quick Easy sweep turned a
+    one-sided 'no-rise' into 'unresolved'; 5 as in scripts/nstar_calibration.py)"""
     lr: float | None = None
     """RL learning rate at lr_ref_batch rollouts per step (default rlscale.lab.presets.RL_LR[size])"""
     lr_ref_batch: int = 128
@@ -156,18 +159,15 @@ class LabPreset:
 
 PRESETS: dict[str, LabPreset] = {
     # <= 15 min on a quiet 2-core machine: 8M-token s model (2 data-parallel processes), a 5,000-problem pool,
-    # n in {2, 4, 8, 16} (8x) x 3 seeds per set (a run-level bootstrap), 3072 rollouts per run, 6 log-spaced
-    # validation points each (24x-192x span in compute). Measured on an AVX2 EPYC with 6,000 problems, 4096 rollouts
-    # and 8 points: 15m35s and 16m50s (the same work; the machine's speed varies by ~10%), hence the cuts; as now:
-    # 13m16s (harder-rarer corpus mix) and 14m05s (uniform mix, the default); 12m01s with the shared-prefix update.
+    # n in {2, 4, 8, 16} (8x) x 5 seeds per set (a run-level bootstrap; 3 until stop 23), 3072 rollouts per run,
+    # 6 log-spaced validation points each (24x-192x span in compute). With 3 seeds: 10m54s of stages on a quiet AVX2
+    # EPYC (sweeps 5m18s), 5m24s on a Zen 4 EPYC (sweeps 2m26s); 5 seeds add 2/3 of the sweeps' time.
     "quick": LabPreset(),
-    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 5 seeds per n. Sized from a run of
-    # the previous full preset (32,768 rollouts x 5 seeds): pretrain 271 s, profile of 12,000 problems 211 s, Easy
-    # sweep 47m47s on 2 workers (plus ~2 min before an interruption); with the Hard sweep ~1.31x the Easy one (as in
-    # the quick lab) that is ~2h05m in all; at 24,576 rollouts the same rates give ~1h33m. Run end to end once at
-    # 24,576: 2h02m50s (Easy sweep 50m49s, Hard 1h04m) with other work sharing the cores for ~40 min of it.
+    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 6 seeds per n (5 until stop 23).
+    # With 5 seeds, end to end in a fresh clone: 1h11m46s on a quiet AVX2 EPYC (sweeps 26m15s + 38m38s), 35m02s on
+    # a Zen 4 EPYC (sweeps 11m54s + 19m02s); the sixth seed adds a fifth of the sweeps' time (~1h25m and ~41m).
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
-                      n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4),
+                      n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4, 5),
                       n_bootstrap=500),
 }
 
