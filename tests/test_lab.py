@@ -61,6 +61,20 @@ def test_sweep_spec_from_preset(tmp_path):
         assert r.config["train_set"].endswith("sets/easy/train.jsonl")
 
 
+def test_lr_grid_preset_sweeps_every_rate(tmp_path):
+    from rlscale.errors import UserError
+    from rlscale.sweep.spec import parse_spec
+
+    p = dataclasses.replace(PRESETS["quick"], lr_grid=(3.5e-5, 7e-5, 1.4e-4)).validate()
+    d = sweep_spec_dict(p, "easy", 100)
+    assert d["lr"] == [3.5e-5, 7e-5, 1.4e-4] and "lr" not in d["train"]
+    spec = parse_spec(d, tmp_path / "specs" / "easy.yaml", check_files=False)
+    assert {(r.n, r.seed, r.config["lr"]) for r in spec.runs} == {
+        (n, s, lr) for n in p.n_grid for s in p.seeds for lr in p.lr_grid}
+    with pytest.raises(UserError, match="lr_grid"):
+        dataclasses.replace(p, lr_grid=(7e-5, -1.0)).validate()
+
+
 def test_preset_file_and_bad_input(tmp_path, capsys):
     p = get_preset(micro_file(tmp_path))
     assert p.name == "micro" and p.n_grid == (2, 4) and p.pool_size == 128 and p.profile_n == 8

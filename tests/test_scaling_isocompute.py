@@ -275,3 +275,28 @@ def test_allocation_gaps_skip_an_allocation_before_its_first_step():
     g = allocation_gaps(point, [], np.array([100.0, 5000.0]), c_first={2: 16.0, 4: 1000.0})
     assert np.isnan(g["gap"][1, 0]) and g["best_n"][0] == 2 and g["near_optimal"][0] == [2]
     assert g["best_n"][1] == 4 and g["near_optimal"][1] == [4]  # no resamples: the point gaps, 2 is below
+
+
+def test_best_setting_per_n_by_hand_and_keep_selected():
+    """Two rates per n; the best is the highest mean of the runs' last points at the largest budget (a run at a
+    smaller budget does not vote; a tie goes to the smaller rate); keep_selected re-applies it from fit.json."""
+    from rlscale.scaling.isocompute import best_setting_per_n, keep_selected
+
+    rows = []
+    def run(rid, n, lr, budget, finals):
+        for step, v in enumerate(finals):
+            rows.append({"run_id": rid, "n": n, "lr": lr, "budget": budget, "compute/rollouts": 100.0 * step,
+                         "val/avg": v})
+    run("a", 2, 1e-4, 400, [0.3, 0.4, 0.50])
+    run("b", 2, 1e-4, 400, [0.3, 0.4, 0.46])   # mean 0.48
+    run("c", 2, 3e-4, 400, [0.3, 0.5, 0.47])   # mean 0.47 (its max is higher, its last is not)
+    run("d", 2, 3e-4, 200, [0.3, 0.9])         # smaller budget: no vote
+    run("e", 4, 1e-4, 400, [0.3, 0.4, 0.45])
+    run("f", 4, 3e-4, 400, [0.3, 0.4, 0.45])   # tie -> the smaller rate
+    df = pd.DataFrame(rows)
+    kept, info = best_setting_per_n(df)
+    assert info[2]["chosen"] == 1e-4 and info[2]["final"] == {"0.0001": pytest.approx(0.48), "0.0003": 0.47}
+    assert info[4]["chosen"] == 1e-4 and info[2]["runs"] == {"0.0001": 2, "0.0003": 1}
+    assert sorted(kept["run_id"].unique()) == ["a", "b", "e"]
+    fit = {"by": "n", "selected": {"column": "lr", "by_n": {str(k): v for k, v in info.items()}}}
+    assert keep_selected(df, fit).equals(kept) and keep_selected(df, {}).equals(df)

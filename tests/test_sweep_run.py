@@ -258,3 +258,33 @@ def test_ray_auto_equals_local(tmp_path):
     assert main(["sweep", "run", str(spec), "--out", str(tmp_path / "ray"), "--workers", "2", "--ray", "auto",
                  "--no-progress"]) == 0
     pd.testing.assert_frame_equal(load_sweep_table(tmp_path / "ray"), load_sweep_table(tmp_path / "local"))
+
+
+def test_lr_grid_sweep_fit_and_report_keep_each_n_at_its_best_rate(tmp_path, monkeypatch, capsys):
+    """An lr grid in the spec: 3 rates x 2 n x 2 seeds; the fake's best rate grows with n (3.5e-5 at n = 2, 7e-5 at
+    n = 4). The table has the lr column, the isocompute fit keeps each n's best rate (and equals a fit of only those
+    runs), and the report says which rate each n was compared at."""
+    from rlscale.scaling.isocompute import IsoCompute
+
+    monkeypatch.setenv("RLSCALE_FAKE_LR_AWARE", "1")
+    (tmp_path / "model").mkdir()
+    spec = tmp_path / "lr.toml"
+    spec.write_text('model = "model"\ntask = "arith"\nseeds = [0, 1]\nn = [2, 4]\nproblems_per_batch = [8]\n'
+                    'B_max = 64\nbudgets_rollouts = [512]\nval_every_rollouts = 64\nlr = [3.5e-5, 7e-5, 1.4e-4]\n')
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--workers", "2"]) == 0
+    df = load_sweep_table(out)
+    assert df["run_id"].nunique() == 12 and sorted(df["lr"].unique()) == [3.5e-5, 7e-5, 1.4e-4]
+    assert main(["fit", str(out), "--law", "isocompute", "--out", str(tmp_path / "fit"), "--bootstrap", "0",
+                 "--bucket-width", "0"]) == 0
+    fit = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    by_n = fit["selected"]["by_n"]
+    assert fit["selected"]["column"] == "lr" and {n: v["chosen"] for n, v in by_n.items()} == {"2": 3.5e-5, "4": 7e-5}
+    assert all(v["runs"] == {"3.5e-05": 2, "7e-05": 2, "0.00014": 2} for v in by_n.values())
+    best = df[((df["n"] == 2) & (df["lr"] == 3.5e-5)) | ((df["n"] == 4) & (df["lr"] == 7e-5))]
+    ref = IsoCompute(bucket_width=0.0, select=None).fit(best).to_dict()
+    for n in ("2", "4"):
+        assert fit["per_n"][n]["params"] == pytest.approx(ref["per_n"][n]["params"], rel=1e-9)
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "Each n is compared at its own best lr" in html and "n = 2 at lr 3.5e-05" in html

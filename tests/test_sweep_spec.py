@@ -90,6 +90,19 @@ def test_run_ids_stable_and_sensitive(tmp_path):
     assert run.run_id == config_hash(dict(reversed(list(run.config.items()))))
 
 
+def test_lr_grid_multiplies_the_runs_and_keeps_other_specs_ids(tmp_path):
+    body = BASE + 'n = [2, 4]\nproblems_per_batch = [8]\nB_max = 64\nbudgets_rollouts = [512]\n'
+    plain = load_spec(write_spec(tmp_path, body))
+    grid = load_spec(write_spec(tmp_path, body + 'lr = [1.4e-4, 3.5e-5, 7e-5, 7e-5]\n'))
+    assert grid.lr == (3.5e-5, 7e-5, 1.4e-4) and len(grid.runs) == 3 * len(plain.runs)
+    assert {(r.n, r.config["lr"]) for r in grid.runs} == {(n, lr) for n in (2, 4) for lr in grid.lr}
+    assert len({r.run_id for r in grid.runs}) == len(grid.runs)
+    assert "lr" not in plain.runs[0].config and "lr" not in plain.resolved()  # no grid: ids as before
+    fixed = load_spec(write_spec(tmp_path, body + '[train]\nlr = 7e-5\n'))
+    same = [r for r in grid.runs if r.config["lr"] == 7e-5]
+    assert [r.run_id for r in same] == [r.run_id for r in fixed.runs]  # a grid point = that rate in [train]
+
+
 def test_yaml_equals_toml(tmp_path):
     toml = load_spec(write_spec(tmp_path, BASE + 'n = [2, 4]\nproblems_per_batch = [8]\nB_max = 64\n'
                                                  'budgets_rollouts = [512]\n'))
@@ -132,6 +145,9 @@ GOOD = 'n = [2, 4]\nproblems_per_batch = [8]\nB_max = 64\nbudgets_rollouts = [51
     (BASE + GOOD + '[train]\nval_n = 2\nval_ks = [4]\n', "val_ks"),
     (BASE + GOOD + '[train]\nadvantage = "nope"\n', "advantage"),
     (BASE + GOOD + '[train]\nbogus_field = 1\n', "train.bogus_field"),
+    (BASE + GOOD + 'lr = [1e-4, -1e-5]\n', "'lr' must hold positive numbers"),
+    (BASE + GOOD + 'lr = []\n', "'lr' is an empty list"),
+    (BASE + GOOD + 'lr = [1e-4]\n[train]\nlr = 1e-4\n', "either as the grid 'lr' or as 'train.lr'"),
 ])
 def test_bad_input_exit_2(tmp_path, capsys, body, needle):
     path = write_spec(tmp_path, body)

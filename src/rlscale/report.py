@@ -192,6 +192,18 @@ def _near_optimal(point: dict, samples: dict, ev: dict, level: float, c_first: d
             for j, name in enumerate(where)]
 
 
+def selection_sentence(fit: dict) -> str:
+    """Which value of a swept setting (the lr grid) each n kept, with every value's final mean (from fit.json)."""
+    sel = fit["selected"]
+    parts = []
+    for n, v in sorted(sel["by_n"].items(), key=lambda kv: float(kv[0])):
+        finals = ", ".join(f"{float(k):g}: {m:.4f}" for k, m in v["final"].items())
+        parts.append(f"n = {_n(float(n))} at {sel['column']} {v['chosen']:g} ({finals})")
+    return (f"Each n is compared at its own best {sel['column']} of the swept grid (the highest mean final validation "
+            f"{fit.get('y', Y)} at its largest budget; the fits, tables and diagnostics below use those runs only; "
+            "the choice is made once, so the intervals leave out its selection noise): " + "; ".join(parts) + ".")
+
+
 def near_optimal_sentence(name: str, ev: dict) -> str:
     """The allocations the data cannot tell from the best, at C_min / onset / C_max, in words ('' without them)."""
     rows = ev.get("near_optimal")
@@ -437,13 +449,16 @@ def sweep_runs(sweepdir: Path) -> list[dict]:
         d = sweepdir / "runs" / rid
         if (d / "config.json").exists():
             out.append({"run_id": rid, "n": r["n"], "budget": r["budget"], "seed": r["seed"],
-                        "problems_per_batch": r["problems_per_batch"], "dir": d})
+                        "problems_per_batch": r["problems_per_batch"], "lr": (r.get("train") or {}).get("lr"),
+                        "dir": d})
     return sorted(out, key=lambda r: (r["budget"], r["n"], r["seed"]))
 
 
-def diag_runs(sweepdir: Path) -> list[dict]:
-    """One run per n for the diagnostics: the largest budget, the smallest seed."""
-    runs = sweep_runs(sweepdir)
+def diag_runs(sweepdir: Path, chosen_lr: dict | None = None) -> list[dict]:
+    """One run per n for the diagnostics: the largest budget, the smallest seed (and, with an lr grid, the n's
+    chosen rate: chosen_lr {n: lr})."""
+    runs = [r for r in sweep_runs(sweepdir)
+            if not chosen_lr or chosen_lr.get(float(r["n"])) is None or r["lr"] == chosen_lr[float(r["n"])]]
     if not runs:
         return []
     top = max(r["budget"] for r in runs)
@@ -654,6 +669,13 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     ev: dict = {}
     if fit_note:
         fits.add(para(fit_note, "note"))
+    chosen_lr = {}
+    if fit is not None and "error" not in fit and fit.get("selected"):
+        from rlscale.scaling.isocompute import keep_selected
+
+        df = keep_selected(df, fit)  # an lr grid: each n at its best rate, everywhere below
+        chosen_lr = {float(n): float(v["chosen"]) for n, v in fit["selected"]["by_n"].items()}
+        fits.add(para(selection_sentence(fit), "note"))
     pos = df[df[X].astype(float) > 0] if len(df) and X in df.columns else df
     if fit is None or "error" in fit:
         fits.add(para(f"No fit: {fit.get('error') if fit else 'fit.json missing'}", "note"))
@@ -686,7 +708,7 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     else:
         bw.add(para("No validation points recorded yet."))
     diag = Section(f"{title} set: training diagnostics")
-    runs = diag_runs(sweepdir)
+    runs = diag_runs(sweepdir, chosen_lr)
     recs = {r["n"]: load_run_records(r) for r in runs}
     if recs:
         diag.add(para(f"Runs at budget {runs[0]['budget']} rollouts, seed {min(r['seed'] for r in runs)}; curves "

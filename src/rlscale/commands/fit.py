@@ -88,7 +88,7 @@ def fit_table(df, args) -> tuple[dict, list]:
 
     from rlscale.scaling import plots
     from rlscale.scaling.estimators import LAWS, PowerLaw, SigmoidLaw
-    from rlscale.scaling.isocompute import IsoCompute, drop_initial_points, require_columns
+    from rlscale.scaling.isocompute import IsoCompute, drop_initial_points, keep_selected, require_columns
 
     x0, x20, y0 = DEFAULT_COLUMNS[args.law]
     x, x2, y = args.x or x0, args.x2 or x20, args.y or y0
@@ -113,6 +113,7 @@ def fit_table(df, args) -> tuple[dict, list]:
                          huber_delta=args.huber_delta, train_set_size=args.train_set_size).fit(
                              pd.concat([initial, df]) if len(initial) else df)
         out = iso.to_dict()
+        df = keep_selected(df, out)  # with an lr grid: each n's runs at its best rate
         out["anchor"] = _anchor(df, x, y, args.by)
         if not args.no_plots:
             figs = [("reward_vs_compute.png", plots.reward_vs_compute(df, out, x=x, y=y, by=args.by)),

@@ -102,6 +102,10 @@ class LabPreset:
     one-sided 'no-rise' into 'unresolved'; 5 as in scripts/nstar_calibration.py)"""
     lr: float | None = None
     """RL learning rate at lr_ref_batch rollouts per step (default rlscale.lab.presets.RL_LR[size])"""
+    lr_grid: tuple[float, ...] = ()
+    """optional grid of RL learning rates (at lr_ref_batch) swept for every n; the fit then compares each n at its
+    own best rate (isocompute.best_setting_per_n) and the planner uses the planned n's rate. Multiplies the sweeps'
+    runs by its length; empty: every run at `lr`"""
     lr_ref_batch: int = 128
     lr_scaling: str = "sqrt"
     temperature: float = 1.0
@@ -152,6 +156,8 @@ class LabPreset:
         if self.runs_for_run_bootstrap < 2:
             raise UserError(f"preset {self.name}: runs_for_run_bootstrap={self.runs_for_run_bootstrap} must be >= 2 "
                             "(resampling one run is no resampling)")
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 for v in self.lr_grid):
+            raise UserError(f"preset {self.name}: lr_grid {list(self.lr_grid)} must hold positive learning rates")
         if any(k > self.val_n for k in self.val_ks):
             raise UserError(f"preset {self.name}: val_ks {list(self.val_ks)} must be <= val_n={self.val_n}")
         return self
@@ -192,7 +198,7 @@ def get_preset(name: str) -> LabPreset:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
-    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights"):
+    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights", "lr_grid"):
         if key in fields:
             fields[key] = tuple(fields[key])
     fields.setdefault("name", Path(name).stem)
@@ -437,7 +443,7 @@ def stage_curate(p: LabPreset, out: Path) -> dict:
 
 def sweep_spec_dict(p: LabPreset, name: str, val_size: int) -> dict:
     """The sweep spec of one set (paths relative to OUT/specs/)."""
-    train = {"lr": p.rl_lr, "lr_scaling": p.lr_scaling, "lr_ref_batch": p.lr_ref_batch,
+    train = ({} if p.lr_grid else {"lr": p.rl_lr}) | {"lr_scaling": p.lr_scaling, "lr_ref_batch": p.lr_ref_batch,
              "reward": p.grading_mode, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
              "val_n": p.val_n, "val_ks": list(p.val_ks), "val_limit": val_size,
              "checkpoint_every": p.checkpoint_every, **p.extra_train}
@@ -445,7 +451,7 @@ def sweep_spec_dict(p: LabPreset, name: str, val_size: int) -> dict:
             "train_set": f"../sets/{name}/train.jsonl", "val_set": f"../sets/{name}/val.jsonl",
             "n": list(p.n_grid), "problems_per_batch": [p.problems_per_batch], "B_max": p.B_max,
             "max_rollouts": p.max_rollouts, "val_log_points": p.val_points, "seeds": list(p.seeds),
-            "resources": {"cpus": 1, "gpus": 0}, "train": train}
+            "resources": {"cpus": 1, "gpus": 0}, "train": train} | ({"lr": list(p.lr_grid)} if p.lr_grid else {})
 
 
 def load_set_spec(p: LabPreset, out: Path, name: str):
@@ -516,6 +522,10 @@ def fit_table(df, p: LabPreset, train_size: int | None) -> dict:
                      train_set_size=train_size, min_runs_for_run_bootstrap=p.runs_for_run_bootstrap).fit(df)
     fit = iso.to_dict()
     fit["anchor"] = [p.rl_lr, float(p.lr_ref_batch)]
+    if fit.get("selected"):  # an lr grid: the rate of the frontier's n at the largest compute
+        n_top = str(float(fit["frontier"][-1]["n_star"]))
+        by_n = {str(float(k)): v["chosen"] for k, v in fit["selected"]["by_n"].items()}
+        fit["anchor"][0] = by_n.get(n_top, fit["anchor"][0])
     return fit
 
 
@@ -563,6 +573,9 @@ def stage_plan(p: LabPreset, out: Path) -> dict:
                 args = (manifest["sets"][name]["train"],)
                 anchor = (p.rl_lr, float(p.lr_ref_batch))
                 n = plan(fit, budget, p.B_max, *args, lr_anchor=anchor).n
+                if fit.get("selected"):  # an lr grid: the rate the nearest swept n did best at
+                    by_n = {float(k): v["chosen"] for k, v in fit["selected"]["by_n"].items()}
+                    anchor = (by_n[min(by_n, key=lambda m: abs(math.log2(m / n)))], float(p.lr_ref_batch))
                 entry["plan"] = plan(fit, budget, min(p.B_max, n * p.problems_per_batch), *args,
                                      lr_anchor=anchor).to_dict()
                 entry["design"] = f"fixed B_problem = {p.problems_per_batch} (as swept)"

@@ -1,5 +1,7 @@
 """The iso-compute workflow on a sweep table (one row per (run, validation point)):
 
+0. `best_setting_per_n`: when the sweep had a learning-rate grid (an `lr` column with several values per n), each n
+   keeps the runs of its best rate, so allocations are compared each at its own tuned rate.
 1. `record_breaking_points`: per run, in compute order, keep the first point reaching each new bucket of validation
    reward (bucket width w; w = 0 keeps every strict new maximum). Order-preserving: rows keep their table order.
    An n left with <= 4 record points (runs that barely improve) is fitted on all its points instead.
@@ -67,6 +69,43 @@ def measured_gains(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: st
 
 BERNOULLI_MEANS = ("val/avg", "val/pass@1", "val/worst@1", "val/maj@1")
 """validation metrics that are a mean over problems of each problem's share of val_n 0/1 samples"""
+
+
+def best_setting_per_n(df: pd.DataFrame, col: str = "lr", *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT,
+                       run_col: str = "run_id") -> tuple[pd.DataFrame, dict]:
+    """Keep, for each n, only the runs of its best value of a swept setting (a learning-rate grid), as Chinchilla
+    tuned the learning rate per model size before comparing sizes: each n is compared at its own best setting.
+
+    Best = the highest mean over runs of y at each run's last point, among the runs at that n's largest budget
+    (`budget` column, else the largest last compute); ties go to the smaller value. Returns (the kept rows, {n:
+    {"chosen": value, "final": {value: mean}, "runs": {value: count}}}). The choice is made once on the data, not
+    inside the bootstrap, so intervals leave out its selection noise."""
+    require_columns(df, (col, by, x, y, run_col))
+    last = df.sort_values(x).groupby(run_col).tail(1)
+    keep, info = [], {}
+    for n, g in last.groupby(by, sort=True):
+        top = g[g["budget"] == g["budget"].max()] if "budget" in g.columns else g[g[x] == g[x].max()]
+        means = top.groupby(col, sort=True)[y].mean()
+        chosen = means.index[int(np.argmax(means.to_numpy(float)))]
+        info[_key(n)] = {"chosen": float(chosen), "final": {str(float(v)): float(m) for v, m in means.items()},
+                         "runs": {str(float(v)): int(c) for v, c in top.groupby(col)[run_col].nunique().items()}}
+        keep.append((n, chosen))
+    mask = np.zeros(len(df), bool)
+    for n, chosen in keep:
+        mask |= ((df[by] == n) & (df[col] == chosen)).to_numpy()
+    return df[mask], info
+
+
+def keep_selected(df: pd.DataFrame, fit: dict) -> pd.DataFrame:
+    """The rows of a sweep table that a fit.json's `selected` setting kept (best_setting_per_n); all rows when the
+    fit selected nothing or the table lacks the column."""
+    sel = fit.get("selected") or {}
+    col, by, by_n = sel.get("column"), fit.get("by", "n"), sel.get("by_n") or {}
+    if not col or col not in df.columns or by not in df.columns:
+        return df
+    chosen = {float(n): float(v["chosen"]) for n, v in by_n.items()}
+    mask = [chosen.get(float(n)) is None or float(v) == chosen[float(n)] for n, v in zip(df[by], df[col])]
+    return df[np.asarray(mask, bool)]
 
 
 def initial_stderr(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT) -> dict:
@@ -339,7 +378,7 @@ class IsoCompute:
     def __init__(self, x: str = X_DEFAULT, y: str = Y_DEFAULT, by: str = "n", run_col: str = "run_id",
                  bucket_width: float = 0.01, n_grid: int = 200, n_bootstrap: int = 0, ci_level: float = 0.95,
                  seed: int = 0, huber_delta: float | None = None, train_set_size: int | None = None,
-                 min_runs_for_run_bootstrap: int = 5, profile: bool = True):
+                 min_runs_for_run_bootstrap: int = 5, profile: bool = True, select: str | None = "lr"):
         self.x, self.y, self.by, self.run_col = x, y, by, run_col
         self.bucket_width = bucket_width
         self.n_grid = n_grid
@@ -350,6 +389,7 @@ class IsoCompute:
         self.train_set_size = train_set_size
         self.min_runs_for_run_bootstrap = min_runs_for_run_bootstrap
         self.profile = profile
+        self.select = select
 
     def fit(self, df: pd.DataFrame) -> IsoCompute:
         with one_blas_thread():
@@ -357,6 +397,10 @@ class IsoCompute:
 
     def _fit(self, df: pd.DataFrame) -> IsoCompute:
         require_columns(df, (self.x, self.y, self.by, self.run_col))
+        self.selected_ = {}
+        if self.select and self.select in df.columns and (df.groupby(self.by)[self.select].nunique() > 1).any():
+            df, self.selected_ = best_setting_per_n(df, self.select, by=self.by, x=self.x, y=self.y,
+                                                    run_col=self.run_col)
         self.measured_gains_ = measured_gains(df, by=self.by, x=self.x, y=self.y, run_col=self.run_col)
         self.initial_stderr_ = initial_stderr(df, by=self.by, x=self.x, y=self.y)
         df = drop_initial_points(df, self.x)
@@ -458,10 +502,14 @@ class IsoCompute:
             "epochs_per_rollout": {str(k): v for k, v in (self.epochs_per_rollout_ or {}).items()},
             "x_range": [float(self.C_grid_[0]), float(self.C_grid_[-1])],
             "bucket_width": self.bucket_width, "n_bootstrap": self.n_bootstrap, "seed": self.seed,
-        }
+        } | ({"selected": {"column": self.select, "by_n": {str(k): v for k, v in self.selected_.items()}}}
+             if self.selected_ else {})
 
     def summary(self) -> str:
         lines = [f"isocompute: {len(self.records_)} record points, n in {sorted(self.per_n_)}"]
+        for n, v in self.selected_.items():
+            lines.append(f"  n={n}: best {self.select} {v['chosen']:g} of {', '.join(v['final'])} (final {self.y} "
+                         + ", ".join(f"{m:.4g}" for m in v["final"].values()) + ")")
         for n, f in self.per_n_.items():
             p = f.params_
             lines.append(f"  n={n}: R0={p['R0']:.3f} A={p['A']:.3f} C_mid={p['C_mid']:.4g} B={p['B']:.3f} "

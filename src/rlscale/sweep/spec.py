@@ -45,6 +45,7 @@ TOP_KEYS: dict[str, str] = {
     "val_every_rollouts": "validate every R rollouts (same compute points across runs of a budget)",
     "val_log_points": "validate at K log-spaced compute points from one step to the run's budget (fits want them)",
     "seeds": "list of run seeds",
+    "lr": "optional grid of base learning rates (each run's train.lr; the isocompute fit keeps each n's best)",
     "resources": "per-run resources table: cpus, gpus",
     "train": "base training config fields (rlscale.rl.grpo.GRPOConfig)",
 }
@@ -60,6 +61,7 @@ CFG_BP = "problems_per_batch"
 CFG_ITERS = "iterations"
 CFG_SEED = "seed"
 CFG_VAL_EVERY = "val_every"
+CFG_LR = "lr"
 GRID_FIELDS = (CFG_MODEL, CFG_TASK, CFG_TRAIN_SET, CFG_VAL_SET, CFG_N, CFG_BP, CFG_ITERS, CFG_SEED, CFG_VAL_EVERY)
 # Fields the sweep sets itself; a [train] table must not set them.
 RESERVED_TRAIN_FIELDS = GRID_FIELDS + ("budget_rollouts", "batch_rollouts", "val_steps")
@@ -109,6 +111,7 @@ class SweepSpec:
     train: dict
     runs: tuple[RunSpec, ...] = field(default=())
     val_log_points: int | None = None
+    lr: tuple[float, ...] = ()
 
     def identity(self) -> dict:
         """Sweep-level identity: runs of specs with different identities must never share a sweep directory."""
@@ -122,7 +125,8 @@ class SweepSpec:
                 "B": list(self.B), "budgets_rollouts": list(self.budgets), "B_max": self.B_max,
                 "val_every": self.val_every, "val_every_rollouts": self.val_every_rollouts,
                 "seeds": list(self.seeds), "resources": {"cpus": self.cpus, "gpus": self.gpus},
-                "train": dict(self.train)} | ({"val_log_points": self.val_log_points} if self.val_log_points else {})
+                "train": dict(self.train)} | ({"val_log_points": self.val_log_points} if self.val_log_points else {}) \
+            | ({"lr": list(self.lr)} if self.lr else {})
 
     def spec_hash(self) -> str:
         return config_hash(self.resolved())
@@ -249,6 +253,21 @@ def _int_list(data: dict, key: str, where: str, required: bool = False, pow2: bo
     return tuple(sorted(set(out)))
 
 
+def _lr_list(data: dict, where: str) -> tuple[float, ...]:
+    """The optional learning-rate grid: positive finite numbers, sorted, deduplicated."""
+    if "lr" not in data:
+        return ()
+    vals = data["lr"] if isinstance(data["lr"], list) else [data["lr"]]
+    for v in vals:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise UserError(f"{where}: 'lr' must hold positive numbers (e.g. [3.5e-5, 7e-5, 1.4e-4]), got {v!r}")
+    if not vals:
+        raise UserError(f"{where}: 'lr' is an empty list; the grid would be empty")
+    if "lr" in (data.get("train") or {}):
+        raise UserError(f"{where}: give the learning rate either as the grid 'lr' or as 'train.lr', not both")
+    return tuple(sorted({float(v) for v in vals}))
+
+
 def _opt_int(data: dict, key: str, where: str) -> int | None:
     if key not in data:
         return None
@@ -345,6 +364,7 @@ def parse_spec(data: dict, path: Path, check_files: bool = True) -> SweepSpec:
     val_every = _opt_int(data, "val_every", where)
     val_every_rollouts = _opt_int(data, "val_every_rollouts", where)
     seeds = _int_list(data, "seeds", where, minimum=0) if "seeds" in data else (0,)
+    lr_grid = _lr_list(data, where)
 
     resources = data.get("resources", {})
     if not isinstance(resources, dict):
@@ -384,7 +404,7 @@ def parse_spec(data: dict, path: Path, check_files: bool = True) -> SweepSpec:
     spec = SweepSpec(path=path, name=str(data.get("name", path.stem)), model=model, task=task, train_set=train_set,
                      val_set=val_set, n=n_grid, problems_per_batch=bp_grid, B=b_grid, budgets=budgets, B_max=b_max,
                      val_every=val_every, val_every_rollouts=val_every_rollouts, seeds=seeds, cpus=float(cpus),
-                     gpus=float(gpus), train=dict(train), val_log_points=val_log_points)
+                     gpus=float(gpus), train=dict(train), val_log_points=val_log_points, lr=lr_grid)
     runs = expand(spec, pairs)
     if not runs:
         raise UserError(f"{where}: empty grid: no allocation fits any budget")
@@ -392,11 +412,14 @@ def parse_spec(data: dict, path: Path, check_files: bool = True) -> SweepSpec:
     return SweepSpec(**{**spec.__dict__, "runs": tuple(runs)})
 
 
-def run_config(spec: SweepSpec, n: int, bp: int, iterations: int, seed: int) -> dict:
-    """The resolved trainer config of one grid point: the [train] table plus the grid fields."""
+def run_config(spec: SweepSpec, n: int, bp: int, iterations: int, seed: int, lr: float | None = None) -> dict:
+    """The resolved trainer config of one grid point: the [train] table plus the grid fields (lr only when the spec
+    has an lr grid, so specs without one keep their run ids)."""
     cfg = dict(spec.train)
     cfg.update({CFG_MODEL: spec.model, CFG_TASK: spec.task, CFG_N: n, CFG_BP: bp, CFG_ITERS: iterations,
                 CFG_SEED: seed})
+    if lr is not None:
+        cfg[CFG_LR] = lr
     if spec.train_set is not None:
         cfg[CFG_TRAIN_SET] = spec.train_set
     if spec.val_set is not None:
@@ -412,18 +435,20 @@ def run_config(spec: SweepSpec, n: int, bp: int, iterations: int, seed: int) -> 
 
 
 def expand(spec: SweepSpec, pairs: list[tuple[int, int]]) -> list[RunSpec]:
-    """One run per (budget, allocation, seed) with M = floor(C / (n * B_problem)) >= 1; sorted, ids unique."""
+    """One run per (budget, allocation, seed[, lr]) with M = floor(C / (n * B_problem)) >= 1; sorted, ids unique."""
     runs: dict[str, RunSpec] = {}
     for c in spec.budgets:
         for n, bp in pairs:
             m = c // (n * bp)
             if m < 1:
                 continue  # this allocation cannot take one step at this budget
-            for seed in spec.seeds:
-                cfg = run_config(spec, n, bp, m, seed)
-                rid = config_hash(cfg)
-                runs.setdefault(rid, RunSpec(rid, n, bp, m, c, seed, cfg))
-    return sorted(runs.values(), key=lambda r: (r.budget, r.n, r.problems_per_batch, r.seed))
+            for lr in spec.lr or (None,):
+                for seed in spec.seeds:
+                    cfg = run_config(spec, n, bp, m, seed, lr)
+                    rid = config_hash(cfg)
+                    runs.setdefault(rid, RunSpec(rid, n, bp, m, c, seed, cfg))
+    return sorted(runs.values(), key=lambda r: (r.budget, r.n, r.problems_per_batch, r.config.get(CFG_LR) or 0.0,
+                                                r.seed))
 
 
 def training_set_size(spec: SweepSpec) -> int | None:
