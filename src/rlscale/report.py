@@ -197,7 +197,7 @@ def selection_sentence(fit: dict) -> str:
     sel = fit["selected"]
     parts = []
     for n, v in sorted(sel["by_n"].items(), key=lambda kv: float(kv[0])):
-        finals = ", ".join(f"{float(k):g}: {m:.4f}" for k, m in v["final"].items())
+        finals = ", ".join(f"{float(k):g}: {m:.4f}" for k, m in sorted(v["final"].items(), key=lambda kv: float(kv[0])))
         parts.append(f"n = {_n(float(n))} at {sel['column']} {v['chosen']:g} ({finals})")
     return (f"Each n is compared at its own best {sel['column']} of the swept grid (the highest mean final validation "
             f"{fit.get('y', Y)} at its largest budget; the fits, tables and diagnostics below use those runs only; "
