@@ -171,7 +171,8 @@ PRESETS: dict[str, LabPreset] = {
     "quick": LabPreset(),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 6 seeds per n (5 until stop 23).
     # With 5 seeds, end to end in a fresh clone: 1h11m46s on a quiet AVX2 EPYC (sweeps 26m15s + 38m38s), 35m02s on
-    # a Zen 4 EPYC (sweeps 11m54s + 19m02s); the sixth seed adds a fifth of the sweeps' time (~1h25m and ~41m).
+    # a Zen 4 EPYC (sweeps 11m54s + 19m02s); with 6 there: 39m12s (sweeps 18m35s + 16m53s, other work sharing the
+    # cores for part of it); on the AVX2 kind the sixth seed's fifth more sweep time gives ~1h25m.
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4, 5),
                       n_bootstrap=500),
