@@ -101,6 +101,10 @@ def test_lr_grid_multiplies_the_runs_and_keeps_other_specs_ids(tmp_path):
     fixed = load_spec(write_spec(tmp_path, body + '[train]\nlr = 7e-5\n'))
     same = [r for r in grid.runs if r.config["lr"] == 7e-5]
     assert [r.run_id for r in same] == [r.run_id for r in fixed.runs]  # a grid point = that rate in [train]
+    table = format_plan(plan_rows(grid, Costs(), train_size=100)).splitlines()
+    assert table[0].split()[8] == "lr" and {line.split()[8] for line in table[2:2 + len(grid.runs)]} == {
+        "3.5e-05", "7e-05", "0.00014"}
+    assert " lr " not in format_plan(plan_rows(plain, Costs(), train_size=100)).splitlines()[0]
 
 
 def test_yaml_equals_toml(tmp_path):

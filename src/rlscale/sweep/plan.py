@@ -32,6 +32,7 @@ class PlanRow:
     seed: int
     epochs: float
     est_wall_s: float
+    lr: float | None = None  # the run's rate when the spec has an lr grid
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def plan_rows(spec: SweepSpec, costs: Costs = Costs(), train_size: int | None = 
     return [PlanRow(r.run_id, r.budget, r.n, r.problems_per_batch, r.B, r.iterations, r.rollouts, r.seed,
                     epochs(r.rollouts, r.n, train_size),
                     costs.run_s(r.rollouts, num_validations(r.iterations, r.config.get(CFG_VAL_EVERY),
-                                                                 r.config.get("val_steps", ()))))
+                                                                 r.config.get("val_steps", ()))),
+                    r.config.get("lr") if spec.lr else None)
             for r in spec.runs]
 
 
@@ -103,13 +105,15 @@ def format_duration(seconds: float) -> str:
 
 def format_plan(rows: list[PlanRow], workers: int = 1, costs: Costs = Costs()) -> str:
     """A fixed-width table of the runs plus totals (wall time for `workers` parallel workers)."""
+    grid = any(r.lr is not None for r in rows)  # an lr grid: one more column
     header = f"{'run_id':<12} {'budget':>9} {'n':>4} {'B_prob':>6} {'B':>6} {'M':>6} {'rollouts':>9} " \
-             f"{'seed':>5} {'epochs':>7} {'est_wall':>9}"
+             f"{'seed':>5} " + (f"{'lr':>8} " if grid else "") + f"{'epochs':>7} {'est_wall':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         ep = "-" if math.isnan(r.epochs) else f"{r.epochs:.2f}"
+        lr = f"{r.lr:>8.3g} " if grid else ""
         lines.append(f"{r.run_id:<12} {r.budget:>9} {r.n:>4} {r.problems_per_batch:>6} {r.B:>6} {r.iterations:>6} "
-                     f"{r.rollouts:>9} {r.seed:>5} {ep:>7} {format_duration(r.est_wall_s):>9}")
+                     f"{r.rollouts:>9} {r.seed:>5} {lr}{ep:>7} {format_duration(r.est_wall_s):>9}")
     total_rollouts = sum(r.rollouts for r in rows)
     total_s = sum(r.est_wall_s for r in rows)
     how = "calibrated" if costs.calibrated else "not calibrated; --calibrate measures them"
