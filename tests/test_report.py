@@ -106,6 +106,7 @@ def test_report_sections_and_statement(labdir):
     easy = re.search(r"Easy: over the compute range where every n has data.*?</p>", summary).group(0)
     hard = re.search(r"Hard: over the compute range where every n has data.*?</p>", summary).group(0)
     assert "n* = 2 to n* = 8" in easy and "rises with C at the 95% level" in easy
+    assert "In short: Easy: n*(C) rises (frontier argmax)" in summary
     assert "stays at n* = 2" in hard
     assert "the Hard set saturates at a smaller n than the Easy set" in summary
     assert "123456" in html and "7.5e+11" in html  # compute table from stages.json
@@ -237,6 +238,12 @@ def test_no_gain_set_has_no_n_star_verdict(labdir):
     assert "RL did not raise the validation reward at any n" in text and "no compute-optimal n" in text
     assert "saturates" not in text and "plateaus" not in text
     assert "RL raised no validation reward on the Hard set" in compare_saturation(ev0, ev)
+    from rlscale.report import headline
+
+    line = headline({"easy": ev0, "hard": ev})
+    assert line.startswith(f"In short: Easy: n*(C) {ev0['verdict']} (frontier argmax), ")
+    assert f"at C_max = {ev0['C_hi']:.3g}" in line
+    assert line.endswith("Hard: RL raised no validation reward at any n, so there is no compute-optimal n to place.")
 
 
 

@@ -192,6 +192,28 @@ def _near_optimal(point: dict, samples: dict, ev: dict, level: float, c_first: d
             for j, name in enumerate(where)]
 
 
+def headline(evidence: dict) -> str:
+    """One line per set from its n_star_evidence: the verdicts (argmax and iso-FLOP) and the near-optimal n at the
+    first and last compute point, or that RL gained nothing; the paragraphs below give the numbers behind it."""
+    def braces(ns) -> str:
+        return "{" + ", ".join(_n(n) for n in ns) + "}"
+
+    parts = []
+    for name, ev in evidence.items():
+        if ev.get("verdict") == "no-gain":
+            parts.append(f"{name.capitalize()}: RL raised no validation reward at any n, so there is no "
+                         "compute-optimal n to place")
+            continue
+        iso = (ev.get("isoflop") or {}).get("verdict")
+        text = f"{name.capitalize()}: n*(C) {ev['verdict']} (frontier argmax)" + (f", {iso} (iso-FLOP)" if iso else "")
+        rows = ev.get("near_optimal") or []
+        if rows and ev.get("n_bootstrap"):
+            text += (f"; near-optimal n {braces(rows[0]['near'])} at C = {_g(rows[0]['C'])}, "
+                     f"{braces(rows[-1]['near'])} at C_max = {_g(rows[-1]['C'])}")
+        parts.append(text)
+    return "In short: " + ". ".join(parts) + "."
+
+
 def selection_sentence(fit: dict) -> str:
     """Which value of a swept setting (the lr grid) each n kept, with every value's final mean (from fit.json)."""
     sel = fit["selected"]
@@ -777,6 +799,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         sections += secs
         if ev:
             evidence[name] = ev
+    if evidence:
+        summary.add(para(headline(evidence), "note"))
     for name in ("easy", "hard"):
         if name in evidence:
             summary.add(para(evidence_sentence(name.capitalize(), evidence[name])))
