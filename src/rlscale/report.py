@@ -62,6 +62,8 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     to speak of, whatever the noise picks). The measured gain guards against the record-breaking envelope, which
     rises on flat noisy curves by the running maximum of the noise.
     """
+    from rlscale.scaling.isocompute import joint_resamples
+
     level = level or fit.get("ci_level", 0.95)
     q = (1.0 - level) / 2.0
     C_lo, C_hi = (float(v) for v in fit["x_range"])
@@ -101,9 +103,10 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
                     "n_hi_samples": hi.tolist(),
                     "gain_ci": [float(np.quantile(gains, q)), float(np.quantile(gains, 1 - q))]})
         no_gain = out["gain_ci"][0] <= 0.0 or out.get("measured_gain_ci", [np.inf])[0] <= 0.0
+        resamples = joint_resamples(samples)  # the usable ones, shared by the iso-FLOP and near-optimal reads
         if len(per_n) >= 3:
-            out["isoflop"] = _isoflop_evidence(point, samples, C, level, no_gain)
-        out["near_optimal"] = _near_optimal(point, samples, out, level, c_first)
+            out["isoflop"] = _isoflop_evidence(point, resamples, C, level, no_gain)
+        out["near_optimal"] = _near_optimal(point, resamples, out, level, c_first)
         if no_gain:
             out["verdict"] = "no-gain"
         elif out["rise_frac"] >= level:
@@ -130,7 +133,7 @@ ONSET_FRAC = 0.1
 """the iso-FLOP comparison starts where the frontier has made this share of its rise (isocompute.learning_onset)"""
 
 
-def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, no_gain: bool) -> dict:
+def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: float, no_gain: bool) -> dict:
     """n*(C) by the iso-FLOP-profile vertex (isocompute.isoflop_n_star), compared between the learning onset C_on
     (where the frontier has made ONSET_FRAC of its rise; below it every n ties at the base reward) and C_max, per
     joint resample (each resample its own onset). Verdict on the two-sided `level` CI [lo, hi] of d = log2
@@ -144,7 +147,7 @@ def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, n
     'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted
     Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30, where the argmax verdict called 'rises' in 1 of 30
     (`--sweeps 30`, 7.5 min on 2 workers). Without usable resamples: the point estimates and verdict 'unresolved'."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star, joint_resamples, learning_onset
+    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset
 
     def one(params: dict) -> tuple[float, float, float]:
         """(C_on, n* at C_on, n* at C_max) of one set of per-n curves."""
@@ -157,7 +160,6 @@ def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, n
     C_on, n_on, n_hi = one(point)
     out = {"C_on": C_on, "n_on": n_on, "n_hi": n_hi, "onset_frac": ONSET_FRAC, "tolerance": ISO_TOLERANCE,
            "verdict": "unresolved"}
-    resamples = joint_resamples(samples)
     if not resamples:
         return out
     draws = np.array([one(params) for params in resamples])
@@ -174,17 +176,17 @@ def _isoflop_evidence(point: dict, samples: dict, C: np.ndarray, level: float, n
     return out
 
 
-def _near_optimal(point: dict, samples: dict, ev: dict, level: float, c_first: dict | None) -> list[dict]:
+def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_first: dict | None) -> list[dict]:
     """isocompute.allocation_gaps at C_min (every n has data), the iso-FLOP learning onset (when there is one
     inside the range) and C_max: per compute point the best n, the n the data cannot tell from it and each n's
     gap to it with its interval (JSON-ready)."""
-    from rlscale.scaling.isocompute import allocation_gaps, joint_resamples
+    from rlscale.scaling.isocompute import allocation_gaps
 
     where = {"C_min": ev["C_lo"], "C_max": ev["C_hi"]}
     C_on = (ev.get("isoflop") or {}).get("C_on")
     if C_on is not None and ev["C_lo"] * 1.01 < C_on < ev["C_hi"] / 1.01:
         where = {"C_min": ev["C_lo"], "onset": float(C_on), "C_max": ev["C_hi"]}
-    g = allocation_gaps(point, joint_resamples(samples), np.array(list(where.values())), level, c_first)
+    g = allocation_gaps(point, resamples, np.array(list(where.values())), level, c_first)
     return [{"at": name, "C": float(g["C"][j]), "best_n": float(g["best_n"][j]),
              "near": [float(n) for n in g["near_optimal"][j]],
              "gaps": {str(float(n)): [float(g["gap"][i, j]), float(g["lo"][i, j]), float(g["hi"][i, j])]
@@ -693,10 +695,10 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
         fits.add(para(fit_note, "note"))
     chosen_lr = {}
     if fit is not None and "error" not in fit and fit.get("selected"):
-        from rlscale.scaling.isocompute import keep_selected
+        from rlscale.scaling.isocompute import keep_selected, selected_values
 
         df = keep_selected(df, fit)  # an lr grid: each n at its best rate, everywhere below
-        chosen_lr = {float(n): float(v["chosen"]) for n, v in fit["selected"]["by_n"].items()}
+        chosen_lr = selected_values(fit)
         fits.add(para(selection_sentence(fit), "note"))
     pos = df[df[X].astype(float) > 0] if len(df) and X in df.columns else df
     if fit is None or "error" in fit:

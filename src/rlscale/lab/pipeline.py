@@ -517,16 +517,14 @@ def stage_export(out: Path) -> dict:
 def fit_table(df, p: LabPreset, train_size: int | None) -> dict:
     """IsoCompute on a sweep table: it measures each run's gain from its before-training (step-0) value, then fits
     the points with compute > 0."""
-    from rlscale.scaling.isocompute import IsoCompute
+    from rlscale.scaling.isocompute import IsoCompute, selected_rate
 
     iso = IsoCompute(bucket_width=p.bucket_width, n_bootstrap=p.n_bootstrap, seed=p.fit_seed,
                      train_set_size=train_size, min_runs_for_run_bootstrap=p.runs_for_run_bootstrap).fit(df)
     fit = iso.to_dict()
     fit["anchor"] = [p.rl_lr, float(p.lr_ref_batch)]
-    if fit.get("selected"):  # an lr grid: the rate of the frontier's n at the largest compute
-        n_top = str(float(fit["frontier"][-1]["n_star"]))
-        by_n = {str(float(k)): v["chosen"] for k, v in fit["selected"]["by_n"].items()}
-        fit["anchor"][0] = by_n.get(n_top, fit["anchor"][0])
+    # an lr grid: the rate of the frontier's n at the largest compute
+    fit["anchor"][0] = selected_rate(fit, float(fit["frontier"][-1]["n_star"]), p.rl_lr)
     return fit
 
 
@@ -555,6 +553,7 @@ def stage_fit(p: LabPreset, out: Path) -> dict:
 
 
 def stage_plan(p: LabPreset, out: Path) -> dict:
+    from rlscale.scaling.isocompute import selected_rate
     from rlscale.scaling.plan import plan
 
     manifest = json.loads((out / "sets" / "manifest.json").read_text())
@@ -574,9 +573,7 @@ def stage_plan(p: LabPreset, out: Path) -> dict:
                 args = (manifest["sets"][name]["train"],)
                 anchor = (p.rl_lr, float(p.lr_ref_batch))
                 n = plan(fit, budget, p.B_max, *args, lr_anchor=anchor).n
-                if fit.get("selected"):  # an lr grid: the rate the nearest swept n did best at
-                    by_n = {float(k): v["chosen"] for k, v in fit["selected"]["by_n"].items()}
-                    anchor = (by_n[min(by_n, key=lambda m: abs(math.log2(m / n)))], float(p.lr_ref_batch))
+                anchor = (selected_rate(fit, n, p.rl_lr), anchor[1])  # an lr grid: the nearest swept n's rate
                 entry["plan"] = plan(fit, budget, min(p.B_max, n * p.problems_per_batch), *args,
                                      lr_anchor=anchor).to_dict()
                 entry["design"] = f"fixed B_problem = {p.problems_per_batch} (as swept)"

@@ -82,30 +82,42 @@ def best_setting_per_n(df: pd.DataFrame, col: str = "lr", *, by: str = "n", x: s
     inside the bootstrap, so intervals leave out its selection noise."""
     require_columns(df, (col, by, x, y, run_col))
     last = df.sort_values(x).groupby(run_col).tail(1)
-    keep, info = [], {}
+    chosen_by_n, info = {}, {}
     for n, g in last.groupby(by, sort=True):
         top = g[g["budget"] == g["budget"].max()] if "budget" in g.columns else g[g[x] == g[x].max()]
         means = top.groupby(col, sort=True)[y].mean()
         chosen = means.index[int(np.argmax(means.to_numpy(float)))]
         info[_key(n)] = {"chosen": float(chosen), "final": {str(float(v)): float(m) for v, m in means.items()},
                          "runs": {str(float(v)): int(c) for v, c in top.groupby(col)[run_col].nunique().items()}}
-        keep.append((n, chosen))
-    mask = np.zeros(len(df), bool)
-    for n, chosen in keep:
-        mask |= ((df[by] == n) & (df[col] == chosen)).to_numpy()
-    return df[mask], info
+        chosen_by_n[float(n)] = float(chosen)
+    return _rows_at(df, by, col, chosen_by_n), info
+
+
+def _rows_at(df: pd.DataFrame, by: str, col: str, chosen: dict) -> pd.DataFrame:
+    """The rows whose `col` is their n's chosen value ({float n: value}); rows of an n not in `chosen` stay."""
+    want = df[by].astype(float).map(chosen)
+    return df[(want.isna() | (df[col].astype(float) == want)).to_numpy()]
+
+
+def selected_values(fit: dict) -> dict:
+    """{float n: chosen value} of a fit.json's `selected` setting (best_setting_per_n); {} when it selected nothing."""
+    return {float(n): float(v["chosen"]) for n, v in ((fit.get("selected") or {}).get("by_n") or {}).items()}
+
+
+def selected_rate(fit: dict, n: float, default: float) -> float:
+    """The chosen rate of the swept n nearest to n in log2 (a planned n need not be swept); `default` without a
+    selection."""
+    chosen = selected_values(fit)
+    return chosen[min(chosen, key=lambda m: abs(math.log2(m / n)))] if chosen else default
 
 
 def keep_selected(df: pd.DataFrame, fit: dict) -> pd.DataFrame:
     """The rows of a sweep table that a fit.json's `selected` setting kept (best_setting_per_n); all rows when the
     fit selected nothing or the table lacks the column."""
-    sel = fit.get("selected") or {}
-    col, by, by_n = sel.get("column"), fit.get("by", "n"), sel.get("by_n") or {}
+    col, by = (fit.get("selected") or {}).get("column"), fit.get("by", "n")
     if not col or col not in df.columns or by not in df.columns:
         return df
-    chosen = {float(n): float(v["chosen"]) for n, v in by_n.items()}
-    mask = [chosen.get(float(n)) is None or float(v) == chosen[float(n)] for n, v in zip(df[by], df[col])]
-    return df[np.asarray(mask, bool)]
+    return _rows_at(df, by, col, selected_values(fit))
 
 
 def initial_stderr(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: str = Y_DEFAULT) -> dict:
@@ -265,16 +277,14 @@ def allocation_gaps(point: dict, resamples: list[dict], C: np.ndarray, level: fl
     the optimum is a plateau several n sit in it, and an argmax or vertex n* there is picked by noise; the set
     says how wide the plateau is and what leaving it costs. Without resamples lo = hi = gap."""
     ns, R = curves(point, C, c_first)
-    R = np.where(np.isfinite(R), R, np.nan)
-    best = np.nanargmax(np.where(np.isnan(R), -np.inf, R), axis=0)
-    cols = np.arange(R.shape[1])
-    gap = R - R[best, cols]
-    lo = hi = gap
+    best, cols, missing = np.argmax(R, axis=0), np.arange(R.shape[1]), ~np.isfinite(R)
+
+    def gaps(R: np.ndarray) -> np.ndarray:
+        return np.where(missing, np.nan, R - R[best, cols])
+
+    gap = lo = hi = gaps(R)
     if resamples:
-        d = np.empty((len(resamples),) + R.shape)
-        for r, params in enumerate(resamples):
-            Rr = np.where(np.isnan(R), np.nan, curves(params, C, c_first)[1])
-            d[r] = Rr - Rr[best, cols]
+        d = np.array([gaps(curves(params, C, c_first)[1]) for params in resamples])
         q = (1.0 - level) / 2.0
         lo, hi = np.quantile(d, q, axis=0), np.quantile(d, 1.0 - q, axis=0)
     near = [[ns[i] for i in range(len(ns)) if np.isfinite(gap[i, j]) and hi[i, j] >= 0.0] for j in cols]

@@ -81,18 +81,26 @@ def n_star_vs_compute(fit: dict):
     return fig
 
 
+def _family(fit: dict) -> tuple[dict, list[dict], float]:
+    """(per-n fitted params, the usable joint bootstrap resamples, the smallest compute where every n has data) of
+    a fit.json."""
+    from rlscale.scaling.isocompute import joint_resamples
+
+    per_n = {float(k): v for k, v in fit.get("per_n", {}).items()}
+    return ({n: v["params"] for n, v in per_n.items()},
+            joint_resamples({n: v.get("bootstrap_samples") or [] for n, v in per_n.items()}),
+            max((float(v.get("C_first") or 0.0) for v in per_n.values()), default=0.0))
+
+
 def allocation_gaps(fit: dict, points: int = 60, level: float = 0.95):
     """Each n's fitted reward minus the best n's vs compute (isocompute.allocation_gaps), with the joint-bootstrap
     band, where every n has data: the n whose band reaches 0 are the near-optimal allocations at that C."""
     from rlscale.scaling.isocompute import allocation_gaps as gaps
-    from rlscale.scaling.isocompute import joint_resamples
 
-    per_n = {float(k): v for k, v in fit["per_n"].items()}
+    point, resamples, c_all = _family(fit)
     lo, hi = (float(v) for v in fit["x_range"])
-    lo = min(max([lo] + [float(v.get("C_first") or 0.0) for v in per_n.values()]), hi)
-    C = np.geomspace(lo, hi, points)
-    g = gaps({n: v["params"] for n, v in per_n.items()},
-             joint_resamples({n: v.get("bootstrap_samples") or [] for n, v in per_n.items()}), C, level)
+    C = np.geomspace(min(max(lo, c_all), hi), hi, points)
+    g = gaps(point, resamples, C, level)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     col = _colors(g["ns"])
@@ -113,17 +121,16 @@ def allocation_gaps(fit: dict, points: int = 60, level: float = 0.95):
 def _isoflop_band(fit: dict, C: np.ndarray):
     """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
     pointwise 95% band from the stored joint bootstrap samples (lo = hi = None without them); None for < 3 ns."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star, joint_resamples
+    from rlscale.scaling.isocompute import curves, isoflop_n_star
 
-    per_n = {float(k): v for k, v in fit.get("per_n", {}).items()}
-    if len(per_n) < 3:
+    point, resamples, c_all = _family(fit)
+    if len(point) < 3:
         return None
-    C = C[C >= max(float(v.get("C_first") or 0.0) for v in per_n.values())]
+    C = C[C >= c_all]
     if C.size < 2:
         return None
-    ns, R = curves({n: v["params"] for n, v in per_n.items()}, C)
+    ns, R = curves(point, C)
     mid = isoflop_n_star(R, ns)
-    resamples = joint_resamples({n: v.get("bootstrap_samples") or [] for n, v in per_n.items()})
     if not resamples:
         return C, mid, None, None
     draws = np.array([isoflop_n_star(curves(params, C)[1], ns) for params in resamples])

@@ -76,8 +76,7 @@ def prepare_sweepdir(spec: SweepSpec, out: Path, old: dict | None) -> dict:
     sweep = {"spec_hash": spec.spec_hash(), "identity": spec.identity(), "spec": spec.resolved(),
              "history": history,
              "runs": {r.run_id: {"n": r.n, "problems_per_batch": r.problems_per_batch, "iterations": r.iterations,
-                                 "budget": r.budget, "seed": r.seed,
-                                 "train": spec.train | ({"lr": r.config["lr"]} if spec.lr else {}),
+                                 "budget": r.budget, "seed": r.seed, "train": r.train,
                                  "status": "done" if run_finished(out / "runs" / r.run_id) else "queued"}
                       for r in spec.runs}}
     atomic_write_json(out / "sweep.json", sweep)

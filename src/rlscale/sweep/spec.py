@@ -87,6 +87,12 @@ class RunSpec:
     def rollouts(self) -> int:
         return self.n * self.problems_per_batch * self.iterations
 
+    @property
+    def train(self) -> dict:
+        """The run's own trainer fields: its config minus what the sweep sets (the spec's [train] table, plus the
+        run's rate when the spec has an lr grid)."""
+        return {k: v for k, v in self.config.items() if k not in RESERVED_TRAIN_FIELDS}
+
 
 @dataclass(frozen=True)
 class SweepSpec:
