@@ -222,7 +222,13 @@ def test_kill_driver_and_workers_then_resume(tmp_path, monkeypatch):
     spec = make_spec(tmp_path, seeds="0, 1")
     monkeypatch.setenv("RLSCALE_FAKE_STEP_S", "0.05")
     out = tmp_path / "killed"
-    finished = _kill_cycle(spec, out, random.Random(0), cycles=5)
+
+    def training(out: Path) -> bool:  # a worker trains a run: the kill lands mid-run however slow the start-up
+        from rlscale.sweep.worker import lock_held
+        return any(r.is_dir() and not r.joinpath("summary.json").exists() and lock_held(out / "locks" / f"{r.name}.lock")
+                   for r in out.glob("runs/*"))
+
+    finished = _kill_cycle(spec, out, random.Random(0), cycles=5, wait=(0.0, 0.5), until=training)
     assert finished[-1] < 8, finished  # the kills interrupted the sweep (8 runs, ~7 s of steps on 2 workers)
     deadline = time.monotonic() + 10  # workers die with the driver (PR_SET_PDEATHSIG): their run locks free up
     while "running" in (status := {r["run_id"]: r["status"] for r in status_rows(out)}).values():
