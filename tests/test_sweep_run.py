@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from rlscale.cli import main
-from rlscale.sweep.export import load_sweep_table, status_rows
+from rlscale.sweep.export import load_sweep_table, run_finished, status_rows
 from rlscale.sweep.spec import load_spec
+from rlscale.sweep.worker import lock_held
 
 TESTS = Path(__file__).resolve().parent
 SPEC = """model = "model"
@@ -224,9 +225,7 @@ def test_kill_driver_and_workers_then_resume(tmp_path, monkeypatch):
     out = tmp_path / "killed"
 
     def training(out: Path) -> bool:  # a worker trains a run: the kill lands mid-run however slow the start-up
-        from rlscale.sweep.worker import lock_held
-        return any(r.is_dir() and not r.joinpath("summary.json").exists() and lock_held(out / "locks" / f"{r.name}.lock")
-                   for r in out.glob("runs/*"))
+        return any(not run_finished(r) and lock_held(out / "locks" / f"{r.name}.lock") for r in out.glob("runs/*"))
 
     finished = _kill_cycle(spec, out, random.Random(0), cycles=5, wait=(0.0, 0.5), until=training)
     assert finished[-1] < 8, finished  # the kills interrupted the sweep (8 runs, ~7 s of steps on 2 workers)
