@@ -88,10 +88,12 @@ class LabPreset:
     # ---- the iso-compute sweep per set (fixed B_problem, trade n against M)
     n_grid: tuple[int, ...] = (2, 4, 8, 16)
     problems_per_batch: int = 8
-    max_rollouts: int = 3072
-    """budget C of every run in rollouts; validation points are log-spaced from one step to C"""
+    max_rollouts: int = 6144
+    """budget C of every run in rollouts; validation points are log-spaced from one step to C. 6,144 since stop 26:
+    at 3,072 the Easy curves are still rising and n* has not yet left n = 2-4, so no quick lab resolved whether n*(C)
+    rises (docs/lab_results.md); the validation points stay 6, so doubling C costs ~1.5x the sweeps' time"""
     val_points: int = 6
-    """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 24x in
+    """log-spaced validation points per run (the sweep's val_log_points): a span of C / (n B_problem) >= 48x in
     compute for n <= 16 at the quick budget, with fewer points than an even grid needs for the same span, so each
     point can afford more samples (lower noise)"""
     val_n: int = 8
@@ -165,11 +167,13 @@ class LabPreset:
 
 PRESETS: dict[str, LabPreset] = {
     # <= 15 min on a quiet 2-core machine: 8M-token s model (2 data-parallel processes), a 5,000-problem pool,
-    # n in {2, 4, 8, 16} (8x) x 5 seeds per set (a run-level bootstrap; 3 until stop 23), 3072 rollouts per run,
-    # 6 log-spaced validation points each (24x-192x span in compute). With 3 seeds: 10m54s of stages on a quiet AVX2
-    # EPYC (sweeps 5m18s), 5m24s on a Zen 4 EPYC (sweeps 2m26s); 5 seeds add 2/3 of the sweeps' time.
+    # n in {2, 4, 8, 16} (8x) x 5 seeds per set (a run-level bootstrap; 3 until stop 23), 6,144 rollouts per run
+    # (3,072 until stop 25), 6 log-spaced validation points each (48x-384x span in compute). At 3,072 rollouts and
+    # 5 seeds: 8m03s of stages on a Zen 3 EPYC (stop 26; sweeps 2m11s + 2m44s), 8m11s on a Zen 4 EPYC; at 6,144 the
+    # sweeps took 3m02s + 4m08s there.
     "quick": LabPreset(),
-    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 8x the quick budget, 6 seeds per n (5 until stop 23).
+    # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
+    # (5 until stop 23).
     # With 5 seeds, end to end in a fresh clone: 1h11m46s on a quiet AVX2 EPYC (sweeps 26m15s + 38m38s), 35m02s on
     # a Zen 4 EPYC (sweeps 11m54s + 19m02s); with 6 there: 39m12s (sweeps 18m35s + 16m53s, other work sharing the
     # cores for part of it); on the AVX2 kind the sixth seed's fifth more sweep time gives ~1h25m.
