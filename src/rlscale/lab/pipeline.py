@@ -41,11 +41,16 @@ STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export",
 STAGES_FILE = "stages.json"
 LAB_FILE = "lab.json"
 
-# Throughput guesses for the ETA only (1 thread, Zen 4, quiet machine; LAB_NOTES). Corrected on the fly by the
-# ratio of measured to estimated time of the stages that ran.
-SAMPLE_ROLLOUTS_PER_S = 400.0
-TRAIN_ROLLOUTS_PER_S = 150.0
-PRETRAIN_TOKENS_PER_S = 35_000.0
+# Throughput guesses for the ETA only, per worker (one process, one thread) of the s model; corrected on the fly by
+# the ratio of measured to estimated time of the stages that ran. Measured in the quick lab of stop 26 (Zen 3 EPYC,
+# 2 workers; sums of the runs' logged time/*): validation sampling 1,850 (Easy) / 1,280 (Hard) samples/s, training
+# (generate + grade + update) 517 / 359 rollouts/s, ~2 s per run outside both; pretraining 62k tokens/s on 2
+# processes (Zen 4: 43k). Until stop 26 these were 1-thread guesses from before the C sampler and the fused update
+# (400 / 150 / 35k), and the first ETA overstated the quick lab ~3x.
+SAMPLE_ROLLOUTS_PER_S = 1500.0
+TRAIN_ROLLOUTS_PER_S = 420.0
+PRETRAIN_TOKENS_PER_S_PER_PROCESS = 25_000.0
+RUN_OVERHEAD_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -220,9 +225,12 @@ def _fmt(s: float) -> str:
 
 def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
     """Rough wall-time guess per stage (for the ETA before a stage has run)."""
-    pre = p.pretrain_tokens / PRETRAIN_TOKENS_PER_S if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
-    evals = p.val_points + 1
-    per_run = (p.max_rollouts / TRAIN_ROLLOUTS_PER_S + evals * p.val_n * p.val_size / SAMPLE_ROLLOUTS_PER_S + 5.0)
+    processes = p.pretrain_processes or workers
+    pre = (p.pretrain_tokens / (PRETRAIN_TOKENS_PER_S_PER_PROCESS * processes) if p.pretrain_tokens
+           else 60.0 * (p.pretrain_minutes or 0))
+    evals = p.val_points  # the before-training evaluation is shared by a sweep's runs (val_cache)
+    per_run = (p.max_rollouts / TRAIN_ROLLOUTS_PER_S + evals * p.val_n * p.val_size / SAMPLE_ROLLOUTS_PER_S
+               + RUN_OVERHEAD_S)
     runs = len(p.n_grid) * len(p.seeds)
     sweep = math.ceil(runs / workers) * per_run
     return {"pretrain": pre + 5.0, "profile": p.pool_size * p.profile_n / (SAMPLE_ROLLOUTS_PER_S * workers) + 8.0,
