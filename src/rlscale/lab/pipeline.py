@@ -44,8 +44,8 @@ LAB_FILE = "lab.json"
 # Throughput guesses for the ETA only, per worker (one process, one thread) of the s model; corrected on the fly by
 # the ratio of measured to estimated time of the stages that ran. Measured in the quick lab of stop 26 (Zen 3 EPYC,
 # 2 workers; sums of the runs' logged time/*): validation sampling 1,850 (Easy) / 1,280 (Hard) samples/s, training
-# (generate + grade + update) 517 / 359 rollouts/s, ~2 s per run outside both; pretraining 62k tokens/s on 2
-# processes (Zen 4: 43k). Until stop 26 these were 1-thread guesses from before the C sampler and the fused update
+# (generate + grade + update) 517 / 359 rollouts/s, the constants in between; a sweep stage's wall beyond its
+# runs' ~2 s per run and worker; pretraining 62k tokens/s on 2 processes (Zen 4: 8M tokens in 184 s, 43k). Until stop 26 these were 1-thread guesses from before the C sampler and the fused update
 # (400 / 150 / 35k), and the first ETA overstated the quick lab ~3x.
 SAMPLE_ROLLOUTS_PER_S = 1500.0
 TRAIN_ROLLOUTS_PER_S = 420.0
@@ -139,6 +139,10 @@ class LabPreset:
 
         return self.lr if self.lr is not None else RL_LR.get(self.size, 1e-4)
 
+    def pretrain_process_count(self, workers: int) -> int:
+        """data-parallel pretraining processes: pretrain_processes, or one per lab worker when it is 0"""
+        return self.pretrain_processes or workers
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["rl_lr"] = self.rl_lr
@@ -225,9 +229,8 @@ def _fmt(s: float) -> str:
 
 def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
     """Rough wall-time guess per stage (for the ETA before a stage has run)."""
-    processes = p.pretrain_processes or workers
-    pre = (p.pretrain_tokens / (PRETRAIN_TOKENS_PER_S_PER_PROCESS * processes) if p.pretrain_tokens
-           else 60.0 * (p.pretrain_minutes or 0))
+    pre_rate = PRETRAIN_TOKENS_PER_S_PER_PROCESS * p.pretrain_process_count(workers)
+    pre = p.pretrain_tokens / pre_rate if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
     evals = p.val_points  # the before-training evaluation is shared by a sweep's runs (val_cache)
     per_run = (p.max_rollouts / TRAIN_ROLLOUTS_PER_S + evals * p.val_n * p.val_size / SAMPLE_ROLLOUTS_PER_S
                + RUN_OVERHEAD_S)
@@ -285,7 +288,7 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
 
         pretrain(PretrainConfig(size=p.size, tokens=p.pretrain_tokens, minutes=p.pretrain_minutes,
                                 seed=p.pretrain_seed, step_weights=p.pretrain_step_weights,
-                                processes=p.pretrain_processes or workers),
+                                processes=p.pretrain_process_count(workers)),
                  out=str(model), progress=progress)
     meta = json.loads((model / "rlscale_model.json").read_text())
     c = meta.get("compute", {})
