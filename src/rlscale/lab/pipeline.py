@@ -179,7 +179,7 @@ PRESETS: dict[str, LabPreset] = {
     # n in {2, 4, 8, 16} (8x) x 5 seeds per set (a run-level bootstrap; 3 until stop 23), 6,144 rollouts per run
     # (3,072 until stop 25), 6 log-spaced validation points each (48x-384x span in compute). At 3,072 rollouts and
     # 5 seeds: 8m03s of stages on a Zen 3 EPYC (stop 26; sweeps 2m11s + 2m44s), 8m11s on a Zen 4 EPYC; at 6,144:
-    # 10m16s of stages on the Zen 3 EPYC (sweeps 3m03s + 4m14s), 11m38s with setup.
+    # 10m16s of stages on the Zen 3 EPYC (sweeps 3m03s + 4m12s), 11m38s with setup.
     "quick": LabPreset(),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
     # (5 until stop 23).
