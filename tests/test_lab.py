@@ -97,6 +97,58 @@ def test_changed_preset_is_refused(tmp_path):
         run_lab(LabPreset(max_rollouts=2 * PRESETS["quick"].max_rollouts), tmp_path)
 
 
+def test_further_sizes_in_a_preset(tmp_path):
+    from rlscale.errors import UserError
+    from rlscale.lab.pipeline import check_lab_dir, estimate_seconds
+
+    q = PRESETS["quick"]
+    p = dataclasses.replace(q, sizes=("xs", "m")).validate()
+    sub = p.for_size("xs")
+    assert (sub.name, sub.size, sub.sizes) == ("quick-xs", "xs", ())
+    assert dataclasses.replace(sub, name=q.name, size=q.size) == q  # nothing else changes
+    assert sub.rl_lr == 1e-4 and dataclasses.replace(p, lr=3e-5).for_size("xs").rl_lr == 3e-5
+    for bad, match in (((q.size,), "must be distinct and differ"), (("xs", "xs"), "must be distinct"),
+                       (("xl",), "unknown size 'xl'")):
+        with pytest.raises(UserError, match=match):
+            dataclasses.replace(q, sizes=bad).validate()
+    # ETA: a further size costs about one lab of that size (xs cheaper than s, m dearer)
+    one = sum(v for k, v in estimate_seconds(q, 2).items() if k != "sizes")
+    est = estimate_seconds(p, 2)
+    assert estimate_seconds(q, 2)["sizes"] == 0 and 0.5 * one < est["sizes"] - 3 * one < one
+    # a lab made before the field existed is still this preset (a missing field counts as its default)
+    (tmp_path / "lab.json").write_text(json.dumps({"preset": {k: v for k, v in q.to_dict().items()
+                                                              if k != "sizes"}}))
+    check_lab_dir(q, tmp_path)
+    with pytest.raises(UserError, match="different preset .sizes"):
+        check_lab_dir(p, tmp_path)
+
+
+def test_sizes_stage_runs_each_size_lab_and_sums_its_compute(tmp_path, monkeypatch):
+    from rlscale.lab import pipeline
+
+    calls = []
+
+    def fake_run_lab(preset, out, progress, workers, label):
+        calls.append((preset.name, preset.size, Path(out), label))
+        log = pipeline.StageLog(Path(out))
+        if not log.data:  # the first call "runs" every stage, a second finds them done
+            for st in STAGES:
+                log.set(st, status="done", rollouts=10, tokens=100, flops=1e3)
+            Path(out, "report.html").write_text("r")
+        return log.data
+
+    monkeypatch.setattr(pipeline, "run_lab", fake_run_lab)
+    p = dataclasses.replace(PRESETS["quick"], sizes=("xs", "m"))
+    info = pipeline.stage_sizes(p, tmp_path, workers=2, progress=False)
+    assert calls == [("quick-xs", "xs", tmp_path / "sizes" / "xs", "lab xs"),
+                     ("quick-m", "m", tmp_path / "sizes" / "m", "lab m")]
+    n = len(STAGES)
+    assert info == {"rollouts": 20.0 * n, "tokens": 200.0 * n, "flops": 2e3 * n, "runs": 2, "skipped_runs": 0}
+    assert pipeline.outputs_exist("sizes", tmp_path, p)
+    assert pipeline.stage_sizes(p, tmp_path, workers=2, progress=False)["skipped_runs"] == 2
+    assert not pipeline.outputs_exist("sizes", tmp_path, dataclasses.replace(p, sizes=("xs", "l")))
+
+
 def fake_lab(root: Path, preset: LabPreset, profiled: bool = True) -> Path:
     """A lab directory with a 'pretrained model' and a profile, as far as --reuse looks."""
     from rlscale.lab.pipeline import StageLog, check_lab_dir
@@ -192,6 +244,28 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     assert all(sv[s]["status"] == "done" and "reused_from" not in sv[s] for s in STAGES[2:])
     for f in (out / "model").iterdir():
         assert (tmp_path / "v" / "model" / f.name).read_bytes() == f.read_bytes()
+
+
+@pytest.mark.slow  # ~2 min: two micro labs (xs and s)
+def test_micro_lab_with_a_further_size(tmp_path, capsys):
+    out = tmp_path / "lab"
+    preset = tmp_path / "sizes.json"
+    preset.write_text(json.dumps({**MICRO, "name": "micro2", "sizes": ["s"]}))
+    assert main(["lab", "--preset", str(preset), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "[lab s 1/" in err and "[lab 9/" in err
+    sub = out / "sizes" / "s"
+    lab = json.loads((sub / "lab.json").read_text())["preset"]
+    assert lab["size"] == "s" and lab["sizes"] == [] and lab["name"] == "micro2-s"
+    sub_stages = json.loads((sub / "stages.json").read_text())
+    assert all(sub_stages[st]["status"] == "done" for st in STAGES)
+    assert json.loads((sub / "model" / "rlscale_model.json").read_text())["size"] == "s"
+    rec = json.loads((out / "stages.json").read_text())["sizes"]
+    assert rec["rollouts"] == sum(v["rollouts"] for v in sub_stages.values()) > 0 and rec["runs"] == 1
+    html = (out / "report.html").read_text()
+    assert "Across model sizes" in html and (sub / "report.html").exists()
+    assert main(["lab", "--preset", str(preset), "--out", str(out)]) == 0
+    assert capsys.readouterr().err.count("reused") == len(STAGES)
 
 
 @pytest.mark.slow  # ~1-3 min: a lab subprocess is killed with SIGKILL mid-sweep, then resumed

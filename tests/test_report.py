@@ -572,3 +572,35 @@ def test_isoflop_skips_failed_resamples():
     assert iso["n_resamples"] == 49 and len(iso["n_hi_samples"]) == 49 and np.isfinite(iso["log2_ratio_ci"]).all()
     C, mid, lo, hi = plots._isoflop_band(fit, np.geomspace(256, 24576, 30))
     assert np.isfinite(lo).all() and np.all(lo <= mid + 1e-9) and np.all(mid <= hi + 1e-9)
+
+
+def test_sizes_section_compares_the_labs_of_each_size(labdir, tmp_path):
+    import shutil
+
+    from rlscale.report import n_star_evidence
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+    preset = {**PRESET.to_dict(), "sizes": ["s"]}
+    (root / "lab.json").write_text(json.dumps({"preset": preset}))
+    sub = root / "sizes" / "s"
+    shutil.copytree(labdir, sub)
+    (sub / "lab.json").write_text(json.dumps({"preset": {**PRESET.to_dict(), "size": "s"}}))
+    (sub / "model").mkdir()
+    (sub / "model" / "rlscale_model.json").write_text(json.dumps(
+        {"num_params": 109952, "heldout_loss": 0.0836, "compute": {"tokens": 8000118, "flops": 6.1e12}}))
+    html = build(root)
+    part = html.split("Across model sizes")[1].split("Compute per stage")[0]
+    assert part.count("<tr>") >= 3 and "109952" in part and "0.0836" in part and part.count("<img") == 1
+    # the measured Easy gain of the s lab, as n_star_evidence reads it from its fit
+    ev = n_star_evidence(json.loads((sub / "fits" / "easy" / "fit.json").read_text()))
+    assert f"{ev['measured_gain']:.4g}" in part and "Size s: Easy: n*(C) rises" in part
+    # every number follows the sub-lab's store
+    meta = json.loads((sub / "model" / "rlscale_model.json").read_text())
+    meta["heldout_loss"] = 0.0424242
+    (sub / "model" / "rlscale_model.json").write_text(json.dumps(meta))
+    assert "0.04242" in build(root).split("Across model sizes")[1]
+    # a further size that has not run yet is listed as such; a lab without sizes has no such section
+    (root / "lab.json").write_text(json.dumps({"preset": {**preset, "sizes": ["s", "m"]}}))
+    assert "not run yet" in build(root).split("Across model sizes")[1]
+    assert "Across model sizes" not in build(labdir)

@@ -747,6 +747,94 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     return [fits, bw, diag], ev
 
 
+# ------------------------------------------------------------------------------------------------ model sizes
+def size_labs(root: Path, preset: dict) -> list[tuple[str, Path]]:
+    """(size, lab directory) of the lab itself and of each further size in its preset (OUT/sizes/<size>/)."""
+    from rlscale.lab.pipeline import SIZES_DIR
+
+    return [(str(preset.get("size", "?")), root)] + [(s, root / SIZES_DIR / s) for s in preset.get("sizes") or []]
+
+
+def size_row(size: str, lab: Path) -> tuple[dict, dict]:
+    """One row of the size comparison, read from a lab directory's records, and {set: n_star_evidence}."""
+    from rlscale.io import read_table
+
+    meta = read_json(lab / "model" / "rlscale_model.json") or {}
+    comp = meta.get("compute") or {}
+    prof = read_json(lab / "stages.json") or {}
+    row = {"size": size, "parameters": meta.get("num_params"), "pretraining tokens": comp.get("tokens"),
+           "pretraining FLOPs": comp.get("flops"), "held-out loss": meta.get("heldout_loss"),
+           "pool mean avg@16": (prof.get("profile") or {}).get("mean_avg")}
+    evidence = {}
+    for name in ("easy", "hard"):
+        title = name.capitalize()
+        tab, fit = lab / "sweeps" / name / "table.parquet", read_json(lab / "fits" / name / "fit.json")
+        if tab.exists():
+            df = read_table(tab)
+            row[f"{title} base"] = float(df[df[X].astype(float) == 0][Y].mean())
+        if fit is None or "error" in fit:
+            row[f"{title} verdict"] = "no fit yet" if fit is None else "fit failed"
+            continue
+        ev = evidence[name] = n_star_evidence(fit)
+        if "measured_gain" in ev:
+            row[f"{title} gain"] = ev["measured_gain"]
+            row[f"{title} gain CI"] = _ci(ev.get("measured_gain_ci"))
+        iso = ev.get("isoflop") or {}
+        if iso and ev["verdict"] != "no-gain":
+            row[f"{title} n* (iso-FLOP)"] = f"{iso['n_on']:.3g} -> {iso['n_hi']:.3g}"
+            row[f"{title} log2 ratio CI"] = _ci(iso.get("log2_ratio_ci"))
+        row[f"{title} verdict"] = ev["verdict"] + (f" / {iso['verdict']} (iso-FLOP)" if iso else "")
+    return row, evidence
+
+
+def fig_sizes(frontiers: dict):
+    """Per set, the fitted frontier (best reward over n at each compute) of every model size."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = _colors(range(max(len(frontiers), 2)))
+    for ax, name in zip(axes, ("easy", "hard")):
+        for i, (label, fits) in enumerate(frontiers.items()):
+            fr = (fits.get(name) or {}).get("frontier")
+            if fr:
+                ax.plot([r["C"] for r in fr], [r["reward"] for r in fr], color=colors[i], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training rollouts per run (C)")
+        ax.set_title(f"{name.capitalize()} set: fitted frontier per model size")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(f"validation {Y}")
+    fig.tight_layout()
+    return fig
+
+
+def sizes_section(root: Path, preset: dict) -> Section:
+    """The same study per model size: a table of each size's model, base rewards, RL gains and n*(C) verdicts, the
+    frontiers per size, and one line per size from its evidence."""
+    sec = Section("Across model sizes")
+    labs = size_labs(root, preset)
+    sec.add(para(f"The same study (pretraining recipe and tokens, pool, bounds, sweeps and fits) on {len(labs)} model "
+                 "sizes, each a lab of its own (sizes/<size>/ holds each further size's records and report). Base is "
+                 "the validation reward before training; gain the largest over n of the mean last-minus-first "
+                 "validation change (95% CI); n* (iso-FLOP) from the learning onset to C_max."))
+    rows, frontiers, lines = [], {}, []
+    for size, lab in labs:
+        if not (lab / "stages.json").exists():
+            rows.append({"size": size, "Easy verdict": "not run yet"})
+            continue
+        row, ev = size_row(size, lab)
+        rows.append(row)
+        frontiers[f"{size} ({_g(float(row['parameters'] or 0) / 1e6)}M params)"] = {
+            name: read_json(lab / "fits" / name / "fit.json") or {} for name in ("easy", "hard")}
+        if ev:
+            lines.append(f"Size {size}: " + headline(ev)[len("In short: "):])
+    sec.add(table(rows))
+    if any(f.get("frontier") for fits in frontiers.values() for f in fits.values()):
+        sec.add(img(figure_png(fig_sizes(frontiers)), "fitted frontier (best n at each compute) of each model size, "
+                                                      "Easy and Hard"))
+    for line in lines:
+        sec.add(para(line))
+    return sec
+
+
 def lab_sections(root: Path) -> tuple[list[Section], str]:
     from rlscale.io import read_table
 
@@ -816,6 +904,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     if profile_notes:
         summary.add(para(profile_notes))
 
+    if preset.get("sizes"):
+        sections.append(sizes_section(root, preset))
+
     comp = Section("Compute per stage")
     rows = []
     from rlscale.lab.pipeline import STAGES
@@ -827,6 +918,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             note = f"reused from {rec['reused_from']} (took {float(rec.get('reused_wall_s') or 0):.0f} s there)"
         elif st == "pretrain" and (rec.get("model_wall_s") or 0) > (rec.get("wall_s") or 0) + 1:
             note = f"existing checkpoint reused; its pretraining took {rec['model_wall_s']:.0f} s"
+        elif st == "sizes" and rec.get("runs"):
+            note = f"the labs of {rec['runs']} further model size(s) in sizes/, as summed from their stages"
         elif st.startswith("sweep_") and rec.get("runs"):
             note = f"{rec.get('runs_finished', 0)}/{rec['runs']} runs finished"
         rows.append({"stage": st, "status": rec.get("status"), "wall_s": rec.get("wall_s"),

@@ -2,7 +2,9 @@
 
     pretrain -> profile (avg@16 of the arith training pool) -> curate (Easy / Hard, held-out val splits)
     -> sweep_easy, sweep_hard (iso-compute sweeps over n at fixed B_problem, rlscale.sweep)
-    -> export (tidy tables) -> fit (rlscale.scaling.isocompute per set) -> plan (4x the spent budget) -> report
+    -> export (tidy tables) -> fit (rlscale.scaling.isocompute per set) -> plan (4x the spent budget)
+    -> sizes (the same study for each further model size of the preset, each a lab of its own in sizes/<size>/)
+    -> report
 
 OUT layout:
     lab.json                 the preset (a changed preset on an existing OUT is refused)
@@ -14,6 +16,7 @@ OUT layout:
     sweeps/{easy,hard}/      sweep directories (rlscale.sweep.run); table.parquet after export
     fits/{easy,hard}/        fit.json + PNGs
     plan.json                the planner's prescription per set
+    sizes/<size>/            one lab directory (this layout) per size in the preset's `sizes`
     report.html              rlscale.report.build_report(OUT)
 
 A stage is skipped when stages.json marks it done and its outputs exist; a stage that ran invalidates the later
@@ -37,9 +40,11 @@ from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 SETS = ("easy", "hard")
-STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "report")
+STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "sizes", "report")
+SIZES_DIR = "sizes"
 STAGES_FILE = "stages.json"
 LAB_FILE = "lab.json"
+REPORT_FILE = "report.html"
 
 # Throughput guesses for the ETA only, per worker (one process, one thread) of the s model; corrected on the fly by
 # the ratio of measured to estimated time of the stages that ran. Measured in the quick lab of stop 26 (Zen 3 EPYC,
@@ -51,6 +56,9 @@ SAMPLE_ROLLOUTS_PER_S = 1500.0
 TRAIN_ROLLOUTS_PER_S = 420.0
 PRETRAIN_TOKENS_PER_S_PER_PROCESS = 25_000.0
 RUN_OVERHEAD_S = 2.0
+SIZE_COST = {"xs": 0.7, "s": 1.0, "m": 3.2, "l": 10.8}
+"""cost of a lab of each size relative to s, for the ETA only: 1-thread pretraining seconds per token
+(rlscale.lab.presets: bench/size_table.py, 36 / 53 / 172 / 574 s per 1M tokens)"""
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class LabPreset:
     weak for RL to move the Easy set much)"""
     pretrain_minutes: float | None = None
     pretrain_seed: int = 0
+    sizes: tuple[str, ...] = ()
+    """further model sizes (rlscale.lab.presets.SIZES), each studied end to end like `size` in OUT/sizes/<size>/:
+    its own model (the same pretraining recipe and tokens), profile, Easy/Hard sets, sweeps, fits and plan, with
+    the RL rate `lr` when given, else RL_LR of that size; the report compares the sizes (RL gain and n*(C))"""
     pretrain_step_weights: tuple[float, ...] | None = None
     """corpus mix of difficulties, P(k) for k = 1..6 steps (None: the default, uniform)"""
     pretrain_processes: int = 0
@@ -143,6 +155,10 @@ class LabPreset:
         """data-parallel pretraining processes: pretrain_processes, or one per lab worker when it is 0"""
         return self.pretrain_processes or workers
 
+    def for_size(self, size: str) -> LabPreset:
+        """The preset of the lab of one further size (OUT/sizes/<size>/): this one with that size and no sizes."""
+        return dataclasses.replace(self, name=f"{self.name}-{size}", size=size, sizes=())
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["rl_lr"] = self.rl_lr
@@ -152,6 +168,11 @@ class LabPreset:
         from rlscale.lab.presets import get_size
 
         get_size(self.size)
+        for s in self.sizes:
+            get_size(s)
+        if self.size in self.sizes or len(set(self.sizes)) < len(self.sizes):
+            raise UserError(f"preset {self.name}: sizes {list(self.sizes)} must be distinct and differ from size "
+                            f"'{self.size}' (the lab's own model)")
         if (self.pretrain_tokens is None) == (self.pretrain_minutes is None):
             raise UserError(f"preset {self.name}: give exactly one of pretrain_tokens and pretrain_minutes")
         if len(self.n_grid) < 2:
@@ -212,7 +233,8 @@ def get_preset(name: str) -> LabPreset:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
-    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights", "lr_grid"):
+    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights", "lr_grid",
+                "sizes"):
         if key in fields:
             fields[key] = tuple(fields[key])
     fields.setdefault("name", Path(name).stem)
@@ -236,9 +258,12 @@ def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
                + RUN_OVERHEAD_S)
     runs = len(p.n_grid) * len(p.seeds)
     sweep = math.ceil(runs / workers) * per_run
-    return {"pretrain": pre + 5.0, "profile": p.pool_size * p.profile_n / (SAMPLE_ROLLOUTS_PER_S * workers) + 8.0,
-            "curate": 1.0, "sweep_easy": sweep, "sweep_hard": sweep, "export": 2.0,
-            "fit": 2.0 + 0.02 * p.n_bootstrap * len(p.n_grid), "plan": 0.5, "report": 8.0}
+    est = {"pretrain": pre + 5.0, "profile": p.pool_size * p.profile_n / (SAMPLE_ROLLOUTS_PER_S * workers) + 8.0,
+           "curate": 1.0, "sweep_easy": sweep, "sweep_hard": sweep, "export": 2.0,
+           "fit": 2.0 + 0.02 * p.n_bootstrap * len(p.n_grid), "plan": 0.5, "report": 8.0}
+    per_size = sum(est.values())
+    est["sizes"] = sum(SIZE_COST.get(s, 1.0) / SIZE_COST.get(p.size, 1.0) * per_size for s in p.sizes)
+    return est
 
 
 class StageLog:
@@ -259,8 +284,8 @@ class StageLog:
 class LabProgress:
     """The lab's progress view on stderr: stage i/N, name, elapsed, ETA (estimates scaled by measured speed)."""
 
-    def __init__(self, estimates: dict[str, float], enabled: bool = True):
-        self.est, self.enabled = estimates, enabled
+    def __init__(self, estimates: dict[str, float], enabled: bool = True, label: str = "lab"):
+        self.est, self.enabled, self.label = estimates, enabled, label
         self.t0 = time.monotonic()
         self.measured, self.estimated = 0.0, 0.0
 
@@ -270,7 +295,7 @@ class LabProgress:
 
     def line(self, i: int, stage: str, what: str, remaining: list[str]) -> None:
         if self.enabled:
-            print(f"[lab {i}/{len(STAGES)}] {stage}: {what} | elapsed {_fmt(time.monotonic() - self.t0)} | "
+            print(f"[{self.label} {i}/{len(STAGES)}] {stage}: {what} | elapsed {_fmt(time.monotonic() - self.t0)} | "
                   f"ETA {_fmt(self.eta(remaining))}", file=sys.stderr, flush=True)
 
     def ran(self, stage: str, wall_s: float) -> None:
@@ -613,6 +638,25 @@ def sweep_max_run_rollouts(sweepdir: Path) -> float:
     return best
 
 
+def size_dirs(out: Path, sizes) -> dict[str, Path]:
+    """{size: its lab directory} for the further sizes of a lab."""
+    return {s: out / SIZES_DIR / s for s in sizes}
+
+
+def stage_sizes(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
+    """Run (or resume) the lab of every further size in OUT/sizes/<size>/; the compute is the sum of theirs.
+    `runs` / `skipped_runs` count the size labs and those in which no stage ran (all reused)."""
+    tot = {"rollouts": 0.0, "tokens": 0.0, "flops": 0.0, "runs": len(p.sizes), "skipped_runs": 0}
+    for size, sub in size_dirs(out, p.sizes).items():
+        before = StageLog(sub).data if (sub / STAGES_FILE).exists() else None
+        stages = run_lab(p.for_size(size), sub, progress=progress, workers=workers, label=f"lab {size}")
+        tot["skipped_runs"] += int(stages == before)
+        for rec in stages.values():
+            for key in ("rollouts", "tokens", "flops"):
+                tot[key] += float(rec.get(key) or 0.0)
+    return tot
+
+
 def stage_report(out: Path) -> dict:
     from rlscale.report import build_report
 
@@ -620,7 +664,9 @@ def stage_report(out: Path) -> dict:
     return {"report": str(path.relative_to(out))}
 
 
-def outputs_exist(stage: str, out: Path) -> bool:
+def outputs_exist(stage: str, out: Path, p: LabPreset | None = None) -> bool:
+    if stage == "sizes":
+        return all((d / REPORT_FILE).exists() for d in size_dirs(out, p.sizes if p else ()).values())
     if stage == "pretrain":
         return (out / "model" / "rlscale_model.json").exists()
     if stage == "profile":
@@ -635,7 +681,7 @@ def outputs_exist(stage: str, out: Path) -> bool:
         return all((out / "fits" / s / "fit.json").exists() for s in SETS)
     if stage == "plan":
         return (out / "plan.json").exists()
-    return (out / "report.html").exists()
+    return (out / REPORT_FILE).exists()
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -644,7 +690,8 @@ def check_lab_dir(p: LabPreset, out: Path) -> None:
     path = out / LAB_FILE
     new = {"preset": p.to_dict()}
     if path.exists():
-        old = json.loads(path.read_text()).get("preset", {})
+        # a field added to LabPreset after this lab was made counts as its default there
+        old = {**LabPreset().to_dict(), **json.loads(path.read_text()).get("preset", {})}
         diff = changed_keys(old, new["preset"])
         if diff:
             raise UserError(f"{out}: holds a lab made with a different preset ({diff[0]}: {old.get(diff[0])!r} vs "
@@ -715,9 +762,10 @@ def _link_or_copy(src, dst) -> None:
 
 
 def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True, workers: int = 2,
-            reuse: str | os.PathLike | None = None) -> dict:
+            reuse: str | os.PathLike | None = None, label: str = "lab") -> dict:
     """Run (or resume) every stage; returns {stage: record} as in stages.json. With `reuse` (another lab's OUT),
-    a new OUT starts from its model and profile where the preset allows (reusable_stages)."""
+    a new OUT starts from its model and profile where the preset allows (reusable_stages; the further sizes are
+    never reused). `label` prefixes the progress lines."""
     p = preset.validate()
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
@@ -735,16 +783,16 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
         if progress:
             print(f"[lab] reusing {', '.join(reused)} from {base}", file=sys.stderr, flush=True)
     log = StageLog(out)
-    view = LabProgress(estimate_seconds(p, workers), progress)
+    view = LabProgress(estimate_seconds(p, workers), progress, label)
     dirty = False  # an earlier stage ran in this invocation: later outputs are stale
     for i, stage in enumerate(STAGES, 1):
         rest = list(STAGES[i - 1:])
         rec = log.get(stage)
-        sweep_stage = stage.startswith("sweep_")
-        if not dirty and rec.get("status") == "done" and outputs_exist(stage, out):
+        nested = stage.startswith("sweep_") or stage == "sizes"  # resumes its own work; reports what it skipped
+        if not dirty and rec.get("status") == "done" and outputs_exist(stage, out, p):
             view.line(i, stage, f"reused ({_fmt(rec.get('wall_s', 0.0))} when it ran)", rest[1:])
             continue
-        if dirty and not sweep_stage and stage != "pretrain":
+        if dirty and not nested and stage != "pretrain":
             _clear_outputs(stage, out)
         view.line(i, stage, "running", rest)
         log.set(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -761,7 +809,7 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
                 finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         view.ran(stage, wall)
         view.line(i, stage, f"done in {_fmt(wall)}", rest[1:])
-        if not sweep_stage or info.get("skipped_runs", 0) < info.get("runs", 0):
+        if not nested or info.get("skipped_runs", 0) < info.get("runs", 0):
             dirty = True
     return log.data
 
@@ -793,4 +841,6 @@ def _run_stage(stage: str, p: LabPreset, out: Path, workers: int, progress: bool
         return stage_fit(p, out)
     if stage == "plan":
         return stage_plan(p, out)
+    if stage == "sizes":
+        return stage_sizes(p, out, workers, progress)
     return stage_report(out)
