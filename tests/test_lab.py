@@ -44,6 +44,7 @@ def test_presets_meet_the_bars():
         assert p.profile_n == 16 and p.plan_factor == 4.0
     q, f = PRESETS["quick"], PRESETS["full"]
     assert f.max_rollouts > q.max_rollouts and len(f.seeds) > len(q.seeds) and len(f.n_grid) > len(q.n_grid)
+    assert len(f.sizes) > len(q.sizes)  # "full uses more budgets, seeds and sizes"
 
 
 def test_sweep_spec_from_preset(tmp_path):
@@ -106,7 +107,7 @@ def test_further_sizes_in_a_preset(tmp_path):
     sub = p.for_size("xs")
     assert (sub.name, sub.size, sub.sizes) == ("quick-xs", "xs", ())
     assert dataclasses.replace(sub, name=q.name, size=q.size) == q  # nothing else changes
-    assert sub.rl_lr == 1e-4 and dataclasses.replace(p, lr=3e-5).for_size("xs").rl_lr == 3e-5
+    assert sub.rl_lr == 3e-5 and dataclasses.replace(p, lr=3e-5).for_size("xs").rl_lr == 3e-5
     for bad, match in (((q.size,), "must be distinct and differ"), (("xs", "xs"), "must be distinct"),
                        (("xl",), "unknown size 'xl'")):
         with pytest.raises(UserError, match=match):

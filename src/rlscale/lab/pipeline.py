@@ -203,13 +203,13 @@ PRESETS: dict[str, LabPreset] = {
     # 10m16s of stages on the Zen 3 EPYC (sweeps 3m03s + 4m12s), 11m38s with setup.
     "quick": LabPreset(),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
-    # (5 until stop 23).
+    # (5 until stop 23), and since stop 27 a second model size: the whole study again on xs (OUT/sizes/xs/).
     # With 5 seeds, end to end in a fresh clone: 1h11m46s on a quiet AVX2 EPYC (sweeps 26m15s + 38m38s), 35m02s on
     # a Zen 4 EPYC (sweeps 11m54s + 19m02s); with 6 there: 39m12s (sweeps 18m35s + 16m53s, other work sharing the
     # cores for part of it); with 6 on a Zen 3 EPYC (stop 26): 40m38s (sweeps 14m58s + 21m49s).
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=(0, 1, 2, 3, 4, 5),
-                      n_bootstrap=500),
+                      n_bootstrap=500, sizes=("xs",)),
 }
 
 

@@ -77,7 +77,7 @@ PRETRAIN_DEFAULTS = {
 }
 """the default lab pretraining recipe (the tokens budget comes from the size preset unless --tokens/--minutes)"""
 
-RL_LR = {"xs": 1e-4, "s": 7e-5, "m": 7e-5, "l": 5e-5}
+RL_LR = {"xs": 3e-5, "s": 7e-5, "m": 7e-5, "l": 5e-5}
 """suggested GRPO learning rates (LAB_NOTES: stable RL LR was ~30x below the pretraining LR).
 
 Scan on the quick lab's 8M-token s model (`rlscale train grpo --reward flexible --rollouts-per-problem 8`, AdamW,
@@ -93,7 +93,13 @@ On the uniform-mix default model (base 0.248; same command, 600 steps = 76,800 r
 0.240 / 0.251 (593 s). **7e-5, no warmup, three seeds** (`--lr 7e-5 --seed S`, 1 thread, two runs side by side,
 ~125-150 rollouts/s): seed 0 0.287 / 0.283 / 0.314 / 0.298 (521 s), seed 1 0.287 / 0.267 / 0.305 / 0.308 (529 s),
 seed 2 0.291 / 0.299 / 0.307 / 0.319 (555 s): +5.0 / +6.0 / +7.1 at step 600, mean +6.0; hence 7e-5 for s (the
-default of `rlscale train grpo` on an s model since). xs, m and l were not scanned on RL.
+default of `rlscale train grpo` on an s model since). m and l were not scanned on RL.
+xs (stop 27, Zen 3 EPYC): the quick lab's sweeps on an 8M-token xs model (held-out loss 0.143, pool mean avg@16
+0.128; `rlscale lab --preset V.json --reuse XS_LAB` with `{"base": "quick", "size": "xs", "lr": LR, "seeds": [0,
+1]}`), Easy base 0.411, mean final avg@8 at 6,144 rollouts for n = 2 / 4 / 8 / 16: lr 2e-4 0.398 / 0.373 / 0.373 /
+0.310 (n = 16 falls to 0.335 after one step); 1e-4 (5 seeds) 0.408 / 0.418 / 0.420 / 0.409, dips first; 5e-5 0.440
+/ 0.442 / 0.443 / 0.439; **3e-5 0.448 / 0.443 / 0.455 / 0.442**, hence 3e-5 for xs (1e-4, unscanned, until stop
+27): the smaller model takes half the rate of s.
 The quick lab's sweeps at higher rates (its model, sets and specs with only `lr` changed; `rlscale sweep run`, 12
 runs per set, n in {2, 4, 8, 16} x 3 seeds, 3,072 rollouts each; means over seeds at 3,072 rollouts, base Easy
 0.420, Hard 0.044): lr 7e-5 (the preset) Easy 0.489 / 0.484 / 0.473 / 0.446; 1.4e-4 Easy 0.470 / 0.473 / 0.451 /
