@@ -590,17 +590,18 @@ def test_sizes_section_compares_the_labs_of_each_size(labdir, tmp_path):
     (sub / "model" / "rlscale_model.json").write_text(json.dumps(
         {"num_params": 109952, "heldout_loss": 0.0836, "compute": {"tokens": 8000118, "flops": 6.1e12}}))
     html = build(root)
-    part = html.split("Across model sizes")[1].split("Compute per stage")[0]
+    part = html.split(">Across model sizes</h2>")[1].split("Compute per stage")[0]
     assert part.count("<tr>") >= 3 and "109952" in part and "0.0836" in part and part.count("<img") == 1
     # the measured Easy gain of the s lab, as n_star_evidence reads it from its fit
     ev = n_star_evidence(json.loads((sub / "fits" / "easy" / "fit.json").read_text()))
     assert f"{ev['measured_gain']:.4g}" in part and "Size s: Easy: n*(C) rises" in part
+    assert "By model size" in html.split("Run configuration")[0]  # the summary names each size's verdicts
     # every number follows the sub-lab's store
     meta = json.loads((sub / "model" / "rlscale_model.json").read_text())
     meta["heldout_loss"] = 0.0424242
     (sub / "model" / "rlscale_model.json").write_text(json.dumps(meta))
-    assert "0.04242" in build(root).split("Across model sizes")[1]
+    assert "0.04242" in build(root).split(">Across model sizes</h2>")[1]
     # a further size that has not run yet is listed as such; a lab without sizes has no such section
     (root / "lab.json").write_text(json.dumps({"preset": {**preset, "sizes": ["s", "m"]}}))
-    assert "not run yet" in build(root).split("Across model sizes")[1]
+    assert "not run yet" in build(root).split(">Across model sizes</h2>")[1]
     assert "Across model sizes" not in build(labdir)

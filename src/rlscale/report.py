@@ -761,10 +761,10 @@ def size_row(size: str, lab: Path) -> tuple[dict, dict]:
 
     meta = read_json(lab / "model" / "rlscale_model.json") or {}
     comp = meta.get("compute") or {}
-    prof = read_json(lab / "stages.json") or {}
+    stages = read_json(lab / "stages.json") or {}
     row = {"size": size, "parameters": meta.get("num_params"), "pretraining tokens": comp.get("tokens"),
            "pretraining FLOPs": comp.get("flops"), "held-out loss": meta.get("heldout_loss"),
-           "pool mean avg@16": (prof.get("profile") or {}).get("mean_avg")}
+           "pool mean pass rate": (stages.get("profile") or {}).get("mean_avg")}
     evidence = {}
     for name in ("easy", "hard"):
         title = name.capitalize()
@@ -806,9 +806,9 @@ def fig_sizes(frontiers: dict):
     return fig
 
 
-def sizes_section(root: Path, preset: dict) -> Section:
+def sizes_section(root: Path, preset: dict) -> tuple[Section, list[str]]:
     """The same study per model size: a table of each size's model, base rewards, RL gains and n*(C) verdicts, the
-    frontiers per size, and one line per size from its evidence."""
+    frontiers per size, and one line per size from its evidence (also returned, for the summary)."""
     sec = Section("Across model sizes")
     labs = size_labs(root, preset)
     sec.add(para(f"The same study (pretraining recipe and tokens, pool, bounds, sweeps and fits) on {len(labs)} model "
@@ -832,7 +832,7 @@ def sizes_section(root: Path, preset: dict) -> Section:
                                                       "Easy and Hard"))
     for line in lines:
         sec.add(para(line))
-    return sec
+    return sec, lines
 
 
 def lab_sections(root: Path) -> tuple[list[Section], str]:
@@ -905,7 +905,10 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         summary.add(para(profile_notes))
 
     if preset.get("sizes"):
-        sections.append(sizes_section(root, preset))
+        sec, lines = sizes_section(root, preset)
+        sections.append(sec)
+        if lines:
+            summary.add(para("By model size (section 'Across model sizes'): " + " ".join(lines)))
 
     comp = Section("Compute per stage")
     rows = []
