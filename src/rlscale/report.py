@@ -788,15 +788,17 @@ def size_row(size: str, lab: Path) -> tuple[dict, dict]:
 
 
 def fig_sizes(frontiers: dict):
-    """Per set, the fitted frontier (best reward over n at each compute) of every model size."""
+    """Per set, the fitted frontier (best reward over n at each compute) of every model size:
+    {size label: {set: (frontier rows, legend note)}}; a dashed line where RL gained nothing (the note says so)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    colors = _colors(range(max(len(frontiers), 2)))
+    colors = plt.get_cmap("tab10")
     for ax, name in zip(axes, ("easy", "hard")):
-        for i, (label, fits) in enumerate(frontiers.items()):
-            fr = (fits.get(name) or {}).get("frontier")
+        for i, (label, per_set) in enumerate(frontiers.items()):
+            fr, note = per_set.get(name) or ([], "")
             if fr:
-                ax.plot([r["C"] for r in fr], [r["reward"] for r in fr], color=colors[i], label=label)
+                ax.plot([r["C"] for r in fr], [r["reward"] for r in fr], color=colors(i % 10),
+                        ls="--" if note else "-", label=label + (f" ({note})" if note else ""))
         ax.set_xscale("log")
         ax.set_xlabel("training rollouts per run (C)")
         ax.set_title(f"{name.capitalize()} set: fitted frontier per model size")
@@ -822,14 +824,18 @@ def sizes_section(root: Path, preset: dict) -> tuple[Section, list[str]]:
             continue
         row, ev = size_row(size, lab)
         rows.append(row)
-        frontiers[f"{size} ({_g(float(row['parameters'] or 0) / 1e6)}M params)"] = {
-            name: read_json(lab / "fits" / name / "fit.json") or {} for name in ("easy", "hard")}
+        frontiers[f"{size}, {_g(float(row['parameters'] or 0) / 1e6)}M params"] = {
+            name: ((read_json(lab / "fits" / name / "fit.json") or {}).get("frontier") or [],
+                   "no measured gain" if (ev.get(name) or {}).get("verdict") == "no-gain" else "")
+            for name in ("easy", "hard")}
         if ev:
             lines.append(f"Size {size}: " + headline(ev)[len("In short: "):])
     sec.add(table(rows))
-    if any(f.get("frontier") for fits in frontiers.values() for f in fits.values()):
-        sec.add(img(figure_png(fig_sizes(frontiers)), "fitted frontier (best n at each compute) of each model size, "
-                                                      "Easy and Hard"))
+    if any(fr for per_set in frontiers.values() for fr, _ in per_set.values()):
+        sec.add(img(figure_png(fig_sizes(frontiers)),
+                    "fitted frontier (the best n's fitted curve at each compute) of each model size, Easy and Hard; "
+                    "dashed where RL raised no validation reward (the envelope of record-breaking points then rises "
+                    "on noise)"))
     for line in lines:
         sec.add(para(line))
     return sec, lines

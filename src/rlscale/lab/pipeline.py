@@ -647,13 +647,13 @@ def size_dirs(out: Path, sizes) -> dict[str, Path]:
 def stage_sizes(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
     """Run (or resume) the lab of every further size in OUT/sizes/<size>/; the compute is the sum of theirs.
     `runs` / `skipped_runs` count the size labs and those in which no stage ran (all reused)."""
-    tot = {"rollouts": 0.0, "tokens": 0.0, "flops": 0.0, "runs": len(p.sizes), "skipped_runs": 0}
+    tot = {"rollouts": 0.0, "tokens": 0.0, "flops": 0.0, "val_rollouts": 0.0, "runs": len(p.sizes), "skipped_runs": 0}
     for size, sub in size_dirs(out, p.sizes).items():
         before = StageLog(sub).data if (sub / STAGES_FILE).exists() else None
         stages = run_lab(p.for_size(size), sub, progress=progress, workers=workers, label=f"lab {size}")
         tot["skipped_runs"] += int(stages == before)
         for rec in stages.values():
-            for key in ("rollouts", "tokens", "flops"):
+            for key in ("rollouts", "tokens", "flops", "val_rollouts"):
                 tot[key] += float(rec.get(key) or 0.0)
     return tot
 
