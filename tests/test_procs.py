@@ -42,8 +42,11 @@ def step_faults(tune: str | None) -> tuple[bool, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_keep_freed_memory_stops_the_per_step_page_faults():
-    tuned, faults = step_faults(None)
-    default, faults_default = step_faults("0")
-    assert tuned and not default
+    # medians of three processes each: glibc's dynamic mmap threshold makes one process's count vary (stop 27, five
+    # steps: 3,900-14,500 faults with the defaults, 0-520 tuned; one CI run's default process counted only 740)
+    tuned, faults = zip(*(step_faults(None) for _ in range(3)))
+    default, faults_default = zip(*(step_faults("0") for _ in range(3)))
+    assert all(tuned) and not any(default)
+    faults, faults_default = sorted(faults)[1], sorted(faults_default)[1]
     assert faults_default > 1000  # glibc's defaults: activations mapped fresh (and zeroed) step after step
     assert faults * 4 < faults_default
