@@ -24,10 +24,10 @@ import numpy as np
 
 from rlscale.errors import UserError
 from rlscale.html import Section, figure_png, img, kv_table, page, para, table
+from rlscale.lab.pipeline import REPORT_FILE, SIZES_DIR
 
 X = "compute/rollouts"
 Y = "val/avg"
-REPORT_FILE = "report.html"
 COSCALE_SUBDIR = "coscale"  # `rlscale coscale --preset lab-quick --out LABDIR/coscale` puts the CoScale-RL lab here
 
 
@@ -750,8 +750,6 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
 # ------------------------------------------------------------------------------------------------ model sizes
 def size_labs(root: Path, preset: dict) -> list[tuple[str, Path]]:
     """(size, lab directory) of the lab itself and of each further size in its preset (OUT/sizes/<size>/)."""
-    from rlscale.lab.pipeline import SIZES_DIR
-
     return [(str(preset.get("size", "?")), root)] + [(s, root / SIZES_DIR / s) for s in preset.get("sizes") or []]
 
 

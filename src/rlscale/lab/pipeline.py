@@ -58,8 +58,8 @@ PRETRAIN_TOKENS_PER_S_PER_PROCESS = 25_000.0
 RUN_OVERHEAD_S = 2.0
 SIZE_COST = {"xs": 0.8, "s": 1.0, "m": 3.2, "l": 10.8}
 """cost of a lab of each size relative to s, for the ETA only: xs from the labs of stop 27 (Zen 3 EPYC; quick: 529 s
-of stages for xs, 616 s for s, 0.86; full: 30m40s for xs, 40m38s for s, 0.75), m and l from 1-thread pretraining seconds per token (rlscale.lab.presets:
-bench/size_table.py, 53 / 172 / 574 s per 1M tokens for s / m / l)"""
+of stages for xs, 616 s for s, 0.86; full: 30m40s for xs, 40m38s for s, 0.75), m and l from 1-thread pretraining
+seconds per token (rlscale.lab.presets: bench/size_table.py, 53 / 172 / 574 s per 1M tokens for s / m / l)"""
 
 
 @dataclass(frozen=True)
