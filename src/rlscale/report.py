@@ -24,7 +24,7 @@ import numpy as np
 
 from rlscale.errors import UserError
 from rlscale.html import Section, figure_png, img, kv_table, page, para, table
-from rlscale.lab.pipeline import REPORT_FILE, SIZES_DIR
+from rlscale.lab.pipeline import REPORT_FILE, SIZES_DIR, STAGES
 
 X = "compute/rollouts"
 Y = "val/avg"
@@ -195,8 +195,13 @@ def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_
 
 
 def headline(evidence: dict) -> str:
-    """One line per set from its n_star_evidence: the verdicts (argmax and iso-FLOP) and the near-optimal n at the
-    first and last compute point, or that RL gained nothing; the paragraphs below give the numbers behind it."""
+    """The summary's opening line: 'In short: ' + verdicts(evidence)."""
+    return "In short: " + verdicts(evidence)
+
+
+def verdicts(evidence: dict) -> str:
+    """One sentence per set from its n_star_evidence: the verdicts (argmax and iso-FLOP) and the near-optimal n at
+    the first and last compute point, or that RL gained nothing; the paragraphs below give the numbers behind it."""
     def braces(ns) -> str:
         return "{" + ", ".join(_n(n) for n in ns) + "}"
 
@@ -213,7 +218,7 @@ def headline(evidence: dict) -> str:
             text += (f"; near-optimal n {braces(rows[0]['near'])} at C = {_g(rows[0]['C'])}, "
                      f"{braces(rows[-1]['near'])} at C_max = {_g(rows[-1]['C'])}")
         parts.append(text)
-    return "In short: " + ". ".join(parts) + "."
+    return ". ".join(parts) + "."
 
 
 def selection_sentence(fit: dict) -> str:
@@ -753,8 +758,9 @@ def size_labs(root: Path, preset: dict) -> list[tuple[str, Path]]:
     return [(str(preset.get("size", "?")), root)] + [(s, root / SIZES_DIR / s) for s in preset.get("sizes") or []]
 
 
-def size_row(size: str, lab: Path) -> tuple[dict, dict]:
-    """One row of the size comparison, read from a lab directory's records, and {set: n_star_evidence}."""
+def size_row(size: str, lab: Path, evidence: dict | None = None) -> tuple[dict, dict, dict]:
+    """One row of the size comparison, read from a lab directory's records, {set: n_star_evidence} and {set: fit}.
+    `evidence`: the sets' evidence when the caller has it already (the lab's own, from its set sections)."""
     from rlscale.io import read_table
 
     meta = read_json(lab / "model" / "rlscale_model.json") or {}
@@ -763,17 +769,18 @@ def size_row(size: str, lab: Path) -> tuple[dict, dict]:
     row = {"size": size, "parameters": meta.get("num_params"), "pretraining tokens": comp.get("tokens"),
            "pretraining FLOPs": comp.get("flops"), "held-out loss": meta.get("heldout_loss"),
            "pool mean pass rate": (stages.get("profile") or {}).get("mean_avg")}
-    evidence = {}
+    evidence, fits = dict(evidence or {}), {}
     for name in ("easy", "hard"):
         title = name.capitalize()
-        tab, fit = lab / "sweeps" / name / "table.parquet", read_json(lab / "fits" / name / "fit.json")
+        tab = lab / "sweeps" / name / "table.parquet"
+        fit = fits[name] = read_json(lab / "fits" / name / "fit.json")
         if tab.exists():
             df = read_table(tab)
             row[f"{title} base"] = float(df[df[X].astype(float) == 0][Y].mean())
         if fit is None or "error" in fit:
             row[f"{title} verdict"] = "no fit yet" if fit is None else "fit failed"
             continue
-        ev = evidence[name] = n_star_evidence(fit)
+        ev = evidence[name] = evidence.get(name) or n_star_evidence(fit)
         if "measured_gain" in ev:
             row[f"{title} gain"] = ev["measured_gain"]
             row[f"{title} gain CI"] = _ci(ev.get("measured_gain_ci"))
@@ -782,7 +789,7 @@ def size_row(size: str, lab: Path) -> tuple[dict, dict]:
             row[f"{title} n* (iso-FLOP)"] = f"{iso['n_on']:.3g} -> {iso['n_hi']:.3g}"
             row[f"{title} log2 ratio CI"] = _ci(iso.get("log2_ratio_ci"))
         row[f"{title} verdict"] = ev["verdict"] + (f" / {iso['verdict']} (iso-FLOP)" if iso else "")
-    return row, evidence
+    return row, evidence, fits
 
 
 def fig_sizes(frontiers: dict):
@@ -806,9 +813,10 @@ def fig_sizes(frontiers: dict):
     return fig
 
 
-def sizes_section(root: Path, preset: dict) -> tuple[Section, list[str]]:
+def sizes_section(root: Path, preset: dict, evidence: dict) -> tuple[Section, list[str]]:
     """The same study per model size: a table of each size's model, base rewards, RL gains and n*(C) verdicts, the
-    frontiers per size, and one line per size from its evidence (also returned, for the summary)."""
+    frontiers per size, and one line per size from its evidence (also returned, for the summary). `evidence`: the
+    lab's own sets' evidence, already computed by lab_sections."""
     sec = Section("Across model sizes")
     labs = size_labs(root, preset)
     sec.add(para(f"The same study (pretraining recipe and tokens, pool, bounds, sweeps and fits) on {len(labs)} model "
@@ -820,14 +828,14 @@ def sizes_section(root: Path, preset: dict) -> tuple[Section, list[str]]:
         if not (lab / "stages.json").exists():
             rows.append({"size": size, "Easy verdict": "not run yet"})
             continue
-        row, ev = size_row(size, lab)
+        row, ev, fits = size_row(size, lab, evidence if lab == root else None)
         rows.append(row)
         frontiers[f"{size}, {_g(float(row['parameters'] or 0) / 1e6)}M params"] = {
-            name: ((read_json(lab / "fits" / name / "fit.json") or {}).get("frontier") or [],
+            name: ((fits.get(name) or {}).get("frontier") or [],
                    "no measured gain" if (ev.get(name) or {}).get("verdict") == "no-gain" else "")
             for name in ("easy", "hard")}
         if ev:
-            lines.append(f"Size {size}: " + headline(ev)[len("In short: "):])
+            lines.append(f"Size {size}: " + verdicts(ev))
     sec.add(table(rows))
     if any(fr for per_set in frontiers.values() for fr, _ in per_set.values()):
         sec.add(img(figure_png(fig_sizes(frontiers)),
@@ -909,15 +917,13 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         summary.add(para(profile_notes))
 
     if preset.get("sizes"):
-        sec, lines = sizes_section(root, preset)
+        sec, lines = sizes_section(root, preset, evidence)
         sections.append(sec)
         if lines:
             summary.add(para("By model size (section 'Across model sizes'): " + " ".join(lines)))
 
     comp = Section("Compute per stage")
     rows = []
-    from rlscale.lab.pipeline import STAGES
-
     for st in sorted(stages, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k)):
         rec = stages[st]
         note = ""

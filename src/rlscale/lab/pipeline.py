@@ -649,7 +649,7 @@ def stage_sizes(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
     `runs` / `skipped_runs` count the size labs and those in which no stage ran (all reused)."""
     tot = {"rollouts": 0.0, "tokens": 0.0, "flops": 0.0, "val_rollouts": 0.0, "runs": len(p.sizes), "skipped_runs": 0}
     for size, sub in size_dirs(out, p.sizes).items():
-        before = StageLog(sub).data if (sub / STAGES_FILE).exists() else None
+        before = StageLog(sub).data  # {} for a lab not started
         stages = run_lab(p.for_size(size), sub, progress=progress, workers=workers, label=f"lab {size}")
         tot["skipped_runs"] += int(stages == before)
         for rec in stages.values():
@@ -665,9 +665,9 @@ def stage_report(out: Path) -> dict:
     return {"report": str(path.relative_to(out))}
 
 
-def outputs_exist(stage: str, out: Path, p: LabPreset | None = None) -> bool:
+def outputs_exist(stage: str, out: Path, p: LabPreset) -> bool:
     if stage == "sizes":
-        return all((d / REPORT_FILE).exists() for d in size_dirs(out, p.sizes if p else ()).values())
+        return all((d / REPORT_FILE).exists() for d in size_dirs(out, p.sizes).values())
     if stage == "pretrain":
         return (out / "model" / "rlscale_model.json").exists()
     if stage == "profile":
