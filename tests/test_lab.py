@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from rlscale.cli import main
-from rlscale.lab.pipeline import PRESETS, STAGES, LabPreset, get_preset, run_lab, sweep_spec_dict
+from rlscale.errors import UserError
+from rlscale.lab.pipeline import (PAPER_HARD_BOUNDS, PRESETS, STAGES, LabPreset, estimate_seconds, get_preset, run_lab,
+                                  sweep_spec_dict)
 
 # Seconds-scale settings: an xs model pretrained on 300k tokens, a 128-problem pool, n in {2, 4}, 3 seeds.
 MICRO = {"base": "quick", "name": "micro", "size": "xs", "pretrain_tokens": 300_000, "pool_size": 128,
@@ -37,14 +39,53 @@ def test_presets_meet_the_bars():
         assert max(p.n_grid) / min(p.n_grid) >= 8, name  # n spans >= 8x
         from rlscale.sweep.spec import log_spaced_steps
 
-        for n in p.n_grid:  # validation points span >= 16x in compute for every n
-            steps = log_spaced_steps(p.val_points, p.max_rollouts // (n * p.problems_per_batch))
-            assert steps[-1] / steps[0] >= 16, (name, n, steps)
-        assert (p.easy_bounds, p.hard_bounds) == ((0.3, 0.6), (0.0, 0.0625))
+        for q in (p.for_set("easy"), p.for_set("hard")):
+            assert max(q.n_grid) / min(q.n_grid) >= 8, name
+            for n in q.n_grid:  # validation points span >= 16x in compute for every n
+                steps = log_spaced_steps(q.val_points, q.max_rollouts // (n * q.problems_per_batch))
+                assert steps[-1] / steps[0] >= 16, (name, n, steps)
+        assert p.easy_bounds == (0.3, 0.6)
         assert p.profile_n == 16 and p.plan_factor == 4.0
     q, f = PRESETS["quick"], PRESETS["full"]
     assert f.max_rollouts > q.max_rollouts and len(f.seeds) > len(q.seeds) and len(f.n_grid) > len(q.n_grid)
     assert len(f.sizes) > len(q.sizes)  # "full uses more budgets, seeds and sizes"
+    # quick keeps the study's Hard bounds; full takes the above-chance bucket, validated on 400 x 16
+    assert q.hard_bounds == PAPER_HARD_BOUNDS == (0.0, 0.0625) and f.hard_bounds == (0.0625, 0.25)
+    assert (f.for_set("hard").val_size, f.for_set("hard").val_n) == (400, 16)
+
+
+def test_set_overrides_apply_to_one_set(tmp_path):
+    from rlscale.sweep.spec import parse_spec
+
+    p = dataclasses.replace(PRESETS["quick"], set_overrides={"hard": {"val_n": 16, "n_grid": [2, 8], "seeds": [0],
+                                                                      "max_rollouts": 1024}}).validate()
+    hard, easy = p.for_set("hard"), p.for_set("easy")
+    assert (hard.val_n, hard.n_grid, hard.seeds, hard.max_rollouts) == (16, (2, 8), (0,), 1024)
+    assert easy == dataclasses.replace(p, set_overrides={}) and hard.set_overrides == {}
+    spec = parse_spec(sweep_spec_dict(p, "hard", 50), tmp_path / "specs" / "hard.yaml", check_files=False)
+    assert {(r.n, r.seed, r.rollouts) for r in spec.runs} == {(2, 0, 1024), (8, 0, 1024)}
+    assert {r.config["val_n"] for r in spec.runs} == {16}
+    easy_spec = sweep_spec_dict(p, "easy", 50)
+    assert easy_spec["n"] == list(p.n_grid) and easy_spec["train"]["val_n"] == p.val_n
+    # the ETA follows the overrides: fewer, shorter Hard runs
+    est = estimate_seconds(p, 2)
+    assert est["sweep_hard"] < est["sweep_easy"]
+    assert p.for_size("xs").set_overrides == p.set_overrides  # a further size studies the same sets
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"medium": {}}, "set_overrides names set 'medium'"),
+    ({"hard": {"lr": 1e-4}}, "set_overrides.hard.lr cannot differ per set"),
+    ({"hard": {"val_n": 2}}, "val_ks [1, 4] must be <= val_n=2 (in set_overrides.hard)"),
+    ({"hard": {"n_grid": [2]}}, "n_grid needs >= 2 values"),
+    ({"hard": [400]}, "set_overrides.hard must be a dict"),
+])
+def test_set_overrides_validation(over, needle, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"base": "quick", "set_overrides": over}))
+    with pytest.raises(UserError) as e:
+        get_preset(str(path)).validate()
+    assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_sweep_spec_from_preset(tmp_path):
@@ -332,3 +373,22 @@ def test_eta_estimates_match_a_measured_quick_lab():
         assert wall_s / 2 <= est[stage] <= wall_s * 2, (stage, est[stage], wall_s)
     one_worker = estimate_seconds(PRESETS["quick"], workers=1)
     assert one_worker["sweep_easy"] > 1.8 * est["sweep_easy"] and one_worker["pretrain"] > 1.8 * est["pretrain"]
+
+
+def test_curate_holds_out_each_sets_val_size(tmp_path):
+    """set_overrides.hard.val_size holds out that many Hard problems while Easy keeps the preset's val_size."""
+    import pandas as pd
+
+    from rlscale.io import write_table
+    from rlscale.lab.pipeline import stage_curate
+
+    avg = [c / 16 for c in range(17)] * 20  # 20 problems at every pass rate c/16
+    df = pd.DataFrame({"problem_id": [f"p{i}" for i in range(len(avg))], "avg": avg, "n": 16,
+                       "correct": [round(a * 16) for a in avg], "question": "q", "answer": "1"})
+    write_table(df, tmp_path / "profile.parquet")
+    p = dataclasses.replace(PRESETS["quick"], hard_bounds=(0.0625, 0.25), val_size=10, train_size=16,
+                            set_overrides={"hard": {"val_size": 30}})
+    sets = stage_curate(p, tmp_path)["sets"]
+    assert (sets["easy"]["val"], sets["hard"]["val"]) == (10, 30)
+    assert sets["hard"]["bucket_size"] == 80 and sets["hard"]["avg_min"] == 0.0625 and sets["hard"]["avg_max"] == 0.25
+    assert len((tmp_path / "sets" / "hard" / "val.jsonl").read_text().splitlines()) == 30

@@ -194,6 +194,31 @@ def test_chance_baselines_per_bucket_are_read_from_the_profile(labdir):
     assert chance_sentence(df.drop(columns="answer"), {"hard": PRESET.hard_bounds}) == ""
 
 
+def test_a_lab_with_other_hard_bounds_states_the_studys_hard_bucket(labdir, tmp_path):
+    """When the Hard set is not the study's [0, 1/16] (the full preset's above-chance set), the summary still gives
+    that bucket's chance figures from the profile, next to the Hard set's own."""
+    import html
+    import shutil
+
+    import pandas as pd
+
+    from rlscale.evals.difficulty import chance_rates
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+    lab = json.loads((root / "lab.json").read_text())
+    lab["preset"]["hard_bounds"] = [0.0625, 0.25]
+    (root / "lab.json").write_text(json.dumps(lab))
+    df = pd.read_parquet(root / "profile.parquet")
+    summary = html.unescape(build(root).split("Run configuration")[0])
+    for name, (lo, hi) in (("Hard", (0.0625, 0.25)), ("Study's hard", (0.0, 0.0625))):
+        sub = df[(df["avg"] >= lo) & (df["avg"] <= hi)]
+        rates = chance_rates(sub["answer"])
+        expect = f"{name} bucket mean pass rate {sub['avg'].mean():.3f} against {rates['constant']:.3f}"
+        assert expect in summary, expect
+    assert "Study's hard" not in html.unescape(build(labdir))  # a lab on the study's bounds names its Hard bucket once
+
+
 def test_report_on_plain_sweep_dir(labdir, capsys):
     sweepdir = labdir / "sweeps" / "easy"
     assert main(["report", str(sweepdir)]) == 0
