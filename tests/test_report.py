@@ -216,6 +216,7 @@ def test_a_lab_with_other_hard_bounds_states_the_studys_hard_bucket(labdir, tmp_
         rates = chance_rates(sub["answer"])
         expect = f"{name} bucket mean pass rate {sub['avg'].mean():.3f} against {rates['constant']:.3f}"
         assert expect in summary, expect
+    assert "This lab's Hard set is the avg@16 bucket [0.0625, 0.25], not the study's [0, 0.0625]" in summary
     assert "Study's hard" not in html.unescape(build(labdir))  # a lab on the study's bounds names its Hard bucket once
 
 

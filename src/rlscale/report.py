@@ -918,6 +918,11 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:
         summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
+    hard = tuple(preset.get("hard_bounds", PAPER_HARD_BOUNDS))
+    if hard != PAPER_HARD_BOUNDS:
+        summary.add(para(f"This lab's Hard set is the avg@16 bucket [{hard[0]:g}, {hard[1]:g}], not the study's "
+                         f"[{PAPER_HARD_BOUNDS[0]:g}, {PAPER_HARD_BOUNDS[1]:g}] (the preset's hard_bounds); the study's "
+                         "bucket is reported below as \"study's hard\" from the profile alone (not swept)."))
     if profile_notes:
         summary.add(para(profile_notes))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 HELP = "run the whole compute-optimal RL study on a tiny lab model end to end (resumable) and write a report"
 DESCRIPTION = HELP + (
-    "\n\nStages: pretrain, profile (avg@16 of the arith pool), curate (Easy [0.3,0.6], Hard [0,0.0625] with"
-    "\nheld-out validation), sweep_easy, sweep_hard (n at fixed B_problem), export, fit (frontier, n*(C)), plan"
+    "\n\nStages: pretrain, profile (avg@16 of the arith pool), curate (Easy [0.3,0.6], Hard [0,0.0625] in quick,"
+    "\n[0.0625,0.25] in full, with held-out validation), sweep_easy, sweep_hard (n at fixed B_problem; a set's"
+    "\nvalidation, budget and grid can differ: preset field set_overrides), export, fit (frontier, n*(C)), plan"
     "\n(4x the spent budget), sizes (the same study for each further model size of the preset's `sizes`, in"
     "\nOUT/sizes/<size>/), report. Finished stages are reused; re-run the same command to resume."
     "\nPresets: quick (<= 15 min on 2 cores), full (<= 2 h). Knobs: rlscale.lab.pipeline.PRESETS."
