@@ -536,9 +536,9 @@ def fig_profile(avg: np.ndarray, n: int, bounds: dict):
     counts, edges = histogram(avg, n)
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black", color="tab:blue")
-    shade = {"easy": "tab:orange", "hard": "tab:red", PAPER_HARD: "tab:grey"}
+    shade = {"easy": "tab:orange", "hard": "tab:red"}
     for name, (lo, hi) in bounds.items():
-        ax.axvspan(lo, hi, alpha=0.15, color=shade.get(name, "grey"), label=f"{name} [{lo:g}, {hi:g}]")
+        ax.axvspan(lo, hi, alpha=0.15, color=shade.get(name, "tab:grey"), label=f"{name} [{lo:g}, {hi:g}]")
     ax.set_xlabel(f"per-problem pass rate of the base model (avg@{n})")
     ax.set_ylabel("problems")
     ax.legend(fontsize=8)
@@ -875,14 +875,14 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         cfg.add("<h3>Curated sets</h3>" + table([{"set": k, **v} for k, v in manifest["sets"].items()]))
     sections.append(cfg)
 
+    hard = tuple(preset.get("hard_bounds", PAPER_HARD_BOUNDS))
     prof = Section("Difficulty profile of the training pool")
     profile_notes = ""
     if (root / "profile.parquet").exists():
         df = read_table(root / "profile.parquet")
         n = int(df["n"].max())
-        bounds = {"easy": tuple(preset.get("easy_bounds", (0.3, 0.6))),
-                  "hard": tuple(preset.get("hard_bounds", PAPER_HARD_BOUNDS))}
-        if bounds["hard"] != PAPER_HARD_BOUNDS:  # the study's Hard bucket, for its chance figures
+        bounds = {"easy": tuple(preset.get("easy_bounds", (0.3, 0.6))), "hard": hard}
+        if hard != PAPER_HARD_BOUNDS:  # the study's Hard bucket, for its chance figures
             bounds[PAPER_HARD] = PAPER_HARD_BOUNDS
         avg = df["avg"].to_numpy(float)
         prof.add(para(f"{len(df)} problems x {n} samples; mean avg@{n} = {avg.mean():.4f}; "
@@ -918,7 +918,6 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:
         summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
-    hard = tuple(preset.get("hard_bounds", PAPER_HARD_BOUNDS))
     if hard != PAPER_HARD_BOUNDS:
         summary.add(para(f"This lab's Hard set is the avg@16 bucket [{hard[0]:g}, {hard[1]:g}], not the study's "
                          f"[{PAPER_HARD_BOUNDS[0]:g}, {PAPER_HARD_BOUNDS[1]:g}] (the preset's hard_bounds); the study's "

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from rlscale.config import changed_keys
 from rlscale.errors import UserError
+from rlscale.evals.difficulty import DEFAULT_BUCKETS
 from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 SETS = ("easy", "hard")
@@ -44,8 +45,8 @@ STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export",
 SIZES_DIR = "sizes"
 SET_OVERRIDE_FIELDS = ("val_size", "val_n", "val_points", "max_rollouts", "n_grid", "seeds")
 """the preset fields a set can override (LabPreset.set_overrides): its validation, budget and grid"""
-PAPER_HARD_BOUNDS = (0.0, 0.0625)
-"""the Hard bucket of the study the lab reproduces (avg@16 <= 1/16; rlscale.evals.difficulty.DEFAULT_BUCKETS)"""
+PAPER_HARD_BOUNDS = (DEFAULT_BUCKETS["hard"].lo, DEFAULT_BUCKETS["hard"].hi)
+"""the Hard bucket of the study the lab reproduces (avg@16 <= 1/16)"""
 STAGES_FILE = "stages.json"
 LAB_FILE = "lab.json"
 REPORT_FILE = "report.html"
@@ -171,8 +172,7 @@ class LabPreset:
 
     def for_set(self, name: str) -> LabPreset:
         """The preset of one set's curation and sweep: this one with set_overrides[name] applied."""
-        over = {k: tuple(v) if isinstance(v, list) else v for k, v in self.set_overrides.get(name, {}).items()}
-        return dataclasses.replace(self, **over, set_overrides={})
+        return dataclasses.replace(self, **_tupled(self.set_overrides.get(name, {})), set_overrides={})
 
     def for_size(self, size: str) -> LabPreset:
         """The preset of the lab of one further size (OUT/sizes/<size>/): this one with that size and no sizes."""
@@ -277,12 +277,13 @@ def get_preset(name: str) -> LabPreset:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
-    for key in ("n_grid", "val_ks", "seeds", "easy_bounds", "hard_bounds", "pretrain_step_weights", "lr_grid",
-                "sizes"):
-        if key in fields:
-            fields[key] = tuple(fields[key])
     fields.setdefault("name", Path(name).stem)
-    return dataclasses.replace(base, **fields)
+    return dataclasses.replace(base, **_tupled(fields))
+
+
+def _tupled(fields: dict) -> dict:
+    """LabPreset fields as read from JSON: lists become the tuples the preset holds."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 # ------------------------------------------------------------------------------------------------ stage records
