@@ -1,5 +1,5 @@
 """`rlscale lab`: presets, the sweep spec it builds, refusals, and (slow) a micro preset through every stage end to
-end via the CLI, the < 30 s re-run, and kill -9 mid-sweep then resume."""
+end via the CLI, the < 30 s re-run, and kill -9 mid-sweep then resume (after moving the lab elsewhere)."""
 
 from __future__ import annotations
 
@@ -331,10 +331,22 @@ def test_kill9_mid_sweep_resumes(tmp_path):
         proc.wait()
     stages = json.loads((out / "stages.json").read_text())
     assert stages["sweep_easy"]["status"] == "running"
-    assert main(["lab", "--preset", preset, "--out", str(out), "--quiet"]) == 0
-    stages = json.loads((out / "stages.json").read_text())
+    from rlscale.store import RunStore
+
+    def first_steps(lab):  # the first step of each run with a checkpoint, timings included: equal only if kept
+        stores = [r for r in (lab / "sweeps" / "easy" / "runs").iterdir() if list(r.glob("checkpoints/step_*"))]
+        return {json.dumps(RunStore.open(r).steps()[:1], sort_keys=True) for r in stores}
+
+    before = first_steps(out)
+    moved = tmp_path / "elsewhere" / "lab2"  # the lab is moved before it resumes: its runs are carried over
+    moved.parent.mkdir()
+    os.replace(out, moved)
+    assert main(["lab", "--preset", preset, "--out", str(moved), "--quiet"]) == 0
+    stages = json.loads((moved / "stages.json").read_text())
     assert all(s["status"] == "done" for s in stages.values())
-    assert all((r / "summary.json").exists() for r in (out / "sweeps" / "easy" / "runs").iterdir())
+    runs = list((moved / "sweeps" / "easy" / "runs").iterdir())
+    assert len(runs) == 6 and all((r / "summary.json").exists() for r in runs)
+    assert before and "[]" not in before and before <= first_steps(moved)
 
 
 def test_profile_counts_correct_samples_with_a_right_chain():

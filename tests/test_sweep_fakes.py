@@ -14,7 +14,7 @@ import os
 import time
 
 from rlscale.seeds import derive_seed
-from rlscale.store import RunStore
+from rlscale.store import RunStore, config_hash
 
 
 def _val(seed: int, n: int, bp: int, step: int, lr: float | None = None) -> float:
@@ -35,6 +35,8 @@ def fake_train(config: dict, out_dir: str, resume: bool = True, progress: bool =
     if RunStore.exists(out_dir):
         assert resume, "run exists and resume is off"
         store = RunStore.open(out_dir)
+        if store.config_hash != config_hash(config):  # as the real trainer (rlscale.rl.grpo.open_run) refuses it
+            raise RuntimeError(f"{out_dir}: config differs from the stored run")
     else:
         store = RunStore.create(out_dir, config)
     done = [s["step"] for s in store.steps()]

@@ -138,6 +138,55 @@ def test_changed_spec_new_ids_and_conflict_refused(tmp_path, capsys):
     assert main(["sweep", "run", str(spec2), "--out", str(tmp_path / "other")]) == 2
 
 
+def test_a_moved_sweep_keeps_its_runs(tmp_path, capsys):
+    """A directory holding the spec, its model and SWEEPDIR, moved elsewhere: finished runs are skipped, an
+    interrupted one resumes (its stored config carries the new paths, as the real trainer checks), the table is the
+    unmoved one's; data that moved without the SWEEPDIR, or another model, are still refused."""
+    from rlscale.store import RunStore, config_hash
+    from rlscale.sweep.relocate import moved_roots
+
+    a = tmp_path / "a" / "proj"
+    a.mkdir(parents=True)
+    spec = make_spec(a)
+    assert main(["sweep", "run", str(spec), "--out", str(a / "sweep"), "--workers", "2", "--no-progress"]) == 0
+    table = load_sweep_table(a / "sweep")
+    cut = sorted((a / "sweep" / "runs").iterdir())[0]
+    (cut / "summary.json").unlink()  # interrupted after its first step
+    with RunStore.open(cut) as store:
+        store.truncate_after(1)
+    b = tmp_path / "b" / "elsewhere"
+    b.parent.mkdir()
+    os.replace(a, b)
+    capsys.readouterr()
+    mtimes = {p.parent.name: p.stat().st_mtime_ns for p in (b / "sweep").glob("runs/*/summary.json")}
+    assert main(["sweep", "run", str(b / "s.toml"), "--out", str(b / "sweep"), "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "1 run(s) finished now, 3 already finished" in captured.out
+    assert f"moved from {tmp_path / 'a' / 'proj'} to {b}; 4 run(s) carried over" in captured.err
+    new_ids = {r.run_id for r in load_spec(b / "s.toml").runs}
+    assert {p.name for p in (b / "sweep" / "runs").iterdir()} == new_ids
+    assert {p.stem for p in (b / "sweep" / "configs").glob("*.json")} == new_ids
+    assert {p.stem for p in (b / "sweep" / "logs").glob("*.log")} == new_ids
+    for rid in new_ids:
+        with RunStore.open(b / "sweep" / "runs" / rid) as store:
+            assert store.config["model"] == str(b / "model") and store.config_hash == config_hash(store.config)
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (b / "sweep").glob("runs/*/summary.json")}
+    assert len(mtimes) == 3 and len(done) == 4 and set(mtimes.values()) <= set(done.values())  # not re-run
+    assert json.loads((b / "sweep" / "sweep.json").read_text())["identity"]["model"] == str(b / "model")
+    moved = load_sweep_table(b / "sweep")
+    pd.testing.assert_frame_equal(moved.drop(columns="run_id"), table.drop(columns="run_id"))
+
+    ident = {"model": "/x/lab/model", "task": "arith", "train_set": "/x/lab/sets/t.jsonl", "val_set": None,
+             "seeds": [0]}
+    moved_ident = {**ident, "model": "/y/lab2/model", "train_set": "/y/lab2/sets/t.jsonl"}
+    assert moved_roots(ident, moved_ident, "/y/lab2/sweeps/easy") == ("/x/lab", "/y/lab2")
+    assert moved_roots(ident, moved_ident, "/x/lab/sweeps/easy") is None  # the data moved, the sweep did not
+    assert moved_roots(ident, {**moved_ident, "train_set": "/z/lab2/sets/t.jsonl"}, "/y/lab2/s") is None
+    assert moved_roots(ident, {**moved_ident, "model": "/y/lab2/other"}, "/y/lab2/s") is None
+    assert moved_roots(ident, {**moved_ident, "seeds": [1]}, "/y/lab2/s") is None
+    assert moved_roots(ident, {**ident, "model": "/model"}, "/s") is None
+
+
 def test_failed_run_reported_then_resumed(tmp_path, monkeypatch, capsys):
     spec = make_spec(tmp_path)
     out = tmp_path / "sweep"

@@ -10,8 +10,9 @@ SWEEPDIR layout:
 
 Resume: re-running the same command skips finished runs, resumes interrupted ones (the trainer resumes from its
 checkpoints; the worker's lock guarantees one writer per run store) and refuses a spec whose sweep identity
-(model, task, data, seeds) differs from the one that created SWEEPDIR. A changed run config has a new run id, so
-records of different configs never mix. Workers die with the driver (PR_SET_PDEATHSIG).
+(model, task, data, seeds) differs from the one that created SWEEPDIR, except when the directory tree holding
+SWEEPDIR, its model and its data moved (sweep/relocate.py: its runs are carried over). A changed run config has a
+new run id, so records of different configs never mix. Workers die with the driver (PR_SET_PDEATHSIG).
 
 Local runs are forked from a fork server that imported torch and the trainer once (`ForkedRun`), so a run's
 process starts in milliseconds instead of re-importing them (bench/sweep_startup.py); RLSCALE_SWEEP_FORK=0 starts
@@ -36,6 +37,7 @@ from rlscale.io import atomic_write_json, atomic_write_text
 from rlscale.rl.grpo import VAL_CACHE_ENV
 from rlscale.sweep.export import read_store, run_finished
 from rlscale.sweep.plan import format_duration
+from rlscale.sweep.relocate import moved_roots, relocate_runs
 from rlscale.sweep.spec import RunSpec, SweepSpec
 from rlscale.sweep.worker import PARENT_ENV, TRAINER_ENV, lock_held
 
@@ -57,7 +59,7 @@ def check_sweepdir(spec: SweepSpec, out: Path) -> dict | None:
     if sweep_json.is_file():
         old = json.loads(sweep_json.read_text(encoding="utf-8"))
         diff = changed_keys(old["identity"], spec.identity())
-        if diff:
+        if diff and moved_roots(old["identity"], spec.identity(), out) is None:
             k = diff[0]
             raise UserError(f"{out}: holds a sweep with a different {k} ({old['identity'].get(k)!r} vs "
                             f"{spec.identity().get(k)!r}); use a new --out directory")
@@ -364,6 +366,12 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, ray_add
     (out / "locks").mkdir(parents=True, exist_ok=True)
     driver_lock = _lock_driver(out)
     try:
+        if old is not None and changed_keys(old["identity"], spec.identity()):  # moved with its data
+            old_root, new_root = moved_roots(old["identity"], spec.identity(), out)
+            carried = relocate_runs(out, old_root, new_root)
+            if progress:
+                print(f"[sweep] {out}: moved from {old_root} to {new_root}; {carried} run(s) carried over",
+                      file=sys.stderr, flush=True)
         sweep = prepare_sweepdir(spec, out, old)
     except BaseException:
         driver_lock.close()
