@@ -631,3 +631,31 @@ def test_sizes_section_compares_the_labs_of_each_size(labdir, tmp_path):
     (root / "lab.json").write_text(json.dumps({"preset": {**preset, "sizes": ["s", "m"]}}))
     assert "not run yet" in build(root).split(">Across model sizes</h2>")[1]
     assert "Across model sizes" not in build(labdir)
+
+
+def test_intervals_from_a_few_runs_are_widened_by_the_small_sample_factor(monkeypatch):
+    """A fit whose n were resampled by runs (6 each): the fitted and measured gains' intervals are the unwidened
+    ones stretched about the estimate by small_sample_widening(6) = 1.44 exactly, the iso-FLOP interval is wider,
+    and the argmax verdict needs the expanded one-sided level (0.986)."""
+    import rlscale.scaling.isocompute as iso
+    from rlscale.report import n_star_evidence
+
+    fit = fit_from_truth(rising_family((2, 4, 8, 16, 32)), B=300)
+    for d in fit["per_n"].values():
+        d.update(bootstrap_unit="runs", n_runs=6, measured_gains=[d["measured_gains"][1] + e for e in
+                                                                   (-0.01, -0.004, 0.0, 0.002, 0.005, 0.012)])
+    ev = n_star_evidence(fit)
+    f = iso.small_sample_widening(6)
+    assert ev["widening"] == pytest.approx(f) and ev["runs_per_n"] == 6
+    assert ev["one_sided_level"] == pytest.approx(iso.expanded_level(0.95, 6)) and ev["one_sided_level"] > 0.98
+    monkeypatch.setattr(iso, "fit_widening", lambda per_n, level=0.95: (1.0, None))
+    raw = n_star_evidence(fit)
+    assert raw["one_sided_level"] == 0.95
+    for key, point in (("gain_ci", ev["gain"]), ("measured_gain_ci", ev["measured_gain"])):
+        assert ev[key] == pytest.approx([point + f * (c - point) for c in raw[key]], abs=1e-12)
+    w = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert w(ev["isoflop"]["log2_ratio_ci"]) > 1.2 * w(raw["isoflop"]["log2_ratio_ci"])
+    from rlscale.report import evidence_sentence
+
+    assert "resample only 6 runs per n, which understates them, so they are widened 1.44x" in \
+        evidence_sentence("Easy", ev) and "widened" not in evidence_sentence("Easy", raw)

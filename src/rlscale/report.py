@@ -64,8 +64,13 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     or the measured gain's CI reaches down to 0 (RL moved no allocation on this set: there is no compute-optimal n
     to speak of, whatever the noise picks). The measured gain guards against the record-breaking envelope, which
     rises on flat noisy curves by the running maximum of the noise.
+
+    With k runs per n, a bootstrap that resamples them understates every interval by ~small_sample_widening(k)
+    (1.44 for k = 6; on the full lab's sweeps disjoint 6-seed halves disagreed by 1.48x their own bootstrap spread),
+    so the levels `level` names are kept by widening continuous draws (gains, iso-FLOP n*, allocation gaps) and by
+    reading the discrete argmax n* at expanded levels (`one_sided_level` for its verdict; isocompute.expanded_level).
     """
-    from rlscale.scaling.isocompute import joint_resamples
+    from rlscale.scaling.isocompute import expanded_level, fit_widening, joint_resamples, widen
 
     level = level or fit.get("ci_level", 0.95)
     q = (1.0 - level) / 2.0
@@ -85,9 +90,14 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
            "plateau_n": 2.0 ** float(fit["params"]["A"]), "start_n": 2.0 ** float(fit["params"]["R0"]),
            "n_max_swept": max(per_n), "n_min_swept": min(per_n), "gain": gain,
            "point_bootstrap": sorted(n for n, v in per_n.items() if v.get("bootstrap_unit") == "points")}
-    ci_A = (fit.get("ci") or {}).get("A")
-    out["plateau_n_ci"] = [2.0 ** ci_A[0], 2.0 ** ci_A[1]] if ci_A else None
-    out.update(_measured_gain(per_n, level, int(fit.get("n_bootstrap") or 0) or 1000, int(fit.get("seed", 0))))
+    # every interval below comes from resampling a few runs per n, which understates it: continuous draws are
+    # widened about the point estimate by the small-sample factor (isocompute.small_sample_widening; 1.44 for 6
+    # runs), discrete ones read at the matching expanded levels (isocompute.expanded_level)
+    f, k = fit_widening(per_n, level)
+    out.update({"widening": f, "runs_per_n": k})
+    ci_A, A = (fit.get("ci") or {}).get("A"), float(fit["params"]["A"])
+    out["plateau_n_ci"] = [2.0 ** float(widen(c, A, f)) for c in ci_A] if ci_A else None
+    out.update(_measured_gain(per_n, level, int(fit.get("n_bootstrap") or 0) or 1000, int(fit.get("seed", 0)), f))
     samples = {n: np.asarray(v.get("bootstrap_samples") or [], float) for n, v in per_n.items()}
     B = min((len(s) for s in samples.values()), default=0)
     if B:
@@ -98,29 +108,34 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
             ns = _frontier_n_star(params, C, c_first)
             lo[i], hi[i], sat[i] = ns[0], ns[-1], _saturation_C(C, ns)
             gains[i] = _rl_gain(params, C_lo, C_hi)
+        gains = widen(gains, gain, f)
         ratio = np.log2(hi / lo)
+        # the argmax n* takes grid values (widening would move its ties): its intervals and one-sided shares are
+        # read at the expanded levels instead
+        ql, qh, one_sided = expanded_level(q, k), expanded_level(1 - q, k), expanded_level(level, k)
         out.update({"n_bootstrap": B, "rise_frac": float(np.mean(hi > lo)), "fall_frac": float(np.mean(hi < lo)),
-                    "log2_ratio_ci": [float(np.quantile(ratio, q)), float(np.quantile(ratio, 1 - q))],
-                    "n_hi_ci": [float(np.quantile(hi, q)), float(np.quantile(hi, 1 - q))],
-                    "C_sat_ci": [float(np.quantile(sat, q)), float(np.quantile(sat, 1 - q))],
+                    "one_sided_level": one_sided,
+                    "log2_ratio_ci": [float(np.quantile(ratio, ql)), float(np.quantile(ratio, qh))],
+                    "n_hi_ci": [float(np.quantile(hi, ql)), float(np.quantile(hi, qh))],
+                    "C_sat_ci": [float(np.quantile(sat, ql)), float(np.quantile(sat, qh))],
                     "n_hi_samples": hi.tolist(),
                     "gain_ci": [float(np.quantile(gains, q)), float(np.quantile(gains, 1 - q))]})
         no_gain = out["gain_ci"][0] <= 0.0 or out.get("measured_gain_ci", [np.inf])[0] <= 0.0
         resamples = joint_resamples(samples)  # the usable ones, shared by the iso-FLOP and near-optimal reads
         if len(per_n) >= 3:
-            out["isoflop"] = _isoflop_evidence(point, resamples, C, level, no_gain)
-        out["near_optimal"] = _near_optimal(point, resamples, out, level, c_first)
+            out["isoflop"] = _isoflop_evidence(point, resamples, C, level, no_gain, f)
+        out["near_optimal"] = _near_optimal(point, resamples, out, level, c_first, f)
         if no_gain:
             out["verdict"] = "no-gain"
-        elif out["rise_frac"] >= level:
+        elif out["rise_frac"] >= one_sided:
             out["verdict"] = "rises"
-        elif out["fall_frac"] >= level:
+        elif out["fall_frac"] >= one_sided:
             out["verdict"] = "falls"
-        elif np.mean(hi == lo) >= level:
+        elif np.mean(hi == lo) >= one_sided:
             out["verdict"] = "flat"
-        elif np.mean(hi <= lo) >= level:  # one-sided: neither 'falls' nor 'flat' alone, but no rise
+        elif np.mean(hi <= lo) >= one_sided:  # one-sided: neither 'falls' nor 'flat' alone, but no rise
             out["verdict"] = "no-rise"
-        elif np.mean(hi >= lo) >= level:
+        elif np.mean(hi >= lo) >= one_sided:
             out["verdict"] = "no-fall"
         else:
             out["verdict"] = "unresolved"
@@ -136,7 +151,8 @@ ONSET_FRAC = 0.1
 """the iso-FLOP comparison starts where the frontier has made this share of its rise (isocompute.learning_onset)"""
 
 
-def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: float, no_gain: bool) -> dict:
+def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: float, no_gain: bool,
+                      widening: float = 1.0) -> dict:
     """n*(C) by the iso-FLOP-profile vertex (isocompute.isoflop_n_star), compared between the learning onset C_on
     (where the frontier has made ONSET_FRAC of its rise; below it every n ties at the base reward) and C_max, per
     joint resample (each resample its own onset). Verdict on the two-sided `level` CI [lo, hi] of d = log2
@@ -149,8 +165,10 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     resamples): with n* = 4 or n* = 2 at every C, 'rises' in 0 of 60 sweeps (a one-sided 95% rule: 2 of 60) and
     'falls' in 5 of 60 (n* = 2 with larger n learning later, `null2d`: neither in 30); with the full lab's fitted
     Easy curves as the truth (n* 2 -> ~7), 'rises' in 21 of 30, where the argmax verdict called 'rises' in 1 of 30
-    (`--sweeps 30`, 7.5 min on 2 workers). Without usable resamples: the point estimates and verdict 'unresolved'."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset
+    (`--sweeps 30`, 7.5 min on 2 workers). The resampled C_on and n* are widened about the point ones by
+    `widening` (in log space, within the swept range). Without usable resamples: the point estimates and verdict
+    'unresolved'."""
+    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset, widen
 
     def one(params: dict) -> tuple[float, float, float]:
         """(C_on, n* at C_on, n* at C_max) of one set of per-n curves."""
@@ -166,6 +184,10 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     if not resamples:
         return out
     draws = np.array([one(params) for params in resamples])
+    span = (np.log2(min(point)), np.log2(max(point)))
+    draws[:, 0] = np.exp(widen(np.log(draws[:, 0]), np.log(C_on), widening, (np.log(C[0]), np.log(C[-1]))))
+    for j, v in ((1, n_on), (2, n_hi)):
+        draws[:, j] = 2.0 ** widen(np.log2(draws[:, j]), np.log2(v), widening, span)
     d = np.log2(draws[:, 2] / draws[:, 1])
     ci = lambda a: [float(np.quantile(a, q)), float(np.quantile(a, 1 - q))]  # noqa: E731
     out.update({"n_resamples": len(resamples), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)),
@@ -179,7 +201,8 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     return out
 
 
-def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_first: dict | None) -> list[dict]:
+def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_first: dict | None,
+                  widening: float = 1.0) -> list[dict]:
     """isocompute.allocation_gaps at C_min (every n has data), the iso-FLOP learning onset (when there is one
     inside the range) and C_max: per compute point the best n, the n the data cannot tell from it and each n's
     gap to it with its interval (JSON-ready)."""
@@ -189,7 +212,7 @@ def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_
     C_on = (ev.get("isoflop") or {}).get("C_on")
     if C_on is not None and ev["C_lo"] * 1.01 < C_on < ev["C_hi"] / 1.01:
         where = {"C_min": ev["C_lo"], "onset": float(C_on), "C_max": ev["C_hi"]}
-    g = allocation_gaps(point, resamples, np.array(list(where.values())), level, c_first)
+    g = allocation_gaps(point, resamples, np.array(list(where.values())), level, c_first, widening)
     return [{"at": name, "C": float(g["C"][j]), "best_n": float(g["best_n"][j]),
              "near": [float(n) for n in g["near_optimal"][j]],
              "gaps": {str(float(n)): [float(g["gap"][i, j]), float(g["lo"][i, j]), float(g["hi"][i, j])]
@@ -260,16 +283,19 @@ def near_optimal_sentence(name: str, ev: dict) -> str:
     return text
 
 
-def _measured_gain(per_n: dict, level: float, B: int, seed: int) -> dict:
-    """max_n of the mean over runs of (last - first validation), and its CI from resampling each n's runs plus the
-    sampling error of the before-training value the runs share (`initial_stderr`: one normal draw per resample,
-    common to every n, since every n starts from that one measurement); {} when the fit stored no measured gains
-    (fits written before they were)."""
+def _measured_gain(per_n: dict, level: float, B: int, seed: int, widening: float = 1.0) -> dict:
+    """max_n of the mean over runs of (last - first validation), and its CI from resampling each n's runs (widened
+    about the point estimate by `widening`, the small-sample factor) plus the sampling error of the before-training
+    value the runs share (`initial_stderr`: one normal draw per resample, common to every n, since every n starts
+    from that one measurement); {} when the fit stored no measured gains (fits written before they were)."""
+    from rlscale.scaling.isocompute import widen
+
     gains = {n: np.asarray(v.get("measured_gains") or [], float) for n, v in per_n.items()}
     if not gains or any(g.size == 0 for g in gains.values()):
         return {}
     rng = np.random.default_rng(seed)
     draws = np.max([rng.choice(g, (B, g.size)).mean(axis=1) for g in gains.values()], axis=0)  # (B,)
+    draws = widen(draws, max(float(g.mean()) for g in gains.values()), widening)
     se0 = max(float(v.get("initial_stderr") or 0.0) for v in per_n.values())
     if se0 > 0:
         draws = draws - rng.normal(0.0, se0, B)
@@ -338,6 +364,10 @@ def evidence_sentence(name: str, ev: dict) -> str:
         caveat = (f" Caveat: n = {', '.join(_n(n) for n in ev['point_bootstrap'])} had fewer runs than the fit needs "
                   "to resample runs, so the bootstrap resampled record points within a run; those intervals leave "
                   "out run-to-run and validation noise and are too narrow (more seeds fix this).")
+    if ev.get("widening", 1.0) > 1.0 and ev.get("n_bootstrap"):
+        caveat += (f" The intervals resample only {ev['runs_per_n']} runs per n, which understates them, so they are "
+                   f"widened {ev['widening']:.2f}x about the estimates (Student's t with {ev['runs_per_n'] - 1} "
+                   f"degrees of freedom) and the one-sided shares above must reach {ev['one_sided_level']:.1%}.")
     if ev["verdict"] == "no-gain":  # where a noise-picked n* saturates means nothing
         return f"{head}{boot}, {verdict}.{caveat}"
     iso = f" {isoflop_sentence(ev['isoflop'], pct)}" if ev.get("isoflop") and "rise_frac" in ev["isoflop"] else ""
@@ -377,7 +407,10 @@ def isoflop_sentence(iso: dict, pct: str) -> str:
 
 
 def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
-    """Whether Hard saturates at a smaller n than Easy, from the n*(C_max) bootstrap samples of each."""
+    """Whether Hard saturates at a smaller n than Easy, from the n*(C_max) bootstrap samples of each (the argmax
+    ones compared at the expanded one-sided level, the iso-FLOP ones already widened; see n_star_evidence)."""
+    from rlscale.scaling.isocompute import expanded_level
+
     a, b = ev_easy.get("n_hi_samples"), ev_hard.get("n_hi_samples")
     head = f"n* at the largest fitted compute: Easy {_n(ev_easy['n_hi'])}, Hard {_n(ev_hard['n_hi'])}"
     moot = [name for name, ev in (("Easy", ev_easy), ("Hard", ev_hard)) if ev.get("verdict") == "no-gain"]
@@ -390,9 +423,11 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
     a, b = np.asarray(a[:m]), np.asarray(b[:m])
     smaller, larger = float(np.mean(b < a)), float(np.mean(b > a))
     lvl = ev_easy["level"]
-    if smaller >= lvl:
+    ks = [k for k in (ev_easy.get("runs_per_n"), ev_hard.get("runs_per_n")) if k]
+    one_sided = expanded_level(lvl, min(ks) if ks else None)  # discrete argmax draws: the expanded level
+    if smaller >= one_sided:
         word = "the Hard set saturates at a smaller n than the Easy set"
-    elif larger >= lvl:
+    elif larger >= one_sided:
         word = "the Hard set saturates at a larger n than the Easy set"
     else:
         word = "the data do not resolve which set saturates at the smaller n"

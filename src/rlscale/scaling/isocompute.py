@@ -266,7 +266,7 @@ def isoflop_n_star(R: np.ndarray, ns) -> np.ndarray:
 
 
 def allocation_gaps(point: dict, resamples: list[dict], C: np.ndarray, level: float = 0.95,
-                    c_first: dict | None = None) -> dict:
+                    c_first: dict | None = None, widening: float = 1.0) -> dict:
     """How much each allocation loses against the best one, at each C of a grid, from fitted per-n curves.
 
     best_n[j] is the n with the highest point-estimate curve at C[j]; gap[i, j] = R_{n_i}(C[j]) - R_{best_n[j]}(C[j])
@@ -275,7 +275,8 @@ def allocation_gaps(point: dict, resamples: list[dict], C: np.ndarray, level: fl
     near_optimal[j] lists the n whose interval reaches 0: the allocations the data cannot tell from the best at C[j].
     The best n is chosen on the same data, which favours it (a winner's curse), so the set errs small. Where
     the optimum is a plateau several n sit in it, and an argmax or vertex n* there is picked by noise; the set
-    says how wide the plateau is and what leaving it costs. Without resamples lo = hi = gap."""
+    says how wide the plateau is and what leaving it costs. The resampled gaps are widened about the point ones by
+    `widening` (fit_widening of the runs behind them). Without resamples lo = hi = gap."""
     ns, R = curves(point, C, c_first)
     best, cols, missing = np.argmax(R, axis=0), np.arange(R.shape[1]), ~np.isfinite(R)
 
@@ -284,7 +285,7 @@ def allocation_gaps(point: dict, resamples: list[dict], C: np.ndarray, level: fl
 
     gap = lo = hi = gaps(R)
     if resamples:
-        d = np.array([gaps(curves(params, C, c_first)[1]) for params in resamples])
+        d = widen(np.array([gaps(curves(params, C, c_first)[1]) for params in resamples]), gap, widening)
         q = (1.0 - level) / 2.0
         lo, hi = np.quantile(d, q, axis=0), np.quantile(d, 1.0 - q, axis=0)
     near = [[ns[i] for i in range(len(ns)) if np.isfinite(gap[i, j]) and hi[i, j] >= 0.0] for j in cols]
@@ -299,6 +300,49 @@ def joint_resamples(samples: dict) -> list[dict]:
     B = min((len(s) for s in samples.values()), default=0)
     return [{n: dict(zip(names, map(float, s[i]))) for n, s in samples.items()} for i in range(B)
             if all(np.isfinite(s[i]).all() for s in samples.values())]
+
+
+def small_sample_widening(k: int | None, level: float = 0.95) -> float:
+    """The factor by which a percentile interval from resampling k runs with replacement understates a two-sided
+    `level` interval: sqrt(k / (k - 1)) * t_{k-1} / z. A resampled mean of k runs has variance (k - 1) / k * s^2 / k,
+    and a mean of k runs has Student's t quantiles, not normal ones (the factor of Hesterberg's expanded percentile
+    interval, 2015). k = 5: 1.58, 6: 1.44, 10: 1.22, 30: 1.05; 1 when k is None or < 2 (no run bootstrap). Measured
+    on the full lab's Easy sweeps (docs/lab_results.md, stop 29): disjoint halves of 12 seeds disagreed about log2
+    n*(C_max) by 1.48x the spread of their own 6-run bootstraps."""
+    if k is None or k < 2:
+        return 1.0
+    from scipy import stats
+
+    a = (1.0 + level) / 2.0
+    return float(np.sqrt(k / (k - 1)) * stats.t.ppf(a, k - 1) / stats.norm.ppf(a))
+
+
+def expanded_level(p: float, k: int | None) -> float:
+    """The quantile level to read off a k-run bootstrap in place of the nominal `p`: Phi(sqrt(k / (k - 1)) *
+    t_{k-1}^-1(p)) (Hesterberg's expanded percentile interval, 2015); p when k is None or < 2. Used where the
+    draws are discrete (the frontier's argmax n*), so they cannot be widened (`widen`) without moving ties."""
+    if k is None or k < 2:
+        return p
+    from scipy import stats
+
+    return float(stats.norm.cdf(np.sqrt(k / (k - 1)) * stats.t.ppf(p, k - 1)))
+
+
+def fit_widening(per_n: dict, level: float = 0.95) -> tuple[float, int | None]:
+    """(small_sample_widening(k), k) of a fit.json's per_n, k = the fewest runs among the n resampled by runs (their
+    `n_runs`, else their count of measured gains); (1.0, None) when no n is."""
+    ks = [int(v.get("n_runs") or len(v.get("measured_gains") or [])) for v in per_n.values()
+          if v.get("bootstrap_unit") == "runs"]
+    ks = [k for k in ks if k > 0]
+    k = min(ks) if ks else None
+    return small_sample_widening(k, level), k
+
+
+def widen(draws, point, factor: float, bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """Resampled values moved away from the point estimate by `factor` (point + factor * (draws - point)), clipped
+    to `bounds`: how rlscale turns run-bootstrap draws into intervals of the right width (small_sample_widening)."""
+    out = point + factor * (np.asarray(draws, float) - point)
+    return out if bounds is None else np.clip(out, *bounds)
 
 
 def learning_onset(C: np.ndarray, reward: np.ndarray, frac: float = 0.1) -> int:

@@ -96,11 +96,12 @@ def allocation_gaps(fit: dict, points: int = 60, level: float = 0.95):
     """Each n's fitted reward minus the best n's vs compute (isocompute.allocation_gaps), with the joint-bootstrap
     band, where every n has data: the n whose band reaches 0 are the near-optimal allocations at that C."""
     from rlscale.scaling.isocompute import allocation_gaps as gaps
+    from rlscale.scaling.isocompute import fit_widening
 
     point, resamples, c_all = _family(fit)
     lo, hi = (float(v) for v in fit["x_range"])
     C = np.geomspace(min(max(lo, c_all), hi), hi, points)
-    g = gaps(point, resamples, C, level)
+    g = gaps(point, resamples, C, level, widening=fit_widening(fit.get("per_n", {}), level)[0])
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     col = _colors(g["ns"])
@@ -120,8 +121,9 @@ def allocation_gaps(fit: dict, points: int = 60, level: float = 0.95):
 
 def _isoflop_band(fit: dict, C: np.ndarray):
     """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
-    pointwise 95% band from the stored joint bootstrap samples (lo = hi = None without them); None for < 3 ns."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star
+    pointwise 95% band from the stored joint bootstrap samples, widened by the small-sample factor (lo = hi = None
+    without them); None for < 3 ns."""
+    from rlscale.scaling.isocompute import curves, fit_widening, isoflop_n_star, widen
 
     point, resamples, c_all = _family(fit)
     if len(point) < 3:
@@ -134,6 +136,8 @@ def _isoflop_band(fit: dict, C: np.ndarray):
     if not resamples:
         return C, mid, None, None
     draws = np.array([isoflop_n_star(curves(params, C)[1], ns) for params in resamples])
+    f = fit_widening(fit.get("per_n", {}))[0]
+    draws = 2.0 ** widen(np.log2(draws), np.log2(mid), f, (np.log2(min(ns)), np.log2(max(ns))))
     return C, mid, np.quantile(draws, 0.025, axis=0), np.quantile(draws, 0.975, axis=0)
 
 
