@@ -165,7 +165,7 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     resamples): with n* = 4 or n* = 2 at every C, 'rises' in 0 of 60 sweeps and 'falls' in 3 of 60 (n* = 2 with
     larger n learning later, `null2d`: neither in 30); with the full lab's fitted Easy curves as the truth (n* 2 ->
     ~7), 'rises' in 7 of 30 and 'no-fall' in 11, where the argmax verdict called 'rises' in 0 of 30 (`--sweeps 30
-    --scenarios null4,null2,null2d,lab --workers 1`, 27 min). That is with the resampled C_on and n* widened about
+    --scenarios null4,null2,null2d,lab --workers 1`, ~11 min). That is with the resampled C_on and n* widened about
     the point ones by `widening` (in log space, within the swept range; 1.58x for 5 runs): before it (stop 28 and
     earlier) the same simulation gave 'falls' in 5 of 60 null sweeps and 'rises' in 21 of 30 lab sweeps, i.e. the
     narrower intervals bought power with false 'falls'. Without usable resamples: the point estimates and verdict
