@@ -93,8 +93,10 @@ def test_sweep_spec_from_preset(tmp_path):
 
     p = PRESETS["quick"]
     spec = parse_spec(sweep_spec_dict(p, "easy", 100), tmp_path / "specs" / "easy.yaml", check_files=False)
-    assert sorted(r.n for r in spec.runs) == sorted(n for n in p.n_grid for _ in p.seeds)
-    assert {(r.n, r.seed) for r in spec.runs} == {(n, s) for n in p.n_grid for s in p.seeds}
+    seeds = p.for_set("easy").seeds
+    assert seeds == tuple(range(10)) and p.for_set("hard").seeds == p.seeds == tuple(range(5))
+    assert sorted(r.n for r in spec.runs) == sorted(n for n in p.n_grid for _ in seeds)
+    assert {(r.n, r.seed) for r in spec.runs} == {(n, s) for n in p.n_grid for s in seeds}
     for r in spec.runs:
         assert r.problems_per_batch == p.problems_per_batch and r.rollouts == p.max_rollouts
         assert r.config["lr_scaling"] == "sqrt" and r.config["lr"] == p.rl_lr and r.config["val_limit"] == 100
@@ -112,7 +114,7 @@ def test_lr_grid_preset_sweeps_every_rate(tmp_path):
     assert d["lr"] == [3.5e-5, 7e-5, 1.4e-4] and "lr" not in d["train"]
     spec = parse_spec(d, tmp_path / "specs" / "easy.yaml", check_files=False)
     assert {(r.n, r.seed, r.config["lr"]) for r in spec.runs} == {
-        (n, s, lr) for n in p.n_grid for s in p.seeds for lr in p.lr_grid}
+        (n, s, lr) for n in p.n_grid for s in p.for_set("easy").seeds for lr in p.lr_grid}
     with pytest.raises(UserError, match="lr_grid"):
         dataclasses.replace(p, lr_grid=(7e-5, -1.0)).validate()
 
@@ -380,7 +382,7 @@ def test_eta_estimates_match_a_measured_quick_lab():
     from rlscale.lab.pipeline import estimate_seconds
 
     est = estimate_seconds(PRESETS["quick"], workers=2)
-    measured = {"pretrain": 132.0, "profile": 30.0, "sweep_easy": 183.0, "sweep_hard": 252.0}
+    measured = {"pretrain": 132.0, "profile": 30.0, "sweep_easy": 2 * 183.0, "sweep_hard": 252.0}  # Easy: 10 seeds
     for stage, wall_s in measured.items():
         assert wall_s / 2 <= est[stage] <= wall_s * 2, (stage, est[stage], wall_s)
     one_worker = estimate_seconds(PRESETS["quick"], workers=1)
