@@ -170,7 +170,7 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     earlier) the same simulation gave 'falls' in 5 of 60 null sweeps and 'rises' in 21 of 30 lab sweeps, i.e. the
     narrower intervals bought power with false 'falls'. Without usable resamples: the point estimates and verdict
     'unresolved'."""
-    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset, widen
+    from rlscale.scaling.isocompute import curves, isoflop_n_star, learning_onset, widen_ratio
 
     def one(params: dict) -> tuple[float, float, float]:
         """(C_on, n* at C_on, n* at C_max) of one set of per-n curves."""
@@ -186,10 +186,9 @@ def _isoflop_evidence(point: dict, resamples: list[dict], C: np.ndarray, level: 
     if not resamples:
         return out
     draws = np.array([one(params) for params in resamples])
-    span = (np.log2(min(point)), np.log2(max(point)))
-    draws[:, 0] = np.exp(widen(np.log(draws[:, 0]), np.log(C_on), widening, (np.log(C[0]), np.log(C[-1]))))
-    for j, v in ((1, n_on), (2, n_hi)):
-        draws[:, j] = 2.0 ** widen(np.log2(draws[:, j]), np.log2(v), widening, span)
+    span = (min(point), max(point))
+    for j, v, bounds in ((0, C_on, (C[0], C[-1])), (1, n_on, span), (2, n_hi, span)):
+        draws[:, j] = widen_ratio(draws[:, j], v, widening, bounds)
     d = np.log2(draws[:, 2] / draws[:, 1])
     ci = lambda a: [float(np.quantile(a, q)), float(np.quantile(a, 1 - q))]  # noqa: E731
     out.update({"n_resamples": len(resamples), "rise_frac": float(np.mean(d > 0)), "fall_frac": float(np.mean(d < 0)),
@@ -296,13 +295,14 @@ def _measured_gain(per_n: dict, level: float, B: int, seed: int, widening: float
     if not gains or any(g.size == 0 for g in gains.values()):
         return {}
     rng = np.random.default_rng(seed)
+    point = max(float(g.mean()) for g in gains.values())
     draws = np.max([rng.choice(g, (B, g.size)).mean(axis=1) for g in gains.values()], axis=0)  # (B,)
-    draws = widen(draws, max(float(g.mean()) for g in gains.values()), widening)
+    draws = widen(draws, point, widening)
     se0 = max(float(v.get("initial_stderr") or 0.0) for v in per_n.values())
     if se0 > 0:
         draws = draws - rng.normal(0.0, se0, B)
     q = (1.0 - level) / 2.0
-    return {"measured_gain": max(float(g.mean()) for g in gains.values()),
+    return {"measured_gain": point,
             "measured_gain_ci": [float(np.quantile(draws, q)), float(np.quantile(draws, 1 - q))],
             "measured_gain_by_n": {float(n): float(g.mean()) for n, g in gains.items()},
             "initial_stderr": se0}

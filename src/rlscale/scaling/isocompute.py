@@ -314,7 +314,7 @@ def small_sample_widening(k: int | None, level: float = 0.95) -> float:
     from scipy import stats
 
     a = (1.0 + level) / 2.0
-    return float(np.sqrt(k / (k - 1)) * stats.t.ppf(a, k - 1) / stats.norm.ppf(a))
+    return float(_expanded_z(a, k) / stats.norm.ppf(a))
 
 
 def expanded_level(p: float, k: int | None) -> float:
@@ -325,7 +325,14 @@ def expanded_level(p: float, k: int | None) -> float:
         return p
     from scipy import stats
 
-    return float(stats.norm.cdf(np.sqrt(k / (k - 1)) * stats.t.ppf(p, k - 1)))
+    return float(stats.norm.cdf(_expanded_z(p, k)))
+
+
+def _expanded_z(p: float, k: int) -> float:
+    """sqrt(k / (k - 1)) * t_{k-1}^-1(p): the normal quantile a k-run bootstrap must reach to stand for level p."""
+    from scipy import stats
+
+    return float(np.sqrt(k / (k - 1)) * stats.t.ppf(p, k - 1))
 
 
 def fit_widening(per_n: dict, level: float = 0.95) -> tuple[float, int | None]:
@@ -343,6 +350,12 @@ def widen(draws, point, factor: float, bounds: tuple[float, float] | None = None
     to `bounds`: how rlscale turns run-bootstrap draws into intervals of the right width (small_sample_widening)."""
     out = point + factor * (np.asarray(draws, float) - point)
     return out if bounds is None else np.clip(out, *bounds)
+
+
+def widen_ratio(draws, point, factor: float, bounds: tuple[float, float]) -> np.ndarray:
+    """`widen` for positive quantities read on a log scale (n*, compute): the log-ratio to the point estimate is
+    stretched by `factor`, the result clipped to `bounds` (the swept range, in the quantity's own units)."""
+    return np.exp(widen(np.log(draws), np.log(point), factor, (np.log(bounds[0]), np.log(bounds[1]))))
 
 
 def learning_onset(C: np.ndarray, reward: np.ndarray, frac: float = 0.1) -> int:

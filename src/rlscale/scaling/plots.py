@@ -123,7 +123,7 @@ def _isoflop_band(fit: dict, C: np.ndarray):
     """(C, n*, lo, hi) of the iso-FLOP-vertex n*(C) (isocompute.isoflop_n_star) where every n has data, with a
     pointwise 95% band from the stored joint bootstrap samples, widened by the small-sample factor (lo = hi = None
     without them); None for < 3 ns."""
-    from rlscale.scaling.isocompute import curves, fit_widening, isoflop_n_star, widen
+    from rlscale.scaling.isocompute import curves, fit_widening, isoflop_n_star, widen_ratio
 
     point, resamples, c_all = _family(fit)
     if len(point) < 3:
@@ -136,8 +136,7 @@ def _isoflop_band(fit: dict, C: np.ndarray):
     if not resamples:
         return C, mid, None, None
     draws = np.array([isoflop_n_star(curves(params, C)[1], ns) for params in resamples])
-    f = fit_widening(fit.get("per_n", {}))[0]
-    draws = 2.0 ** widen(np.log2(draws), np.log2(mid), f, (np.log2(min(ns)), np.log2(max(ns))))
+    draws = widen_ratio(draws, mid, fit_widening(fit.get("per_n", {}))[0], (min(ns), max(ns)))
     return C, mid, np.quantile(draws, 0.025, axis=0), np.quantile(draws, 0.975, axis=0)
 
 

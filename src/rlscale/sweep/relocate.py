@@ -80,18 +80,18 @@ def relocate_runs(sweepdir: str | os.PathLike, old_root: str, new_root: str) -> 
         rid = rundir.name
         store_cfg = rundir / CONFIG_FILE
         if store_cfg.is_file():
-            cfg = relocated(json.loads(store_cfg.read_text())["config"], old_root, new_root)
-            atomic_write_json(store_cfg, {"config": cfg, "config_hash": store_hash(cfg)})
+            cfg = json.loads(store_cfg.read_text())["config"]
+            moved_cfg = relocated(cfg, old_root, new_root)
+            if moved_cfg != cfg:
+                atomic_write_json(store_cfg, {"config": moved_cfg, "config_hash": store_hash(moved_cfg)})
         cfg_path = out / "configs" / f"{rid}.json"
         if not cfg_path.is_file():
             continue  # not a run of this driver's (no config): left as it is
         run_cfg = relocated(json.loads(cfg_path.read_text()), old_root, new_root)
         new_id = run_id_of(run_cfg)
+        if new_id == rid or (out / "runs" / new_id).exists():
+            continue  # already carried over, or a run of the new id exists: both kept, the old one unused
         atomic_write_json(out / "configs" / f"{new_id}.json", run_cfg)
-        if new_id == rid:
-            continue
-        if (out / "runs" / new_id).exists():
-            continue  # a run of the new id exists already: both are kept, the old one unused
         os.replace(rundir, out / "runs" / new_id)
         log = out / "logs" / f"{rid}.log"
         if log.is_file():

@@ -53,21 +53,23 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------- sweep dir
 
 
-def check_sweepdir(spec: SweepSpec, out: Path) -> dict | None:
-    """The existing sweep.json of SWEEPDIR (None for a new/empty dir); UserError if its identity conflicts."""
+def check_sweepdir(spec: SweepSpec, out: Path) -> tuple[dict | None, tuple[str, str] | None]:
+    """(the existing sweep.json of SWEEPDIR or None for a new/empty dir, (old_root, new_root) when SWEEPDIR moved
+    with its data (sweep/relocate.py) or None); UserError if its identity conflicts otherwise."""
     sweep_json = out / "sweep.json"
     if sweep_json.is_file():
         old = json.loads(sweep_json.read_text(encoding="utf-8"))
         diff = changed_keys(old["identity"], spec.identity())
-        if diff and moved_roots(old["identity"], spec.identity(), out) is None:
+        roots = moved_roots(old["identity"], spec.identity(), out) if diff else None
+        if diff and roots is None:
             k = diff[0]
             raise UserError(f"{out}: holds a sweep with a different {k} ({old['identity'].get(k)!r} vs "
                             f"{spec.identity().get(k)!r}); use a new --out directory")
-        return old
+        return old, roots
     # a driver killed between taking its lock and writing sweep.json leaves only locks/
     if out.exists() and (not out.is_dir() or any(p.name != "locks" for p in out.iterdir())):
         raise UserError(f"{out}: exists and is not a sweep directory (no sweep.json); use a new or empty --out")
-    return None
+    return None, None
 
 
 def prepare_sweepdir(spec: SweepSpec, out: Path, old: dict | None) -> dict:
@@ -362,15 +364,14 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, workers: int = 1, ray_add
         except ImportError:
             raise UserError("--ray needs the ray package: pip install 'rlscale[ray]'") from None
     out = Path(out).resolve()
-    old = check_sweepdir(spec, out)
+    old, roots = check_sweepdir(spec, out)
     (out / "locks").mkdir(parents=True, exist_ok=True)
     driver_lock = _lock_driver(out)
     try:
-        if old is not None and changed_keys(old["identity"], spec.identity()):  # moved with its data
-            old_root, new_root = moved_roots(old["identity"], spec.identity(), out)
-            carried = relocate_runs(out, old_root, new_root)
+        if roots is not None:  # moved with its data
+            carried = relocate_runs(out, *roots)
             if progress:
-                print(f"[sweep] {out}: moved from {old_root} to {new_root}; {carried} run(s) carried over",
+                print(f"[sweep] {out}: moved from {roots[0]} to {roots[1]}; {carried} run(s) carried over",
                       file=sys.stderr, flush=True)
         sweep = prepare_sweepdir(spec, out, old)
     except BaseException:
