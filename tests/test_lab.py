@@ -54,6 +54,19 @@ def test_presets_meet_the_bars():
     assert (f.for_set("hard").val_size, f.for_set("hard").val_n) == (400, 16)
 
 
+def test_a_preset_file_field_holds_for_every_set(tmp_path):
+    """quick's Easy set runs its own seeds; a file on quick that sets seeds sets them for both sets (the micro labs
+    of the slow tests rely on it), and one that gives set_overrides keeps its own."""
+    (tmp_path / "v.json").write_text(json.dumps({"base": "quick", "seeds": [0, 1, 2], "max_rollouts": 96}))
+    p = get_preset(str(tmp_path / "v.json"))
+    assert p.for_set("easy").seeds == p.for_set("hard").seeds == (0, 1, 2) and p.set_overrides == {}
+    (tmp_path / "w.json").write_text(json.dumps({"base": "quick", "max_rollouts": 96}))
+    assert get_preset(str(tmp_path / "w.json")).for_set("easy").seeds == PRESETS["quick"].for_set("easy").seeds
+    (tmp_path / "x.json").write_text(json.dumps({"base": "quick", "seeds": [0], "set_overrides": {"easy": {
+        "seeds": [4, 5]}}}))
+    assert get_preset(str(tmp_path / "x.json")).for_set("easy").seeds == (4, 5)
+
+
 def test_set_overrides_apply_to_one_set(tmp_path):
     from rlscale.sweep.spec import parse_spec
 

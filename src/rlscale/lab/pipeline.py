@@ -262,7 +262,8 @@ PRESETS: dict[str, LabPreset] = {
 
 
 def get_preset(name: str) -> LabPreset:
-    """A named preset, or a JSON file of LabPreset fields ({"base": "quick", "pool_size": 500, ...})."""
+    """A named preset, or a JSON file of LabPreset fields ({"base": "quick", "pool_size": 500, ...}); a field the file
+    sets applies to every set, replacing the base's set_overrides of it unless the file gives set_overrides."""
     if name in PRESETS:
         return PRESETS[name]
     if not name.endswith(".json"):
@@ -282,6 +283,9 @@ def get_preset(name: str) -> LabPreset:
     if unknown:
         raise UserError(f"--preset {name}: unknown field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
     fields.setdefault("name", Path(name).stem)
+    if "set_overrides" not in fields:  # a field the file sets holds for every set: drop the base's overrides of it
+        fields["set_overrides"] = {s: kept for s, over in base.set_overrides.items()
+                                   if (kept := {k: v for k, v in over.items() if k not in fields})}
     return dataclasses.replace(base, **_tupled(fields))
 
 
