@@ -181,6 +181,45 @@ def test_further_sizes_in_a_preset(tmp_path):
         check_lab_dir(p, tmp_path)
 
 
+def test_size_overrides_apply_to_one_size(tmp_path):
+    """full runs 12 seeds on s and 4 on xs; a size's field holds for both its sets; a preset file that sets the field
+    or drops the size drops the base's override; bad overrides are one-line errors."""
+    from rlscale.lab.pipeline import estimate_seconds
+
+    f = PRESETS["full"]
+    xs = f.for_size("xs")
+    assert f.seeds == tuple(range(12)) and xs.seeds == (0, 1, 2, 3) and xs.size_overrides == {}
+    assert dataclasses.replace(xs, name=f.name, size=f.size, sizes=f.sizes, seeds=f.seeds,
+                               size_overrides=f.size_overrides) == f  # nothing else changes
+    assert xs.for_set("hard").seeds == xs.for_set("easy").seeds == (0, 1, 2, 3)
+    assert xs.for_set("hard").val_n == 16  # the set overrides of other fields stay
+    # a size's field replaces the sets' overrides of it (quick's Easy set runs its own seeds)
+    q = dataclasses.replace(PRESETS["quick"], sizes=("xs",), size_overrides={"xs": {"seeds": [7], "lr": 1e-5}})
+    qx = q.validate().for_size("xs")
+    assert qx.for_set("easy").seeds == qx.for_set("hard").seeds == (7,) and qx.rl_lr == 1e-5
+    assert q.for_set("easy").seeds == tuple(range(8)) and q.rl_lr == 7e-5  # the s lab keeps its own
+    # the ETA of the sizes stage follows the size's seeds
+    more = dataclasses.replace(f, size_overrides={})
+    assert estimate_seconds(f, 2)["sizes"] < 0.5 * estimate_seconds(more, 2)["sizes"]
+    # preset files: a field set for every size, a dropped size
+    for fields, want in (({"seeds": [0, 1]}, (0, 1)), ({"max_rollouts": 4096}, (0, 1, 2, 3)),
+                         ({"size_overrides": {"xs": {"seeds": [5]}}}, (5,))):
+        (tmp_path / "v.json").write_text(json.dumps({"base": "full", **fields}))
+        assert get_preset(str(tmp_path / "v.json")).validate().for_size("xs").seeds == want, fields
+    (tmp_path / "v.json").write_text(json.dumps({"base": "full", "sizes": []}))
+    assert get_preset(str(tmp_path / "v.json")).validate().size_overrides == {}
+    for over, needle in (({"m": {"seeds": [0]}}, "size_overrides names size 'm'; sizes: xs"),
+                         ({"xs": {"pool_size": 9}}, "size_overrides.xs.pool_size cannot differ per size"),
+                         ({"xs": {"n_grid": [2]}}, "n_grid needs >= 2 values, got [2] (in size_overrides.xs)"),
+                         ({"xs": {"set_overrides": {"mid": {}}}}, "set_overrides names set 'mid'; sets: easy, "
+                                                                   "hard (in size_overrides.xs)"),
+                         ({"xs": 4}, "size_overrides.xs must be a dict")):
+        (tmp_path / "bad.json").write_text(json.dumps({"base": "full", "size_overrides": over}))
+        with pytest.raises(UserError) as e:
+            get_preset(str(tmp_path / "bad.json")).validate()
+        assert needle in str(e.value) and "\n" not in str(e.value), (over, str(e.value))
+
+
 def test_sizes_stage_runs_each_size_lab_and_sums_its_compute(tmp_path, monkeypatch):
     from rlscale.lab import pipeline
 

@@ -8,7 +8,8 @@ DESCRIPTION = HELP + (
     "\n[0.0625,0.25] in full, with held-out validation), sweep_easy, sweep_hard (n at fixed B_problem; a set's"
     "\nvalidation, budget and grid can differ: preset field set_overrides), export, fit (frontier, n*(C)), plan"
     "\n(4x the spent budget), sizes (the same study for each further model size of the preset's `sizes`, in"
-    "\nOUT/sizes/<size>/), report. Finished stages are reused; re-run the same command to resume."
+    "\nOUT/sizes/<size>/; a size's seeds, budget, grid or rate can differ: size_overrides), report. Finished"
+    "\nstages are reused; re-run the same command to resume."
     "\nPresets: quick (<= 15 min on 2 cores), full (<= 2 h). Knobs: rlscale.lab.pipeline.PRESETS."
 )
 
