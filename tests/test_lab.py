@@ -342,6 +342,24 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     assert all(sv[s]["status"] == "done" and "reused_from" not in sv[s] for s in STAGES[2:])
     for f in (out / "model").iterdir():
         assert (tmp_path / "v" / "model" / f.name).read_bytes() == f.read_bytes()
+    # the same study on the lab model exported as a Hugging Face Llama (`--model`): the HF engine samples the same
+    # distribution (logits equal to 1e-5, tests/test_export_hf.py), so its profile agrees within sampling noise
+    hf = tmp_path / "hf"
+    assert main(["export-hf", "--model", str(out / "model"), "--out", str(hf)]) == 0
+    (tmp_path / "hf.json").write_text(json.dumps({**MICRO, "name": "micro_hf", "lr": 3e-5}))
+    assert main(["lab", "--preset", str(tmp_path / "hf.json"), "--model", str(hf), "--out", str(tmp_path / "h"),
+                 "--quiet"]) == 0
+    sh = json.loads((tmp_path / "h" / "stages.json").read_text())
+    assert all(s["status"] == "done" for s in sh.values()) and sh["pretrain"]["model"] == str(hf)
+    assert sh["sweep_easy"]["rollouts"] == 3 * 2 * 96 and sh["sweep_easy"]["flops"] > 0
+    hprof = pd.read_parquet(tmp_path / "h" / "profile.parquet")
+    assert list(hprof["problem_id"]) == list(prof["problem_id"]) and "correct_valid_chain" in hprof
+    pbar = (prof["avg"].to_numpy() + hprof["avg"].to_numpy()) / 2  # two samplings of the same 128 problems x 8
+    se = (2 * (pbar * (1 - pbar) / 8).sum()) ** 0.5 / len(pbar)
+    # the micro model solves ~2% of its samples (0 in 1,024 samples would be p < 1e-10 for a working engine)
+    assert hprof["correct"].sum() > 0 and abs(hprof["avg"].mean() - prof["avg"].mean()) < 4 * se, (
+        hprof["avg"].mean(), prof["avg"].mean(), se)
+    assert "Base model" in (tmp_path / "h" / "report.html").read_text()
 
 
 @pytest.mark.slow  # ~2 min: two micro labs (xs and s)
@@ -459,3 +477,99 @@ def test_curate_holds_out_each_sets_val_size(tmp_path):
     assert (sets["easy"]["val"], sets["hard"]["val"]) == (10, 30)
     assert sets["hard"]["bucket_size"] == 80 and sets["hard"]["avg_min"] == 0.0625 and sets["hard"]["avg_max"] == 0.25
     assert len((tmp_path / "sets" / "hard" / "val.jsonl").read_text().splitlines()) == 30
+
+
+# ------------------------------------------------------------------------------------------------ a given base model
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_a_given_model_and_task_in_the_preset(tmp_path):
+    """`model` / `task` / `data_path` / `template`: validation, the RL rate, and the sweep spec they build."""
+    from rlscale.rl.grpo import HF_RL_LR
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hf_fixtures import make_tiny_hf_model
+
+    hf = make_tiny_hf_model(tmp_path / "hf")
+    q = PRESETS["quick"]
+    p = dataclasses.replace(q, model=hf, task="gsm8k", data_path="pool.jsonl", template="gsm8k").validate()
+    assert p.rl_lr == HF_RL_LR and dataclasses.replace(p, lr=3e-6).rl_lr == 3e-6
+    assert p.model_dir(tmp_path) == Path(hf) and q.model_dir(tmp_path) == tmp_path / "model"
+    assert p.with_absolute_paths().data_path == str(Path("pool.jsonl").resolve())
+    spec = sweep_spec_dict(p, "easy", 10)
+    assert (spec["model"], spec["task"], spec["train"]["template"], spec["train"]["lr"]) == (hf, "gsm8k", "gsm8k",
+                                                                                          HF_RL_LR)
+    assert sweep_spec_dict(q, "easy", 10)["model"] == "../model" and "template" not in sweep_spec_dict(q, "easy", 10)
+    assert estimate_seconds(p, 2)["pretrain"] < 10 < estimate_seconds(q, 2)["pretrain"]
+    for fields, needle in (({"task": "gsm8k"}, "task 'gsm8k' needs a base model (`--model DIR`"),
+                           ({"model": hf, "sizes": ("xs",)}, "with a given model (--model) set sizes to []"),
+                           ({"model": hf, "task": "chess"}, "task: unknown task 'chess'"),
+                           ({"grading_mode": "fuzzy"}, "grading_mode:")):
+        with pytest.raises(UserError) as e:
+            dataclasses.replace(q, **fields).validate()
+        assert needle in str(e.value) and "\n" not in str(e.value), (fields, str(e.value))
+
+
+def test_lab_cli_model_and_task_flags(tmp_path):
+    import argparse
+
+    from rlscale.commands.lab import add_arguments, preset_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    p = preset_from_args(parser.parse_args(["--task", "math", "--model", "m", "--data-path", "d.jsonl"]))
+    assert (p.task, p.grading_mode, p.model, p.data_path, p.name) == ("math", "math", "m", "d.jsonl", "quick")
+    assert preset_from_args(parser.parse_args(["--task", "math", "--grading-mode", "boxed"])).grading_mode == "boxed"
+    assert preset_from_args(parser.parse_args(["--preset", "full"])) == PRESETS["full"]
+
+
+def test_lab_cli_refuses_a_model_that_is_not_one(tmp_path, capsys):
+    assert main(["lab", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a directory" in err[0] and str(tmp_path / "nope") in err[0]
+
+
+GSM_MICRO = {"base": "quick", "name": "gsm_micro", "pool_size": 12, "profile_n": 2, "max_new_tokens": 6,
+             "easy_bounds": [0.0, 1.0], "hard_bounds": [0.0, 1.0], "val_size": 2, "train_size": 8, "n_grid": [2, 4],
+             "problems_per_batch": 2, "max_rollouts": 16, "val_points": 2, "val_n": 2, "val_ks": [1, 2],
+             "seeds": [0], "set_overrides": {}, "B_max": 8, "bucket_width": 0.0, "n_bootstrap": 10,
+             "checkpoint_every": 2}
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason="shared data not present")
+def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys):
+    """`rlscale lab --model HF --task gsm8k --data-path FILE`: the same stages on a Hugging Face model and a real
+    data set (a random tiny Llama solves nothing, so both sets take every problem here: [0, 1])."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hf_fixtures import make_tiny_hf_model
+
+    hf = make_tiny_hf_model(tmp_path / "hf", max_positions=1024)
+    (tmp_path / "g.json").write_text(json.dumps(GSM_MICRO))
+    out = tmp_path / "lab"
+    args = ["lab", "--preset", str(tmp_path / "g.json"), "--model", hf, "--task", "gsm8k", "--data-path",
+            str(DATA / "gsm8k" / "train.jsonl"), "--out", str(out), "--workers", "2", "--quiet"]
+    assert main(args) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert all(s["status"] == "done" for s in stages.values()) and not (out / "model").exists()
+    assert stages["pretrain"]["model"] == hf and stages["pretrain"]["num_params"] > 0
+    assert stages["profile"]["rollouts"] == 12 * 2 and stages["sweep_easy"]["rollouts"] == 2 * 16
+    lab = json.loads((out / "lab.json").read_text())["preset"]
+    assert (lab["model"], lab["task"], lab["rl_lr"]) == (hf, "gsm8k", 1e-6)
+    import pandas as pd
+
+    prof = pd.read_parquet(out / "profile.parquet")
+    assert list(prof["problem_id"])[:2] == ["gsm8k/train/0", "gsm8k/train/1"] and "correct_valid_chain" not in prof
+    first = json.loads((out / "sets" / "easy" / "train.jsonl").read_text().splitlines()[0])
+    assert first["id"].startswith("gsm8k/train/")
+    for name in ("easy", "hard"):
+        runs = sorted((out / "sweeps" / name / "runs").iterdir())
+        assert len(runs) == 2
+        cfg = json.loads((runs[0] / "config.json").read_text())["config"]
+        assert (cfg["model"], cfg["task"], cfg["lr"]) == (hf, "gsm8k", 1e-6)
+    html = (out / "report.html").read_text()
+    assert "Base model" in html and f"a given model ({hf}), not pretrained here" in html
+    # the same command resumes (everything reused); another model on the same OUT is refused, named
+    assert main(args) == 0
+    other = make_tiny_hf_model(tmp_path / "hf2", seed=1, max_positions=1024)
+    assert main([*args[:4], other, *args[5:]]) == 2
+    assert "different preset (model:" in capsys.readouterr().err

@@ -901,12 +901,17 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     cfg.add(para(f"Preset '{preset.get('name', '?')}'. Every field below is read from lab.json."))
     cfg.add(kv_table(preset))
     pre = stages.get("pretrain", {})
-    model_meta = read_json(root / "model" / "rlscale_model.json") or {}
-    cfg.add("<h3>Lab model</h3>" + kv_table({
-        "size": model_meta.get("size"), "parameters": model_meta.get("num_params"),
-        "pretraining tokens": (model_meta.get("compute") or {}).get("tokens"),
-        "held-out loss": model_meta.get("heldout_loss"),
-        "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
+    if preset.get("model"):  # a given base model (rlscale lab --model): not pretrained here
+        cfg.add("<h3>Base model</h3>" + kv_table({
+            "model": preset["model"], "kind": pre.get("model_kind"), "parameters": pre.get("num_params"),
+            "task": preset.get("task"), "pool": preset.get("data_path") or f"the {preset.get('task')} train split"}))
+    else:
+        model_meta = read_json(root / "model" / "rlscale_model.json") or {}
+        cfg.add("<h3>Lab model</h3>" + kv_table({
+            "size": model_meta.get("size"), "parameters": model_meta.get("num_params"),
+            "pretraining tokens": (model_meta.get("compute") or {}).get("tokens"),
+            "held-out loss": model_meta.get("heldout_loss"),
+            "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
     manifest = read_json(root / "sets" / "manifest.json")
     if manifest:
         cfg.add("<h3>Curated sets</h3>" + table([{"set": k, **v} for k, v in manifest["sets"].items()]))
@@ -924,8 +929,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         avg = df["avg"].to_numpy(float)
         prof.add(para(f"{len(df)} problems x {n} samples; mean avg@{n} = {avg.mean():.4f}; "
                       f"{int((avg == 0).sum())} problems with no correct sample."))
-        prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the pretrained model, "
-                                                             "with the Easy and Hard bounds shaded"))
+        prof.add(img(figure_png(fig_profile(avg, n, bounds)), "per-problem pass rates of the base model, with "
+                                                             "the Easy and Hard bounds shaded"))
         profile_notes = " ".join(t for t in (precision_sentence(df, bounds), chance_sentence(df, bounds)) if t)
         if profile_notes:
             prof.add(para(profile_notes))
@@ -975,6 +980,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         note = ""
         if rec.get("reused_from"):
             note = f"reused from {rec['reused_from']} (took {float(rec.get('reused_wall_s') or 0):.0f} s there)"
+        elif st == "pretrain" and rec.get("model"):
+            note = f"a given model ({rec['model']}), not pretrained here"
         elif st == "pretrain" and (rec.get("model_wall_s") or 0) > (rec.get("wall_s") or 0) + 1:
             note = f"existing checkpoint reused; its pretraining took {rec['model_wall_s']:.0f} s"
         elif st == "sizes" and rec.get("runs"):

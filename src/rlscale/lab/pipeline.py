@@ -93,6 +93,20 @@ class LabPreset:
     pretrain_processes: int = 0
     """data-parallel pretraining processes, one torch thread each (0: as many as the lab's workers; nothing else
     runs during pretraining)"""
+    # ---- or a given base model on a given task (the study at full scale: `rlscale lab --model DIR --task gsm8k`)
+    model: str | None = None
+    """a base model to study instead of pretraining one: a Hugging Face causal-LM directory (or an rlscale
+    checkpoint), made absolute when the lab starts. The pretrain stage then only checks and records it, the RL rate
+    defaults to the model's suggested one (rlscale.rl.grpo.suggested_rl_lr: 1e-6 for Hugging Face models, TRL's
+    default), and `sizes` must be empty; the pretraining fields are ignored"""
+    task: str = "arith"
+    """the task whose train split is the profiled pool and whose grader is the reward (`rlscale tasks`); the lab
+    pretrains on arith only, so another task needs `model`"""
+    data_path: str | None = None
+    """a .jsonl/.parquet file of the task's training problems (the pool, first pool_size of it; made absolute when
+    the lab starts); None: the task's train split (arith: generated; gsm8k, math: RLSCALE_DATA_DIR)"""
+    template: str | None = None
+    """prompt template of profiling, training and validation (None: the task's, `rlscale tasks`)"""
     # ---- profiling
     pool_size: int = 5000
     """first problems of the arith train split that are profiled (a 5M-token s model puts ~6% of the uniform-steps
@@ -171,7 +185,22 @@ class LabPreset:
     def rl_lr(self) -> float:
         from rlscale.lab.presets import RL_LR
 
-        return self.lr if self.lr is not None else RL_LR.get(self.size, 1e-4)
+        if self.lr is not None:
+            return self.lr
+        if self.model is not None:
+            from rlscale.rl.grpo import suggested_rl_lr
+
+            return suggested_rl_lr(self.model)
+        return RL_LR.get(self.size, 1e-4)
+
+    def model_dir(self, out: Path) -> Path:
+        """The base model: `model` when given, else the lab's pretrained OUT/model."""
+        return Path(self.model) if self.model is not None else Path(out) / "model"
+
+    def with_absolute_paths(self) -> LabPreset:
+        """model and data_path made absolute (relative ones are read from the working directory)."""
+        return dataclasses.replace(self, **{k: str(Path(v).resolve()) for k in ("model", "data_path")
+                                            if (v := getattr(self, k)) is not None})
 
     def pretrain_process_count(self, workers: int) -> int:
         """data-parallel pretraining processes: pretrain_processes, or one per lab worker when it is 0"""
@@ -199,6 +228,7 @@ class LabPreset:
         get_size(self.size)
         for s in self.sizes:
             get_size(s)
+        self._validate_model_and_task()
         if self.size in self.sizes or len(set(self.sizes)) < len(self.sizes):
             raise UserError(f"preset {self.name}: sizes {list(self.sizes)} must be distinct and differ from size "
                             f"'{self.size}' (the lab's own model)")
@@ -224,6 +254,25 @@ class LabPreset:
         self._validate_overrides("size", self.sizes, SIZE_OVERRIDE_FIELDS, self.for_size)
         self._validate_overrides("set", SETS, SET_OVERRIDE_FIELDS, self.for_set)
         return self
+
+    def _validate_model_and_task(self) -> None:
+        from rlscale.evals.evaluate import check_modes
+        from rlscale.tasks import get_task
+
+        try:
+            get_task(self.task)
+        except UserError as e:
+            raise UserError(f"preset {self.name}: task: {e}") from None
+        if self.model is None and self.task != "arith":
+            raise UserError(f"preset {self.name}: task '{self.task}' needs a base model (`--model DIR`, a Hugging "
+                            "Face model directory): the lab pretrains its own models on arith only")
+        if self.model is not None and self.sizes:
+            raise UserError(f"preset {self.name}: sizes {list(self.sizes)} are pretrained lab models; with a given "
+                            "model (--model) set sizes to [] and run one lab per model")
+        try:
+            check_modes([self.grading_mode])
+        except UserError as e:
+            raise UserError(f"preset {self.name}: grading_mode: {e}") from None
 
     def _validate_overrides(self, kind: str, names: tuple[str, ...], fields: tuple[str, ...], derive) -> None:
         """set_overrides (kind "set") or size_overrides (kind "size"): each names one of `names` and maps it to
@@ -336,6 +385,7 @@ def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
     """Rough wall-time guess per stage (for the ETA before a stage has run)."""
     pre_rate = PRETRAIN_TOKENS_PER_S_PER_PROCESS * p.pretrain_process_count(workers)
     pre = p.pretrain_tokens / pre_rate if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
+    pre = 0.0 if p.model is not None else pre  # a given model is only loaded
 
     def sweep(q: LabPreset) -> float:
         evals = q.val_points  # the before-training evaluation is shared by a sweep's runs (val_cache)
@@ -393,6 +443,12 @@ class LabProgress:
 
 # ------------------------------------------------------------------------------------------------ stages
 def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) -> dict:
+    if p.model is not None:  # a given base model: check that it loads, record it
+        from rlscale.models import load_policy
+
+        policy = load_policy(p.model)
+        return {"rollouts": 0, "tokens": 0, "flops": 0.0, "model": p.model, "num_params": policy.num_params(),
+                "model_kind": type(policy).__name__}
     model = out / "model"
     if not (model / "rlscale_model.json").exists():
         from rlscale.lab.pretrain import PretrainConfig, pretrain
@@ -420,8 +476,9 @@ def add_chain_counts(problems: list, records: list[dict], mode: str) -> None:
 
 
 def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: int, seed: int, mode: str,
-                  path: str) -> None:
-    """Worker: evaluate a chunk of the pool and write {records, compute} to path (atomically)."""
+                  template: str, chains: bool, path: str) -> None:
+    """Worker: evaluate a chunk of the pool and write {records, compute} to path (atomically); `chains` (arith)
+    counts the correct samples with a right worked chain."""
     import torch
 
     torch.set_num_threads(1)
@@ -435,11 +492,12 @@ def _profile_part(model_dir: str, problems: list[dict], n: int, max_new_tokens: 
     probs = [Problem(**d) for d in problems]
     policy = load_policy(model_dir)
     params = SamplingParams(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
-                            stop=tuple(stop_strings("plain")), seed=seed)
-    res = evaluate(probs, policy.sampler(), template="plain", params=params, modes=(mode,), ks=(1,),
-                   progress=False, keep_text=True)
-    add_chain_counts(probs, res.records, mode)
-    prompt_lens = [len(policy.tokenizer.encode(t)) for t in build_prompts(probs, "plain", 0, ())]
+                            stop=tuple(stop_strings(template)), seed=seed)
+    res = evaluate(probs, policy.sampler(), template=template, params=params, modes=(mode,), ks=(1,),
+                   progress=False, keep_text=chains)
+    if chains:
+        add_chain_counts(probs, res.records, mode)
+    prompt_lens = [len(policy.tokenizer.encode(t)) for t in build_prompts(probs, template, 0, ())]
     P = [prompt_lens[i] for i, r in enumerate(res.records) for _ in r["lengths"]]
     G = [g for r in res.records for g in r["lengths"]]
     F = cumulative_forward_flops(policy.flops_per_token, max(P) + max(G) + 1)
@@ -496,10 +554,14 @@ def _run_profile_workers(jobs: list, parts_dir: Path, workers: int, n_parts: int
 def stage_profile(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
     from rlscale.evals.difficulty import plot_histogram, profile_table
     from rlscale.evals.evaluate import EvalResult
+    from rlscale.evals.evaluate import load_problems
     from rlscale.io import write_table
-    from rlscale.tasks.arith import load_arith
+    from rlscale.tasks import get_task
 
-    problems = load_arith("train", limit=p.pool_size)
+    task = get_task(p.task)
+    problems = load_problems(task, "train", data_path=p.data_path, limit=p.pool_size)
+    if not problems:
+        raise UserError(f"profile: the {p.task} train pool is empty (data_path {p.data_path}); give a file of problems")
     parts_dir = out / "profile_parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(8, min(128, -(-len(problems) // max(workers, 1))))  # a function of the preset: parts resume
@@ -508,8 +570,8 @@ def stage_profile(p: LabPreset, out: Path, workers: int, progress: bool) -> dict
         path = parts_dir / f"part_{k:05d}_{chunk}.json"
         if not path.exists():
             dicts = [dataclasses.asdict(q) for q in problems[lo:lo + chunk]]
-            jobs.append((str(out / "model"), dicts, p.profile_n, p.max_new_tokens, p.pretrain_seed,
-                         p.grading_mode, str(path)))
+            jobs.append((str(p.model_dir(out)), dicts, p.profile_n, p.max_new_tokens, p.pretrain_seed,
+                         p.grading_mode, p.template or task.template, p.task == "arith", str(path)))
     n_parts = -(-len(problems) // chunk)
     if jobs:
         _run_profile_workers(jobs, parts_dir, workers, n_parts, progress)
@@ -522,7 +584,7 @@ def stage_profile(p: LabPreset, out: Path, workers: int, progress: bool) -> dict
     df = profile_table(EvalResult(records=records, modes=(p.grading_mode,), ks=(1,)), problems, p.grading_mode)
     write_table(df, out / "profile.parquet")
     plot_histogram(df["avg"].to_numpy(), p.profile_n, out / "profile.hist.png",
-                   title=f"arith train pool ({len(df)} problems), avg@{p.profile_n}")
+                   title=f"{p.task} train pool ({len(df)} problems), avg@{p.profile_n}")
     return {**compute, "mean_avg": float(df["avg"].mean())}
 
 
@@ -575,8 +637,9 @@ def sweep_spec_dict(p: LabPreset, name: str, val_size: int) -> dict:
     train = ({} if p.lr_grid else {"lr": p.rl_lr}) | {"lr_scaling": p.lr_scaling, "lr_ref_batch": p.lr_ref_batch,
              "reward": p.grading_mode, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
              "val_n": p.val_n, "val_ks": list(p.val_ks), "val_limit": val_size,
-             "checkpoint_every": p.checkpoint_every, **p.extra_train}
-    return {"name": f"lab_{p.name}_{name}", "model": "../model", "task": "arith",
+             "checkpoint_every": p.checkpoint_every, **({"template": p.template} if p.template else {}),
+             **p.extra_train}
+    return {"name": f"lab_{p.name}_{name}", "model": p.model or "../model", "task": p.task,
             "train_set": f"../sets/{name}/train.jsonl", "val_set": f"../sets/{name}/val.jsonl",
             "n": list(p.n_grid), "problems_per_batch": [p.problems_per_batch], "B_max": p.B_max,
             "max_rollouts": p.max_rollouts, "val_log_points": p.val_points, "seeds": list(p.seeds),
@@ -756,7 +819,7 @@ def outputs_exist(stage: str, out: Path, p: LabPreset) -> bool:
     if stage == "sizes":
         return all((d / REPORT_FILE).exists() for d in size_dirs(out, p.sizes).values())
     if stage == "pretrain":
-        return (out / "model" / "rlscale_model.json").exists()
+        return p.model_dir(out).is_dir() if p.model is not None else (out / "model" / "rlscale_model.json").exists()
     if stage == "profile":
         return (out / "profile.parquet").exists()
     if stage == "curate":
@@ -788,11 +851,11 @@ def check_lab_dir(p: LabPreset, out: Path) -> None:
     atomic_write_json(path, new)
 
 
-PRETRAIN_FIELDS = ("size", "pretrain_tokens", "pretrain_minutes", "pretrain_seed", "pretrain_step_weights",
+PRETRAIN_FIELDS = ("model", "size", "pretrain_tokens", "pretrain_minutes", "pretrain_seed", "pretrain_step_weights",
                    "pretrain_processes")
 """the preset fields that determine the pretrained model (data-parallel pretraining is deterministic per process
 count, so the count is one of them)"""
-PROFILE_FIELDS = ("pool_size", "profile_n", "max_new_tokens", "grading_mode")
+PROFILE_FIELDS = ("task", "data_path", "template", "pool_size", "profile_n", "max_new_tokens", "grading_mode")
 """with PRETRAIN_FIELDS, the fields that determine profile.parquet (its sampling seed is pretrain_seed)"""
 
 
@@ -803,9 +866,12 @@ def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
     a UserError names the first pretraining field that differs, or what base lacks."""
     base = Path(base).resolve()
     old = (json.loads((base / LAB_FILE).read_text()).get("preset", {}) if (base / LAB_FILE).exists() else None)
-    if old is None or not (base / "model" / "rlscale_model.json").exists():
-        raise UserError(f"--reuse {base}: not a lab directory with a pretrained model (no {LAB_FILE} or "
-                        "model/rlscale_model.json); run `rlscale lab --out` there first")
+    if old is None:
+        raise UserError(f"--reuse {base}: not a lab directory (no {LAB_FILE}); run `rlscale lab --out` there first")
+    old = {**LabPreset().to_dict(), **old}  # a field added after that lab was made counts as its default there
+    if old.get("model") is None and not (base / "model" / "rlscale_model.json").exists():
+        raise UserError(f"--reuse {base}: not a lab directory with a pretrained model (no model/rlscale_model.json); "
+                        "run `rlscale lab --out` there first")
     if (out / "model").exists() or (out / "profile.parquet").exists():
         raise UserError(f"--reuse: {out} already has a model or a profile; use a new --out")
     new = p.to_dict()
@@ -814,7 +880,7 @@ def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
         diff = changed_keys({k: old.get(k) for k in fields}, {k: new.get(k) for k in fields})
         return diff[0] if diff else None
 
-    key = first_diff(PRETRAIN_FIELDS)
+    key = first_diff(("model",) if p.model is not None else PRETRAIN_FIELDS)
     if key:
         raise UserError(f"--reuse {base}: its model was pretrained with {key} = {old.get(key)!r}, this preset has "
                         f"{new.get(key)!r}; reuse a lab with the same pretraining or drop --reuse")
@@ -831,7 +897,7 @@ def reuse_stages(base: Path, out: Path, stages: list[str]) -> None:
     base = Path(base).resolve()
     base_log, log = StageLog(base), StageLog(out)
     for stage in stages:
-        if stage == "pretrain":
+        if stage == "pretrain" and (base / "model").is_dir():  # a given model (preset field `model`) stays put
             shutil.copytree(base / "model", out / "model", copy_function=_link_or_copy)
         elif stage == "profile":
             _link_or_copy(base / "profile.parquet", out / "profile.parquet")
@@ -854,7 +920,7 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
     """Run (or resume) every stage; returns {stage: record} as in stages.json. With `reuse` (another lab's OUT),
     a new OUT starts from its model and profile where the preset allows (reusable_stages; the further sizes are
     never reused). `label` prefixes the progress lines."""
-    p = preset.validate()
+    p = preset.with_absolute_paths().validate()
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir).resolve()
