@@ -16,8 +16,16 @@ import pytest
 
 from rlscale.cli import main
 from rlscale.errors import UserError
-from rlscale.lab.pipeline import (PAPER_HARD_BOUNDS, PRESETS, STAGES, LabPreset, estimate_seconds, get_preset, run_lab,
-                                  sweep_spec_dict)
+from rlscale.lab.pipeline import (
+    PAPER_HARD_BOUNDS,
+    PRESETS,
+    STAGES,
+    LabPreset,
+    estimate_seconds,
+    get_preset,
+    run_lab,
+    sweep_spec_dict,
+)
 
 # Seconds-scale settings: an xs model pretrained on 300k tokens, a 128-problem pool, n in {2, 4}, 3 seeds.
 MICRO = {"base": "quick", "name": "micro", "size": "xs", "pretrain_tokens": 300_000, "pool_size": 128,

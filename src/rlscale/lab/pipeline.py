@@ -553,8 +553,7 @@ def _run_profile_workers(jobs: list, parts_dir: Path, workers: int, n_parts: int
 
 def stage_profile(p: LabPreset, out: Path, workers: int, progress: bool) -> dict:
     from rlscale.evals.difficulty import plot_histogram, profile_table
-    from rlscale.evals.evaluate import EvalResult
-    from rlscale.evals.evaluate import load_problems
+    from rlscale.evals.evaluate import EvalResult, load_problems
     from rlscale.io import write_table
     from rlscale.tasks import get_task
 
