@@ -272,6 +272,33 @@ def fake_lab(root: Path, preset: LabPreset, profiled: bool = True) -> Path:
     return root
 
 
+def test_reuse_of_a_given_models_profile(tmp_path):
+    """A lab of a given model (`model`) shares its profile with a variant of the same model and pool; nothing is
+    copied for the model, and another model or pool is refused or re-profiled."""
+    from rlscale.lab.pipeline import StageLog, check_lab_dir, reusable_stages, reuse_stages
+
+    g = dataclasses.replace(PRESETS["quick"], model="/models/m", task="gsm8k", data_path="/d/train.jsonl")
+    base = tmp_path / "base"
+    base.mkdir()
+    check_lab_dir(g, base)
+    (base / "profile.parquet").write_bytes(b"parquet")
+    log = StageLog(base)
+    log.set("pretrain", status="done", wall_s=3.0, model="/models/m")
+    log.set("profile", status="done", wall_s=900.0, rollouts=80_000)
+    variant = dataclasses.replace(g, name="v", easy_bounds=(0.2, 0.7), size="xs", pretrain_tokens=1)
+    assert reusable_stages(variant, base, tmp_path / "v") == ["pretrain", "profile"]  # pretraining fields ignored
+    assert reusable_stages(dataclasses.replace(g, data_path="/d/other.jsonl"), base, tmp_path / "v") == ["pretrain"]
+    with pytest.raises(UserError, match="model = '/models/m', this preset has '/models/n'"):
+        reusable_stages(dataclasses.replace(g, model="/models/n"), base, tmp_path / "v")
+    with pytest.raises(UserError, match="model = '/models/m', this preset has None"):
+        reusable_stages(PRESETS["quick"], base, tmp_path / "v")
+    out = tmp_path / "v"
+    out.mkdir()
+    reuse_stages(base, out, ["pretrain", "profile"])
+    assert not (out / "model").exists() and (out / "profile.parquet").read_bytes() == b"parquet"
+    assert StageLog(out).get("profile")["reused_wall_s"] == 900.0
+
+
 def test_reuse_takes_the_model_and_profile_a_variant_shares(tmp_path, capsys):
     from rlscale.errors import UserError
     from rlscale.lab.pipeline import StageLog, reusable_stages, reuse_stages
