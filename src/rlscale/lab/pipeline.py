@@ -326,8 +326,8 @@ PRESETS: dict[str, LabPreset] = {
     # Since stop 30 the s model runs 12 seeds and xs 4 (size_overrides): with 6, the widened intervals left every
     # n*(C) question on s unresolved, including where Hard saturates relative to Easy ([-1.57, 1.07]); stop 29 ran
     # seeds 6-11 as a second lab and relocated both into one: that comparison resolved ([0.11, 2.00]). xs, which
-    # the report compares by RL gain, gives up 2 seeds to keep the preset inside 2 hours (an estimate from the
-    # measured pieces: s 89 min, xs ~23 min).
+    # the report compares by RL gain, gives up 2 seeds to keep the preset inside 2 hours: end to end in a fresh
+    # clone on the Zen 3 EPYC 1h59m03s with setup, 7,056 s of stages (s 91m50s, xs 25m33s), with no margin.
     "full": LabPreset(name="full", pretrain_tokens=8_000_000, pool_size=12000, val_size=200, train_size=1000,
                       n_grid=(2, 4, 8, 16, 32), max_rollouts=24576, val_points=14, seeds=tuple(range(12)),
                       n_bootstrap=500, sizes=("xs",), size_overrides={"xs": {"seeds": (0, 1, 2, 3)}},
