@@ -299,9 +299,10 @@ class LabPreset:
                 raise UserError(f"preset {self.name}: {where}.{name}: {e}") from None
 
 
-def _without(set_overrides: dict, fields: dict) -> dict:
-    """set_overrides without the fields that `fields` sets for every set (a set left with none is dropped)."""
-    return {s: kept for s, over in set_overrides.items() if (kept := {k: v for k, v in over.items() if k not in fields})}
+def _without(overrides: dict, fields: dict) -> dict:
+    """set_overrides or size_overrides without the fields that `fields` sets for all of them (an entry left with
+    none is dropped)."""
+    return {s: kept for s, over in overrides.items() if (kept := {k: v for k, v in over.items() if k not in fields})}
 
 
 PRESETS: dict[str, LabPreset] = {
@@ -363,8 +364,7 @@ def get_preset(name: str) -> LabPreset:
         fields["set_overrides"] = _without(base.set_overrides, fields)
     if "size_overrides" not in fields:  # ... and for every size; sizes the file drops lose their overrides
         sizes = fields.get("sizes", base.sizes)
-        fields["size_overrides"] = {s: kept for s, over in base.size_overrides.items()
-                                    if s in sizes and (kept := {k: v for k, v in over.items() if k not in fields})}
+        fields["size_overrides"] = {s: o for s, o in _without(base.size_overrides, fields).items() if s in sizes}
     return dataclasses.replace(base, **_tupled(fields))
 
 
@@ -384,8 +384,10 @@ def _fmt(s: float) -> str:
 def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
     """Rough wall-time guess per stage (for the ETA before a stage has run)."""
     pre_rate = PRETRAIN_TOKENS_PER_S_PER_PROCESS * p.pretrain_process_count(workers)
-    pre = p.pretrain_tokens / pre_rate if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
-    pre = 0.0 if p.model is not None else pre  # a given model is only loaded
+    if p.model is not None:  # a given model is only loaded
+        pre = 0.0
+    else:
+        pre = p.pretrain_tokens / pre_rate if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
 
     def sweep(q: LabPreset) -> float:
         evals = q.val_points  # the before-training evaluation is shared by a sweep's runs (val_cache)
@@ -835,19 +837,24 @@ def outputs_exist(stage: str, out: Path, p: LabPreset) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ driver
+def stored_preset(out: Path) -> dict | None:
+    """The preset dict OUT/lab.json holds (None without one); a field added to LabPreset after that lab was made
+    counts as its default there."""
+    path = Path(out) / LAB_FILE
+    return {**LabPreset().to_dict(), **json.loads(path.read_text()).get("preset", {})} if path.exists() else None
+
+
 def check_lab_dir(p: LabPreset, out: Path) -> None:
     """Write lab.json for a new OUT; refuse an OUT made with a different preset (naming the first field)."""
-    path = out / LAB_FILE
     new = {"preset": p.to_dict()}
-    if path.exists():
-        # a field added to LabPreset after this lab was made counts as its default there
-        old = {**LabPreset().to_dict(), **json.loads(path.read_text()).get("preset", {})}
+    old = stored_preset(out)
+    if old is not None:
         diff = changed_keys(old, new["preset"])
         if diff:
             raise UserError(f"{out}: holds a lab made with a different preset ({diff[0]}: {old.get(diff[0])!r} vs "
                             f"{new['preset'].get(diff[0])!r}); use a new --out or the same preset")
         return
-    atomic_write_json(path, new)
+    atomic_write_json(out / LAB_FILE, new)
 
 
 PRETRAIN_FIELDS = ("model", "size", "pretrain_tokens", "pretrain_minutes", "pretrain_seed", "pretrain_step_weights",
@@ -864,10 +871,9 @@ def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
     (what a variant of the curation, the sweeps or the fit needs: the variant tables of docs/lab_results.md). Writes nothing;
     a UserError names the first pretraining field that differs, or what base lacks."""
     base = Path(base).resolve()
-    old = (json.loads((base / LAB_FILE).read_text()).get("preset", {}) if (base / LAB_FILE).exists() else None)
+    old = stored_preset(base)
     if old is None:
         raise UserError(f"--reuse {base}: not a lab directory (no {LAB_FILE}); run `rlscale lab --out` there first")
-    old = {**LabPreset().to_dict(), **old}  # a field added after that lab was made counts as its default there
     if old.get("model") is None and not (base / "model" / "rlscale_model.json").exists():
         raise UserError(f"--reuse {base}: not a lab directory with a pretrained model (no model/rlscale_model.json); "
                         "run `rlscale lab --out` there first")
