@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "coscale-compare": "rlscale.commands.coscale_compare",
 }
 
+# commands that load a model: they take --device (where Hugging Face models run; lab models always run on CPU)
+DEVICE_COMMANDS = {"lab", "sample", "eval", "profile", "train", "sweep", "coscale", "coscale-compare"}
 
 DESCRIPTION = (
     "rlscale: given a base model, a problem set and a compute budget, how should RL sampling compute be spent,\n"
@@ -63,6 +65,19 @@ def _load(module_name: str):
         raise
 
 
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """--device on the parser, or on each of its subcommands' parsers (`rlscale train grpo ... --device cuda`)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for p in {id(p): p for a in subs for p in a.choices.values()}.values():
+            _add_device_flag(p)
+        return
+    parser.add_argument("--device", default=None,
+                        help="where Hugging Face models run: auto (the first CUDA device when torch has one, else "
+                             "CPU), cpu, cuda, cuda:N or mps; default $RLSCALE_DEVICE, else auto. Exported to sweep "
+                             "workers. Lab models always run on CPU")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rlscale", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"rlscale {__version__}")
@@ -74,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=HelpFormatter)
         mod.add_arguments(p)
+        if name in DEVICE_COMMANDS:
+            _add_device_flag(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -88,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # every command: the samplers and trainers reuse freed activation memory
     try:
+        if getattr(args, "device", None) is not None:
+            from rlscale.models.device import ENV, resolve_device
+
+            resolve_device(args.device)  # a bad --device fails now, in one line
+            os.environ[ENV] = args.device  # every load in this process and its workers reads it
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"rlscale {args.command}: error: {e}", file=sys.stderr)

@@ -904,7 +904,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
     if preset.get("model"):  # a given base model (rlscale lab --model): not pretrained here
         cfg.add("<h3>Base model</h3>" + kv_table({
             "model": preset["model"], "kind": pre.get("model_kind"), "parameters": pre.get("num_params"),
-            "task": preset.get("task"), "pool": preset.get("data_path") or f"the {preset.get('task')} train split"}))
+            "device": pre.get("device"), "task": preset.get("task"), "pool": preset.get("data_path") or f"the {preset.get('task')} train split"}))
     else:
         model_meta = read_json(root / "model" / "rlscale_model.json") or {}
         cfg.add("<h3>Lab model</h3>" + kv_table({

@@ -90,8 +90,9 @@ class HFSampler:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator().manual_seed(seed % (1 << 63)) for _, _, seed in rows]
 
+        cache_arg = _cache_kwarg(model)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1].float()
+        past, logits = _cache_of(out), out.logits[:, -1].float()
         last_pos = pos[:, -1]
         tokens: list[list[int]] = [[] for _ in rows]
         logps: list[list[float]] = [[] for _ in rows]
@@ -120,8 +121,8 @@ class HFSampler:
             mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
             last_pos = last_pos + 1
             out = model(input_ids=feed[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                        past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1].float()
+                        use_cache=True, **{cache_arg: past})
+            past, logits = _cache_of(out), out.logits[:, -1].float()
 
         rollouts = []
         for r, (i, j, seed) in enumerate(rows):
@@ -133,6 +134,20 @@ class HFSampler:
                                     token_ids=tokens[r], text=text, logprobs=logps[r], finished=finished[r],
                                     seed=seed))
         return rollouts
+
+
+def _cache_kwarg(model) -> str:
+    """The forward's KV-cache argument: `cache` (transformers >= 5.2x; `past_key_values` is deprecated there and
+    removed in 5.40) or `past_key_values` (earlier versions and models that still take it)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    """The KV cache of a forward's output, under either name (see _cache_kwarg)."""
+    cache = getattr(out, "cache", None)
+    return out.past_key_values if cache is None else cache
 
 
 def _stop_end(text: str, stops: Sequence[str]) -> int | None:

@@ -449,8 +449,10 @@ def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) ->
         from rlscale.models import load_policy
 
         policy = load_policy(p.model)
+        from rlscale.models.device import module_device
+
         return {"rollouts": 0, "tokens": 0, "flops": 0.0, "model": p.model, "num_params": policy.num_params(),
-                "model_kind": type(policy).__name__}
+                "model_kind": type(policy).__name__, "device": str(module_device(policy.module))}
     model = out / "model"
     if not (model / "rlscale_model.json").exists():
         from rlscale.lab.pretrain import PretrainConfig, pretrain

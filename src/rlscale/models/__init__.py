@@ -16,8 +16,9 @@ def is_tiny_checkpoint(path: str | Path) -> bool:
     return (Path(path) / TINY_MARKER).exists()
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Load a policy from a directory: a lab checkpoint (has rlscale_model.json) or an HF model dir (config.json)."""
+def load_policy(path: str | Path, device: str | None = None) -> Policy:
+    """Load a policy from a directory: a lab checkpoint (has rlscale_model.json; always on CPU) or an HF model dir
+    (config.json; on `device`, default RLSCALE_DEVICE or auto, see rlscale.models.device)."""
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"--model {path}: not a directory; pass a checkpoint written by `rlscale pretrain` or an HF model dir")
@@ -28,5 +29,5 @@ def load_policy(path: str | Path) -> Policy:
     if (p / "config.json").exists():
         from rlscale.models.hf import HFPolicy
 
-        return HFPolicy.load(str(p))
+        return HFPolicy.load(str(p), device)
     raise UserError(f"--model {path}: neither {TINY_MARKER} (lab checkpoint) nor config.json (Hugging Face) found")

@@ -1,6 +1,7 @@
 """`HFPolicy`: the Policy protocol over any local Hugging Face causal LM (loaded offline from a directory).
 
     policy = HFPolicy.load("path/to/hf_model")       # AutoModelForCausalLM + AutoTokenizer, local_files_only
+                                                     # on --device / RLSCALE_DEVICE (auto: CUDA when present)
     logp, ent = policy.token_logprobs(ids, mask, temperature=1.0, with_entropy=True)   # (B, T-1) each
     rollouts = policy.sampler().generate(["Question: ...\\nAnswer:"], SamplingParams(n=4))
 """
@@ -14,6 +15,16 @@ from torch import Tensor
 
 from rlscale.errors import UserError
 from rlscale.models.base import logprobs_from_logits, packed_completion_logprobs
+
+
+def _fp32_kwargs() -> dict:
+    """from_pretrained's dtype argument for fp32: `dtype` from transformers 4.56 (5.x loads a checkpoint in its own
+    dtype by default, bf16 for hub models), `torch_dtype` before."""
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: torch.float32}
 
 
 class HFTokenizer:
@@ -50,21 +61,34 @@ class HFPolicy:
         self.path = path
 
     @classmethod
-    def load(cls, path: str) -> HFPolicy:
-        """Load model and tokenizer from a local directory, offline."""
+    def load(cls, path: str, device: str | None = None) -> HFPolicy:
+        """Load model and tokenizer from a local directory, offline, the model on `device` (see
+        rlscale.models.device.resolve_device: None reads RLSCALE_DEVICE, else auto) in fp32 whatever the
+        checkpoint's dtype: the master weights of training (AdamW steps of 1e-6 vanish in bf16 weights); the
+        trainers' dtype=bf16 autocasts the compute."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rlscale.models.device import resolve_device
+
+        dev = resolve_device(device)  # a bad device fails before the (possibly long) load
 
         p = Path(path)
         if not (p / "config.json").exists():
             raise UserError(f"--model {path}: no config.json; pass a Hugging Face model directory")
         try:
             tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-            module = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+            module = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, **_fp32_kwargs())
         except (OSError, ValueError, KeyError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"--model {path}: cannot load the Hugging Face model ({first[:200]})") from None
-        module.eval()
+        module.to(dev).eval()
         return cls(module, tok, str(p))
+
+    @property
+    def device(self) -> torch.device:
+        from rlscale.models.device import module_device
+
+        return module_device(self.module)
 
     @property
     def config(self):
@@ -72,9 +96,14 @@ class HFPolicy:
 
     def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, temperature: float = 1.0,
                        with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-        """logp[b, t] = log softmax(logits[b, t] / T)[input_ids[b, t+1]]: (B, T-1); entropy of that distribution."""
-        logits = self.module(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
-        return logprobs_from_logits(logits, input_ids[:, 1:], temperature, with_entropy)
+        """logp[b, t] = log softmax(logits[b, t] / T)[input_ids[b, t+1]]: (B, T-1); entropy of that distribution.
+        Inputs go to the model's device and the results come back to the inputs' (gradients flow through both
+        copies), so callers keep their tensors on CPU whatever the device; the (B, T, V) logits never leave it."""
+        dev, home = self.device, input_ids.device
+        ids = input_ids.to(dev)
+        logits = self.module(input_ids=ids, attention_mask=attention_mask.to(dev)).logits[:, :-1]  # (B, T-1, V)
+        logp, ent = logprobs_from_logits(logits, ids[:, 1:], temperature, with_entropy)
+        return logp.to(home), None if ent is None else ent.to(home)
 
     def completion_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor,
                             temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:

@@ -608,7 +608,9 @@ def micro_batch(b: UpdateBatch, c: int, u: int, accumulate: bool, policy, ref_po
     from rlscale.rl.losses import grpo_loss
 
     idx, sl, batch_in = b.inputs[c]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")  # per thread
+    from rlscale.models.device import bf16_autocast, module_device
+
+    autocast = bf16_autocast(module_device(policy.module), cfg.dtype == "bf16")  # per thread
     replay = {"replay": b.replay[c]} if u == 0 and b.replay[c] is not None else {}  # weights as when sampled
     with autocast:
         logp, ent = policy.completion_logprobs(*batch_in, temperature=cfg.temperature, with_entropy=True, **replay)
@@ -750,7 +752,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     start = 0
     ckpt = store.latest_checkpoint()
     if ckpt is not None:
-        state = torch.load(ckpt[1] / "state.pt", weights_only=False)
+        state = torch.load(ckpt[1] / "state.pt", weights_only=False, map_location="cpu")  # copied to the device
         module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         counters.update(state["counters"])
@@ -763,7 +765,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             atomic_torch_save(ref_path, {k: v.detach().clone() for k, v in module.state_dict().items()})
         ref_policy = copy.copy(policy)
         ref_policy.module = copy.deepcopy(module)
-        ref_policy.module.load_state_dict(torch.load(ref_path, weights_only=False))
+        ref_policy.module.load_state_dict(torch.load(ref_path, weights_only=False, map_location="cpu"))
         ref_policy.module.eval().requires_grad_(False)
 
     mirror = _Mirror(cfg.log_to, out)

@@ -143,7 +143,7 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
     start = 0
     ckpt = store.latest_checkpoint()
     if ckpt is not None:
-        state = torch.load(ckpt[1] / "state.pt", weights_only=False)
+        state = torch.load(ckpt[1] / "state.pt", weights_only=False, map_location="cpu")  # copied to the device
         module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         counters.update(state["counters"])
@@ -151,7 +151,9 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
     store.truncate_after(start if ckpt is not None else -1)
     F = cumulative_forward_flops(policy.flops_per_token, max(len(p) + len(s) for p, s in seqs) + 1)
     t_session, wall0 = time.perf_counter(), counters["wall_s"]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    from rlscale.models.device import bf16_autocast, module_device
+
+    autocast = bf16_autocast(module_device(module), cfg.dtype == "bf16")
     module.train()
     for step in range(start, num_steps):
         # ---- batch: (B, L) right-padded; solution tokens marked in logp coordinates (B, L-1) ----
