@@ -117,6 +117,29 @@ def test_truncation_and_stop_strings(policy):
     assert cut.finished and cut.text == text[:text.index(stop) + len(stop)]
 
 
+def test_stop_check_on_the_tail_equals_the_full_decode(policy, monkeypatch):
+    """The per-step stop check decodes a tail of the completion; every generation equals the one checking the whole
+    decoded text at every step (window as long as any completion). The stops are substrings of 2-4 characters
+    that the unstopped samples contain (a stop never met would test nothing)."""
+    import collections
+
+    import rlscale.engine.hf as hf_engine
+
+    free = policy.sampler().generate(PROMPTS, SamplingParams(n=8, temperature=1.0, max_new_tokens=40, seed=1))
+    counts = collections.Counter(r.text[i:i + k] for g in free for r in g for k in (2, 3, 4)
+                                 for i in range(max(0, len(r.text) - k)))
+    common = [t for t, _ in counts.most_common() if t.strip()]
+    stops = [tuple(common[i:i + 2]) for i in range(0, 8, 2)]
+    params = [SamplingParams(n=8, temperature=1.0, max_new_tokens=40, seed=1, stop=stop) for stop in stops]
+    fast = [policy.sampler().generate(PROMPTS, p) for p in params]
+    monkeypatch.setattr(hf_engine, "STOP_WINDOW_SLACK", 10**6)
+    full = [policy.sampler().generate(PROMPTS, p) for p in params]
+    assert [[[(r.text, r.token_ids, r.finished) for r in g] for g in x] for x in fast] == \
+        [[[(r.text, r.token_ids, r.finished) for r in g] for g in x] for x in full]
+    cut = [r.text for x, p in zip(fast, params) for g in x for r in g if r.finished and r.text.endswith(p.stop)]
+    assert sum(len(t) > 12 for t in cut) >= 5, cut  # stops met after the window's length
+
+
 def test_prompt_longer_than_context(policy):
     with pytest.raises(UserError, match="context"):
         policy.sampler().generate(["x" * 300], SamplingParams(n=1, max_new_tokens=4))
