@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from sampler import matmul_peak_flops  # bench/sampler.py: the 1-thread fp32 matmul peak
     from hf_fixtures import make_tiny_hf_model
+    from sampler import matmul_peak_flops  # bench/sampler.py: the 1-thread fp32 matmul peak
 
     import rlscale.engine.hf as hf_engine
     from rlscale.engine.base import SamplingParams
