@@ -29,6 +29,67 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
     return logp, ent
 
 
+CHUNK_ELEMENTS = 1 << 24
+"""(row x vocabulary) elements of one chunk of lean_logprobs_from_logits: 64 MB of fp32 transients"""
+
+
+class _LogprobEntropy(torch.autograd.Function):
+    """(logp of the targets, entropy) of softmax(z / T) over the last dim, chunked over rows: only z itself is kept
+    for the backward, which recomputes each chunk's softmax and writes the gradient into one tensor of z's shape and
+    dtype. Computed in fp32 (fp64 for fp64 z), the logits' own dtype untouched."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool):
+        V = z.shape[-1]
+        z2, t2 = z.reshape(-1, V), targets.reshape(-1)
+        ct = torch.promote_types(z.dtype, torch.float32)
+        rows = max(1, CHUNK_ELEMENTS // V)
+        lse, logp, ent = (torch.empty(z2.shape[0], dtype=ct, device=z.device) for _ in range(3))
+        for c in range(0, z2.shape[0], rows):
+            zc = z2[c:c + rows].to(ct) / temperature
+            lse[c:c + rows] = torch.logsumexp(zc, -1)
+            lp = zc.sub_(lse[c:c + rows, None])  # log p, in place of the chunk's scaled copy
+            logp[c:c + rows] = lp.gather(-1, t2[c:c + rows, None]).squeeze(-1)
+            if with_entropy:
+                ent[c:c + rows] = -(lp.exp() * lp).sum(-1)
+        ctx.save_for_backward(z, t2, lse, ent)
+        ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        shape = targets.shape
+        return logp.view(shape), (ent.view(shape) if with_entropy else None)
+
+    @staticmethod
+    def backward(ctx, g_logp: torch.Tensor, g_ent: torch.Tensor | None):
+        z, t2, lse, ent = ctx.saved_tensors
+        T, V = ctx.temperature, z.shape[-1]
+        z2, ct = z.reshape(-1, V), lse.dtype
+        g_lp = (torch.zeros_like(lse) if g_logp is None else g_logp.reshape(-1).to(ct)) / T
+        g_h = None if (g_ent is None or not ctx.with_entropy) else g_ent.reshape(-1).to(ct) / T
+        grad = torch.empty_like(z2)
+        rows = max(1, CHUNK_ELEMENTS // V)
+        for c in range(0, z2.shape[0], rows):
+            sl = slice(c, c + rows)
+            lp = torch.div(z2[sl].to(ct), T).sub_(lse[sl, None])  # log p (a new tensor: z is never written)
+            p = lp.exp()
+            if g_h is not None:  # dH/dz_j = -p_j (log p_j + H) / T
+                gc = lp.add_(ent[sl, None]).mul_(p).mul_(-g_h[sl, None])
+                gc.sub_(p.mul_(g_lp[sl, None]))
+            else:
+                gc = p.mul_(-g_lp[sl, None])
+            gc.scatter_add_(-1, t2[sl, None], g_lp[sl, None])  # d logp_t / dz_j = (1[j = t] - p_j) / T
+            grad[sl] = gc
+        return grad.view(z.shape), None, None, None
+
+
+def lean_logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                              with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """logprobs_from_logits for large vocabularies (Hugging Face models, V ~ 150k): the same values to float
+    rounding, in chunks of rows (_LogprobEntropy), keeping no (..., V) tensor for the backward but the logits and
+    allocating one for their gradient. At 4 x 512 tokens of a 152k vocabulary one fp32 copy is 1.2 GB; the
+    forward + backward needs 5 above the logits by log_softmax, ~1 this way (bench/logprobs_memory.py)."""
+    t = temperature if temperature > 0 else 1.0
+    return _LogprobEntropy.apply(logits, targets, t, with_entropy)
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists -> (ids (B, W), mask (B, W)) left-padded to W = width or the longest; mask 1 = real token."""
     W = max(len(s) for s in seqs) if width is None else width

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from rlscale.errors import UserError
-from rlscale.models.base import logprobs_from_logits, packed_completion_logprobs
+from rlscale.models.base import lean_logprobs_from_logits, packed_completion_logprobs
 
 
 def _fp32_kwargs() -> dict:
@@ -102,7 +102,7 @@ class HFPolicy:
         dev, home = self.device, input_ids.device
         ids = input_ids.to(dev)
         logits = self.module(input_ids=ids, attention_mask=attention_mask.to(dev)).logits[:, :-1]  # (B, T-1, V)
-        logp, ent = logprobs_from_logits(logits, ids[:, 1:], temperature, with_entropy)
+        logp, ent = lean_logprobs_from_logits(logits, ids[:, 1:], temperature, with_entropy)
         return logp.to(home), None if ent is None else ent.to(home)
 
     def completion_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, comp_ids: Tensor, group: Tensor,
