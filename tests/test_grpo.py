@@ -272,6 +272,28 @@ def test_default_lr_is_the_models_suggestion(tmp_path):
     assert RunStore.open(tmp_path / "run").config["lr"] == RL_LR["xs"]
 
 
+def test_default_micro_batch_is_the_models_suggestion(tmp_path):
+    """micro_batch_size unset: 64 rollouts per update chunk for a lab model (the value every lab run before stop 31
+    had: their stored configs and hashes stay the same), 8 for a Hugging Face model (TRL's per-device batch);
+    an explicit value is kept and recorded."""
+    from rlscale.rl.grpo import suggested_micro_batch, with_model_defaults
+
+    pol = tiny_policy()
+    assert suggested_micro_batch("ignored", pol) == 64
+    pol.save(str(tmp_path / "lab"))
+    assert with_model_defaults(GRPOConfig(model=str(tmp_path / "lab"), iterations=1)).micro_batch_size == 64
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert with_model_defaults(GRPOConfig(model=str(tmp_path / "hf"), iterations=1)).micro_batch_size == 8
+    assert with_model_defaults(GRPOConfig(model=str(tmp_path / "hf"), iterations=1,
+                                          micro_batch_size=2)).micro_batch_size == 2
+    with pytest.raises(UserError, match="micro_batch_size"):
+        GRPOConfig(model="m", iterations=1, micro_batch_size=0).validate()
+    train(small_cfg(tmp_path, iterations=1, val_every=0, micro_batch_size=None), tmp_path / "run", progress=False,
+          policy=pol)
+    assert RunStore.open(tmp_path / "run").config["micro_batch_size"] == 64
+
+
 def test_problem_order_epochs():
     seen = [i for s in range(5) for i in problem_indices(s, 4, 10, seed=3)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))

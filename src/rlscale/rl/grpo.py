@@ -139,8 +139,9 @@ class GRPOConfig:
     replay_correct: bool = False
     """keep every correct completion (reward 1) in the run store's replay table (RunStore.replay_solutions gives
     the last K per problem; CoScale-RL's re-distillation reads it)"""
-    micro_batch_size: int = 64
-    """rollouts per forward/backward chunk (memory only: gradients do not depend on it)"""
+    micro_batch_size: int | None = None
+    """rollouts per forward/backward chunk (memory only: gradients do not depend on it); None: the model's
+    (suggested_micro_batch: 64 for lab models, 8 for Hugging Face models as TRL's per-device batch)"""
     seed: int = 0
     """run seed: problem order and per-rollout sampling seeds derive from it"""
     checkpoint_every: int = 10
@@ -255,7 +256,8 @@ class GRPOConfig:
         need(len(self.val_ks) >= 1 and all(1 <= k <= self.val_n for k in self.val_ks),
              f"val_ks={list(self.val_ks)}: each k must be in 1..val_n={self.val_n}")
         need(self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1 (or unset for all)")
-        need(self.micro_batch_size >= 1 and self.checkpoint_every >= 1, "micro_batch_size and checkpoint_every >= 1")
+        need((self.micro_batch_size is None or self.micro_batch_size >= 1) and self.checkpoint_every >= 1,
+             "micro_batch_size and checkpoint_every >= 1")
         if self.log_to != "none":
             import importlib.util
             need(importlib.util.find_spec(self.log_to if self.log_to == "mlflow" else "tensorboard") is not None,
@@ -445,9 +447,23 @@ def suggested_rl_lr(model_dir: str, policy=None) -> float:
     return RL_LR.get(str(meta.get("size")), RL_LR["s"])
 
 
+def suggested_micro_batch(model_dir: str, policy=None) -> int:
+    """Rollouts per update chunk when none is given: 64 for a lab model (tiny vocabulary and activations), 8 for
+    anything else (TRL's per-device batch): the logits of a Hugging Face model's update chunk are rows x tokens x
+    vocabulary, 2.5 GB in bf16 for 8 rows of 1k tokens of a 152k vocabulary."""
+    from rlscale.models import is_tiny_checkpoint
+
+    tiny = getattr(policy, "kind", None) == "tiny" if policy is not None else is_tiny_checkpoint(model_dir)
+    return 64 if tiny else 8
+
+
 def with_model_defaults(cfg: GRPOConfig, policy=None) -> GRPOConfig:
-    """cfg with lr = suggested_rl_lr of its model when unset (None)."""
-    return cfg if cfg.lr is not None else dataclasses.replace(cfg, lr=suggested_rl_lr(cfg.model, policy))
+    """cfg with lr = suggested_rl_lr and micro_batch_size = suggested_micro_batch of its model when unset (None)."""
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=suggested_rl_lr(cfg.model, policy))
+    if cfg.micro_batch_size is None:
+        cfg = dataclasses.replace(cfg, micro_batch_size=suggested_micro_batch(cfg.model, policy))
+    return cfg
 
 
 def stop_strings(template: str) -> tuple[str, ...]:
