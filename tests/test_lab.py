@@ -572,9 +572,10 @@ GSM_MICRO = {"base": "quick", "name": "gsm_micro", "pool_size": 12, "profile_n":
 
 
 @pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason="shared data not present")
-def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys):
-    """`rlscale lab --model HF --task gsm8k --data-path FILE`: the same stages on a Hugging Face model and a real
-    data set (a random tiny Llama solves nothing, so both sets take every problem here: [0, 1])."""
+def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys, monkeypatch):
+    """`rlscale lab --model HF --task gsm8k --data-path FILE --device cpu`: the same stages on a Hugging Face model
+    and a real data set (a random tiny Llama solves nothing, so both sets take every problem here: [0, 1])."""
+    monkeypatch.setenv("RLSCALE_DEVICE", "auto")  # undone after the test: --device exports it
     sys.path.insert(0, str(Path(__file__).parent))
     from hf_fixtures import make_tiny_hf_model
 
@@ -582,11 +583,12 @@ def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys):
     (tmp_path / "g.json").write_text(json.dumps(GSM_MICRO))
     out = tmp_path / "lab"
     args = ["lab", "--preset", str(tmp_path / "g.json"), "--model", hf, "--task", "gsm8k", "--data-path",
-            str(DATA / "gsm8k" / "train.jsonl"), "--out", str(out), "--workers", "2", "--quiet"]
+            str(DATA / "gsm8k" / "train.jsonl"), "--out", str(out), "--workers", "2", "--quiet", "--device", "cpu"]
     assert main(args) == 0
     stages = json.loads((out / "stages.json").read_text())
     assert all(s["status"] == "done" for s in stages.values()) and not (out / "model").exists()
     assert stages["pretrain"]["model"] == hf and stages["pretrain"]["num_params"] > 0
+    assert stages["pretrain"]["device"] == "cpu"
     assert stages["profile"]["rollouts"] == 12 * 2 and stages["sweep_easy"]["rollouts"] == 2 * 16
     lab = json.loads((out / "lab.json").read_text())["preset"]
     assert (lab["model"], lab["task"], lab["rl_lr"]) == (hf, "gsm8k", 1e-6)
@@ -600,9 +602,10 @@ def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys):
         runs = sorted((out / "sweeps" / name / "runs").iterdir())
         assert len(runs) == 2
         cfg = json.loads((runs[0] / "config.json").read_text())["config"]
-        assert (cfg["model"], cfg["task"], cfg["lr"]) == (hf, "gsm8k", 1e-6)
+        assert (cfg["model"], cfg["task"], cfg["lr"], cfg["micro_batch_size"]) == (hf, "gsm8k", 1e-6, 8)
     html = (out / "report.html").read_text()
     assert "Base model" in html and f"a given model ({hf}), not pretrained here" in html
+    assert '<tr><td class="l">device</td><td>cpu</td></tr>' in html  # the Base model table
     # the same command resumes (everything reused); another model on the same OUT is refused, named
     assert main(args) == 0
     other = make_tiny_hf_model(tmp_path / "hf2", seed=1, max_positions=1024)

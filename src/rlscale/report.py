@@ -653,7 +653,8 @@ def fig_pass_hist(per_n: dict):
                     weights=np.full(len(rates), 1.0 / max(len(rates), 1)), label=f"steps {lo:.0f}-{hi:.0f}")
         ax.set_title(f"n={n}", fontsize=10)
         ax.set_xlabel("per-problem pass@1 in training")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no training steps logged problem passes: nothing to label
+            ax.legend(fontsize=7)
     axes[0][0].set_ylabel("fraction of problems")
     fig.tight_layout()
     return fig
