@@ -19,8 +19,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    monkeypatch.setenv(dev.ENV, "auto")  # recorded, so whatever a test sets is undone
-    monkeypatch.delenv(dev.ENV)
+    for name in (dev.ENV, dev.CHECKPOINTING_ENV):
+        monkeypatch.setenv(name, "0")  # recorded, so whatever a test sets is undone
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
@@ -140,3 +141,37 @@ def test_a_bf16_checkpoint_trains_in_fp32(tmp_path, clean_env):
     after = list(HFPolicy.load(str(tmp_path / "run" / "model"), "cpu").module.parameters())
     moved = sum(int((a != b).sum()) for a, b in zip(after, before)) / sum(b.numel() for b in before)
     assert moved > 0.5, moved
+
+
+def test_gradient_checkpointing_keeps_the_gradients(model_dir, clean_env):
+    """--gradient-checkpointing (RLSCALE_GRADIENT_CHECKPOINTING=1): the training forward keeps no layer activations
+    and the gradients of a log-prob loss are the ones without it; scoring forwards keep no KV cache either way."""
+    seqs = torch.randint(3, 60, (3, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(seqs)
+
+    def grads(policy):
+        policy.module.train()
+        logp, ent = policy.token_logprobs(seqs, mask, with_entropy=True)
+        (logp.sum() + 0.1 * ent.sum()).backward()
+        return [p.grad.clone() for p in policy.module.parameters()]
+
+    plain = HFPolicy.load(model_dir, "cpu")
+    clean_env.setenv(dev.CHECKPOINTING_ENV, "1")
+    ckpt = HFPolicy.load(model_dir, "cpu")
+    from rlscale.models.hf import is_checkpointing
+
+    assert is_checkpointing(ckpt.module) and not is_checkpointing(plain.module)
+    for a, b in zip(grads(plain), grads(ckpt)):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    clean_env.setenv(dev.CHECKPOINTING_ENV, "maybe")
+    with pytest.raises(UserError, match="^RLSCALE_GRADIENT_CHECKPOINTING='maybe': use 1 or 0$"):
+        HFPolicy.load(model_dir, "cpu")
+
+
+def test_cli_gradient_checkpointing_flag_reaches_the_workers(model_dir, clean_env):
+    from rlscale.sweep.run import worker_env
+
+    assert dev.CHECKPOINTING_ENV not in worker_env()
+    assert main(["eval", "--model", model_dir, "--task", "arith", "--limit", "1", "--n", "1", "--max-new-tokens", "2",
+                 "--no-progress", "--gradient-checkpointing"]) == 0
+    assert worker_env()[dev.CHECKPOINTING_ENV] == "1" and dev.gradient_checkpointing()

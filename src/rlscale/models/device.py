@@ -1,4 +1,5 @@
-"""Where Hugging Face models run: `resolve_device(spec)` turns `--device` / `RLSCALE_DEVICE` into a torch.device.
+"""Where and how Hugging Face models run: `resolve_device(spec)` turns `--device` / `RLSCALE_DEVICE` into a
+torch.device; `gradient_checkpointing()` reads `--gradient-checkpointing` / `RLSCALE_GRADIENT_CHECKPOINTING`.
 
     resolve_device(None)     # RLSCALE_DEVICE if set, else "auto": the first CUDA device when torch has one, else CPU
     resolve_device("cuda:1") # that device, or a one-line UserError when this torch cannot use it
@@ -19,6 +20,10 @@ from rlscale.errors import UserError
 
 ENV = "RLSCALE_DEVICE"
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
+CHECKPOINTING_ENV = "RLSCALE_GRADIENT_CHECKPOINTING"
+"""1: Hugging Face models recompute each layer's activations in the backward instead of keeping them (memory for
+time; the gradients are the same). Like the device, a property of where a run executes, not of the run: not in
+its config or hash, so a run may resume with it switched"""
 
 
 def resolve_device(spec: str | None = None) -> torch.device:
@@ -48,6 +53,16 @@ def resolve_device(spec: str | None = None) -> torch.device:
             raise UserError(f"{source} {spec!r}: this torch sees no MPS device; use --device cpu")
         return dev
     raise UserError(f"{source} {spec!r}: unsupported device type {dev.type!r}; use {CHOICES}")
+
+
+def gradient_checkpointing() -> bool:
+    """Whether $RLSCALE_GRADIENT_CHECKPOINTING asks for gradient checkpointing (1/true/yes; 0/false/no/unset)."""
+    value = os.environ.get(CHECKPOINTING_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise UserError(f"{CHECKPOINTING_ENV}={value!r}: use 1 or 0")
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

@@ -27,6 +27,21 @@ def _fp32_kwargs() -> dict:
     return {key: torch.float32}
 
 
+def _enable_checkpointing(module) -> None:
+    """Non-reentrant activation checkpointing of every layer: `activation_checkpointing_enable` from transformers
+    5.2x (`gradient_checkpointing_enable` is deprecated there, to go in v6), the older name before."""
+    if hasattr(module, "activation_checkpointing_enable"):
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def is_checkpointing(module) -> bool:
+    """Whether the module recomputes its layers in the backward (either transformers name)."""
+    flag = getattr(type(module), "is_activation_checkpointing", None)
+    return bool(module.is_activation_checkpointing if flag is not None else module.is_gradient_checkpointing)
+
+
 class HFTokenizer:
     """The Tokenizer protocol over a transformers tokenizer. encode() adds no special tokens; encode_prompt()
     adds what the tokenizer adds by default (e.g. Llama's BOS); pad falls back to EOS."""
@@ -65,12 +80,13 @@ class HFPolicy:
         """Load model and tokenizer from a local directory, offline, the model on `device` (see
         rlscale.models.device.resolve_device: None reads RLSCALE_DEVICE, else auto) in fp32 whatever the
         checkpoint's dtype: the master weights of training (AdamW steps of 1e-6 vanish in bf16 weights); the
-        trainers' dtype=bf16 autocasts the compute."""
+        trainers' dtype=bf16 autocasts the compute. With RLSCALE_GRADIENT_CHECKPOINTING=1 (--gradient-checkpointing)
+        the training forward recomputes each layer in the backward (transformers' non-reentrant checkpointing)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from rlscale.models.device import resolve_device
+        from rlscale.models.device import gradient_checkpointing, resolve_device
 
-        dev = resolve_device(device)  # a bad device fails before the (possibly long) load
+        dev, checkpointing = resolve_device(device), gradient_checkpointing()  # bad values fail before the load
 
         p = Path(path)
         if not (p / "config.json").exists():
@@ -82,6 +98,11 @@ class HFPolicy:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"--model {path}: cannot load the Hugging Face model ({first[:200]})") from None
         module.to(dev).eval()
+        if checkpointing:
+            if not getattr(module, "supports_gradient_checkpointing", False):
+                raise UserError(f"--model {path}: {type(module).__name__} does not support gradient checkpointing; "
+                                "drop --gradient-checkpointing")
+            _enable_checkpointing(module)
         return cls(module, tok, str(p))
 
     @property
@@ -101,7 +122,8 @@ class HFPolicy:
         copies), so callers keep their tensors on CPU whatever the device; the (B, T, V) logits never leave it."""
         dev, home = self.device, input_ids.device
         ids = input_ids.to(dev)
-        logits = self.module(input_ids=ids, attention_mask=attention_mask.to(dev)).logits[:, :-1]  # (B, T-1, V)
+        # use_cache=False: a scoring forward keeps no KV cache (and gradient checkpointing needs none)
+        logits = self.module(input_ids=ids, attention_mask=attention_mask.to(dev), use_cache=False).logits[:, :-1]
         logp, ent = lean_logprobs_from_logits(logits, ids[:, 1:], temperature, with_entropy)
         return logp.to(home), None if ent is None else ent.to(home)
 

@@ -118,17 +118,19 @@ def _lock_driver(out: Path):
 def worker_env(threads: int = 1, trainer: str | None = None) -> dict:
     """Environment overrides of a worker process (applied over the environment of the process starting it, so
     Ray's CUDA_VISIBLE_DEVICES survives): `threads` torch/OpenMP threads (the spec's cpus), the trainer override,
-    the device (RLSCALE_DEVICE; "cuda" in a Ray task with gpus is the GPU Ray gave it)."""
+    the device (RLSCALE_DEVICE; "cuda" in a Ray task with gpus is the GPU Ray gave it) and gradient checkpointing."""
     threads = str(max(1, int(threads)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
            "TOKENIZERS_PARALLELISM": "false"}
     trainer = trainer or os.environ.get(TRAINER_ENV)
     if trainer:
         env[TRAINER_ENV] = trainer
+    from rlscale.models.device import CHECKPOINTING_ENV
     from rlscale.models.device import ENV as DEVICE_ENV
 
-    if os.environ.get(DEVICE_ENV):  # --device: Ray tasks on other nodes see only this dict
-        env[DEVICE_ENV] = os.environ[DEVICE_ENV]
+    for name in (DEVICE_ENV, CHECKPOINTING_ENV):  # --device etc.: Ray tasks on other nodes see only this dict
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     src = str(Path(__file__).resolve().parents[2])  # so a worker imports this rlscale even when not installed
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
     return env
