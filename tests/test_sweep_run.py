@@ -342,3 +342,51 @@ def test_lr_grid_sweep_fit_and_report_keep_each_n_at_its_best_rate(tmp_path, mon
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "Each n is compared at its own best lr" in html and "n = 2 at lr 3.5e-05" in html
+
+
+def test_gpu_slots_give_each_local_worker_its_own_gpu():
+    from rlscale.sweep.run import gpu_slots
+
+    assert gpu_slots(3, {}, 0) == [{}, {}, {}]  # no CUDA: nothing to pin
+    assert gpu_slots(2, {}, 1) == [{}, {}]  # one GPU: every run on it
+    assert gpu_slots(4, {}, 2) == [{"CUDA_VISIBLE_DEVICES": d} for d in "0101"]
+    assert gpu_slots(3, {"CUDA_VISIBLE_DEVICES": "5, 7", "RLSCALE_DEVICE": "cuda"}, 2) == \
+        [{"CUDA_VISIBLE_DEVICES": d} for d in ("5", "7", "5")]
+    for pinned in ("cuda:1", "cpu"):
+        assert gpu_slots(2, {"RLSCALE_DEVICE": pinned}, 4) == [{}, {}]
+
+
+def test_local_runs_hold_distinct_gpu_slots(tmp_path, monkeypatch):
+    """_run_local hands each started run a free slot's CUDA_VISIBLE_DEVICES: runs that overlap never share one,
+    and a finished run's slot is reused."""
+    import rlscale.sweep.run as run_mod
+
+    started, running = [], set()
+
+    class FakeRun:
+        def __init__(self, out, run_id, env, log_path):
+            self.gpu, self.polls, self.returncode = env.get("CUDA_VISIBLE_DEVICES"), 0, None
+            self.length = 12 if run_id == "r0" else 2  # the first run outlasts several others
+            assert self.gpu not in running, "two running runs on one GPU"
+            running.add(self.gpu)
+            started.append(self.gpu)
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= self.length and self.returncode is None:
+                self.returncode = 0
+                running.discard(self.gpu)
+            return self.returncode
+
+    monkeypatch.setenv(run_mod.FORK_ENV, "0")
+    monkeypatch.setattr(run_mod, "FreshRun", FakeRun)
+    monkeypatch.setattr(run_mod, "_cuda_count", lambda: 3)
+    monkeypatch.setattr(run_mod, "run_finished", lambda path: True)
+    monkeypatch.setattr(run_mod.time, "sleep", lambda s: None)
+    monkeypatch.delenv("RLSCALE_DEVICE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    todo = [run_mod.RunSpec(f"r{i}", 2, 2, 1, 4, i, {}) for i in range(8)]
+    status: dict = {}
+    run_mod._run_local(todo, tmp_path, 3, {}, status, lambda changed: None)
+    assert len(started) == 8 and set(started) == {"0", "1", "2"} and started[:3] == ["0", "1", "2"]
+    assert set(status.values()) == {"done"}

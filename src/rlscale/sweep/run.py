@@ -268,21 +268,48 @@ def _record(out: Path, sweep: dict, status: dict[str, str]) -> None:
     atomic_write_json(out / "sweep.json", sweep)
 
 
+def gpu_slots(workers: int, environ: dict, gpu_count: int) -> list[dict]:
+    """Environment overrides of each local worker slot: with more than one CUDA device visible and the device
+    unpinned (RLSCALE_DEVICE unset, auto or cuda), slot i sees only device i mod count (CUDA_VISIBLE_DEVICES, taken
+    from the visible list when one is set), so `--workers 4` on a 4-GPU machine gives each run its own GPU; else
+    no overrides (every run on the one device, or on the CPU)."""
+    from rlscale.models.device import ENV as DEVICE_ENV
+
+    spec = (environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if gpu_count < 2 or spec not in ("auto", "cuda"):
+        return [{} for _ in range(workers)]
+    visible = [d.strip() for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    ids = visible[:gpu_count] if visible else [str(i) for i in range(gpu_count)]
+    return [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
+
+
+def _cuda_count() -> int:
+    """CUDA devices this torch sees (0 without CUDA); asks the driver without creating a context."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _run_local(todo: list[RunSpec], out: Path, workers: int, env: dict, status: dict, on_change) -> None:
     queue = list(todo)
     procs: dict[str, ForkedRun | FreshRun] = {}
     env = {**os.environ, **env, PARENT_ENV: str(os.getpid())}
     start = FreshRun if os.environ.get(FORK_ENV, "1") == "0" else ForkedRun
+    slots = gpu_slots(workers, env, _cuda_count())
+    slot_of: dict[str, int] = {}
     try:
         while queue or procs:
             while queue and len(procs) < workers:
                 run = queue.pop(0)
-                procs[run.run_id] = start(out, run.run_id, env, out / "logs" / f"{run.run_id}.log")
+                slot = min(set(range(workers)) - set(slot_of.values()))
+                slot_of[run.run_id] = slot
+                procs[run.run_id] = start(out, run.run_id, {**env, **slots[slot]}, out / "logs" / f"{run.run_id}.log")
                 status[run.run_id] = "running"
                 on_change(True)
             for rid, proc in list(procs.items()):
                 if proc.poll() is not None:
                     del procs[rid]
+                    del slot_of[rid]
                     ok = proc.returncode == 0 and run_finished(out / "runs" / rid)
                     status[rid] = "done" if ok else "failed"
                     on_change(True)
