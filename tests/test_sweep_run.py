@@ -380,7 +380,7 @@ def test_local_runs_hold_distinct_gpu_slots(tmp_path, monkeypatch):
 
     monkeypatch.setenv(run_mod.FORK_ENV, "0")
     monkeypatch.setattr(run_mod, "FreshRun", FakeRun)
-    monkeypatch.setattr(run_mod, "_cuda_count", lambda: 3)
+    monkeypatch.setattr(run_mod, "cuda_count", lambda: 3)
     monkeypatch.setattr(run_mod, "run_finished", lambda path: True)
     monkeypatch.setattr(run_mod.time, "sleep", lambda s: None)
     monkeypatch.delenv("RLSCALE_DEVICE", raising=False)

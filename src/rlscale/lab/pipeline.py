@@ -446,13 +446,14 @@ class LabProgress:
 # ------------------------------------------------------------------------------------------------ stages
 def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) -> dict:
     if p.model is not None:  # a given base model: check that it loads, record it
-        from rlscale.models import load_policy
+        from rlscale.models import is_tiny_checkpoint, load_policy
+        from rlscale.models.device import resolve_device
 
-        policy = load_policy(p.model)
-        from rlscale.models.device import module_device
-
+        # loaded on the CPU: the lab's own process holds no GPU memory (and no CUDA context) while its workers run
+        policy = load_policy(p.model, "cpu")
+        device = "cpu" if is_tiny_checkpoint(p.model) else str(resolve_device())  # where the stages will run it
         return {"rollouts": 0, "tokens": 0, "flops": 0.0, "model": p.model, "num_params": policy.num_params(),
-                "model_kind": type(policy).__name__, "device": str(module_device(policy.module))}
+                "model_kind": type(policy).__name__, "device": device}
     model = out / "model"
     if not (model / "rlscale_model.json").exists():
         from rlscale.lab.pretrain import PretrainConfig, pretrain
@@ -525,15 +526,17 @@ def _run_profile_workers(jobs: list, parts_dir: Path, workers: int, n_parts: int
     """Split the jobs over `workers` subprocesses (one torch thread each) and wait, showing chunks done."""
     import subprocess
 
-    from rlscale.sweep.run import worker_env
+    from rlscale.sweep.run import cuda_count, gpu_slots, worker_env
 
     procs = []
+    env = {**os.environ, **worker_env(1)}
+    slots = gpu_slots(workers, env, cuda_count())  # several GPUs: one per worker
     for w in range(min(workers, len(jobs))):
         jf = parts_dir / f"jobs_{w}.json"
         atomic_write_text(jf, json.dumps(jobs[w::workers]))
         cmd = [sys.executable, "-c",
                f"from rlscale.lab.pipeline import _profile_worker_main as m; m({str(jf)!r}, {os.getpid()})"]
-        procs.append(subprocess.Popen(cmd, env={**os.environ, **worker_env(1)}, stdin=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(cmd, env={**env, **slots[w]}, stdin=subprocess.DEVNULL))
     t0, last = time.monotonic(), 0.0
     try:
         while any(pr.poll() is None for pr in procs):

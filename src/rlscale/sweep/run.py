@@ -283,7 +283,7 @@ def gpu_slots(workers: int, environ: dict, gpu_count: int) -> list[dict]:
     return [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
 
 
-def _cuda_count() -> int:
+def cuda_count() -> int:
     """CUDA devices this torch sees (0 without CUDA); asks the driver without creating a context."""
     import torch
 
@@ -295,7 +295,7 @@ def _run_local(todo: list[RunSpec], out: Path, workers: int, env: dict, status: 
     procs: dict[str, ForkedRun | FreshRun] = {}
     env = {**os.environ, **env, PARENT_ENV: str(os.getpid())}
     start = FreshRun if os.environ.get(FORK_ENV, "1") == "0" else ForkedRun
-    slots = gpu_slots(workers, env, _cuda_count())
+    slots = gpu_slots(workers, env, cuda_count())
     slot_of: dict[str, int] = {}
     try:
         while queue or procs:
