@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlscale.errors import UserError
-from rlscale.models.base import Policy, Tokenizer
+
+if TYPE_CHECKING:
+    from rlscale.models.base import Policy
 
 __all__ = ["Policy", "Tokenizer", "load_policy", "is_tiny_checkpoint"]
+
+
+def __getattr__(name: str):
+    """Policy and Tokenizer on first use: importing this package (e.g. rlscale.models.device's names in a sweep
+    driver) does not import torch."""
+    if name in ("Policy", "Tokenizer"):
+        from rlscale.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'rlscale.models' has no attribute {name!r}")
 
 TINY_MARKER = "rlscale_model.json"
 

@@ -13,10 +13,12 @@ and the sampler's decode loop, run on it.
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from rlscale.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where used: the sweep driver reads ENV without paying torch's import
+    import torch
 
 ENV = "RLSCALE_DEVICE"
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -28,6 +30,8 @@ its config or hash, so a run may resume with it switched"""
 
 def resolve_device(spec: str | None = None) -> torch.device:
     """spec (or $RLSCALE_DEVICE, or "auto") -> a usable torch.device; UserError naming the source and the fix."""
+    import torch
+
     source = "--device"
     if spec is None:
         spec, source = os.environ.get(ENV) or "auto", ENV
@@ -67,10 +71,14 @@ def gradient_checkpointing() -> bool:
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (CPU for a module without parameters)."""
+    import torch
+
     p = next(module.parameters(), None)
     return torch.device("cpu") if p is None else p.device
 
 
 def bf16_autocast(device: torch.device, enabled: bool):
     """bf16 autocast for the forward/backward of an update on `device` (the trainers' dtype="bf16")."""
+    import torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

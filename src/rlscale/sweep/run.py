@@ -284,10 +284,15 @@ def gpu_slots(workers: int, environ: dict, gpu_count: int) -> list[dict]:
 
 
 def cuda_count() -> int:
-    """CUDA devices this torch sees (0 without CUDA); asks the driver without creating a context."""
-    import torch
+    """NVIDIA GPUs of this machine: torch's count when torch is already imported, else the driver's entries in
+    /proc/driver/nvidia/gpus (0 without the driver), so a sweep driver neither imports torch nor creates a CUDA
+    context to place its workers (gpu_slots limits it to CUDA_VISIBLE_DEVICES)."""
+    if "torch" in sys.modules:
+        import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
 def _run_local(todo: list[RunSpec], out: Path, workers: int, env: dict, status: dict, on_change) -> None:
