@@ -220,6 +220,65 @@ def test_vllm_import_guard():
         pytest.skip("vllm is installed")
 
 
+def fake_vllm(policy):
+    """A stand-in `vllm` module whose LLM answers each request (n=1, its own seed) with our HF sampler on `policy`,
+    in vLLM's output shapes: what --engine vllm maps to and from is checked, not vLLM itself (not installable
+    here: it needs a GPU)."""
+    import types
+
+    from rlscale.engine.hf import HFSampler
+
+    class FakeSamplingParams:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    class FakeLLM:
+        def __init__(self, model, logprobs_mode=None, **kw):
+            self.model, self.logprobs_mode = model, logprobs_mode
+
+        def get_tokenizer(self):
+            return policy.tokenizer.hf
+
+        def generate(self, requests, sampling, use_tqdm=True):
+            outs = []
+            for prompt, sp in zip(requests, sampling, strict=True):
+                assert sp.n == 1 and sp.include_stop_str_in_output and sp.logprobs == 0
+                r = HFSampler(policy).generate([prompt], SamplingParams(
+                    n=1, temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_tokens,
+                    stop=tuple(sp.stop)), seeds=[[sp.seed]])[0][0]
+                comp = types.SimpleNamespace(
+                    token_ids=r.token_ids, text=r.text, finish_reason="stop" if r.finished else "length",
+                    logprobs=[{t: types.SimpleNamespace(logprob=lp)} for t, lp in zip(r.token_ids, r.logprobs)])
+                outs.append(types.SimpleNamespace(prompt_token_ids=r.prompt_ids, outputs=[comp]))
+            return outs
+
+    return types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams)
+
+
+def test_eval_and_profile_through_the_vllm_engine(policy, model_dir, tmp_path, monkeypatch, capsys):
+    """`--engine vllm` (a stand-in vllm that samples each request alone with its seed): the same records as the
+    native engine, which samples them batched, for eval and profile; a lab checkpoint is refused in one line."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm(policy))
+    base = ["--model", model_dir, "--task", "arith", "--limit", "4", "--n", "3", "--max-new-tokens", "8",
+            "--no-progress"]
+    for engine in ("native", "vllm"):
+        assert main(["eval", *base, "--k", "1,2", "--out", str(tmp_path / engine), "--save-completions",
+                     "--engine", engine]) == 0
+        assert main(["profile", *base, "--out", str(tmp_path / f"{engine}.jsonl"), "--engine", engine]) == 0
+    for name in ("records_0shot.jsonl", "summary.json"):
+        native, vllm = ((tmp_path / e / name).read_text() for e in ("native", "vllm"))
+        assert native == vllm.replace(str(tmp_path / "vllm"), str(tmp_path / "native"))
+    assert (tmp_path / "native.jsonl").read_text() == (tmp_path / "vllm.jsonl").read_text()
+    capsys.readouterr()
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "rlscale_model.json").write_text("{}")
+    assert main(["eval", "--model", str(lab), "--task", "arith", "--engine", "vllm", "--no-progress"]) == 2
+    assert "export-hf" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("dtype, temperature", [(torch.float32, 1.0), (torch.float32, 0.7), (torch.bfloat16, 0.7)])
 def test_lean_logprobs_equal_the_reference(dtype, temperature):
     """lean_logprobs_from_logits (the HF policies') and logprobs_from_logits (log_softmax, then -(p log p)), both in

@@ -40,6 +40,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, n_default: int = 16)
     parser.add_argument("--template", default=None, help="prompt template (default: the task's)")
     parser.add_argument("--mode", default=None, help="comma-separated grading modes (default: the task's)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (per-sample seeds derive from it)")
+    parser.add_argument("--engine", choices=("native", "vllm"), default="native",
+                        help="sampler: native (the lab model's sampler, or our KV-cache loop over a Hugging Face "
+                             "model on --device) or vllm (a Hugging Face model through vLLM, `pip install "
+                             "rlscale[vllm]`; the same per-sample seeds, vLLM's own random streams)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
@@ -70,7 +74,18 @@ def sampling_params(args, task):
                           stop=stop_strings(template), seed=args.seed), template
 
 
-def load_sampler(path: str):
+def load_sampler(path: str, engine: str = "native"):
+    """The sampler of --model on --engine: native (load_policy(path).sampler()) or vllm (VLLMSampler of a Hugging
+    Face model directory; a lab checkpoint is refused, naming export-hf)."""
+    if engine == "vllm":
+        from rlscale.engine.vllm import VLLMSampler
+        from rlscale.errors import UserError
+        from rlscale.models import is_tiny_checkpoint
+
+        if is_tiny_checkpoint(path):
+            raise UserError(f"--engine vllm: {path} is a lab checkpoint; export it with `rlscale export-hf` first "
+                            "or use --engine native")
+        return VLLMSampler(path)
     import torch
 
     from rlscale.models import load_policy
@@ -115,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     problems = load_problems(task, args.split, data_path=args.data_path, limit=args.limit, hf=args.hf)
     pool = exemplar_pool(task, args.split, args.exemplar_path, args.data_path, args.hf) if max(shots_list) else []
     exemplars = select_exemplars(pool, min(max(shots_list) + 1, len(pool)), seed=args.seed) if pool else []
-    sampler = load_sampler(args.model)
+    sampler = load_sampler(args.model, args.engine)
 
     out = Path(args.out) if args.out else None
     summary = {"task": task.name, "split": args.split, "model": str(args.model), "results": {}}

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     mode = (args.mode or task.default_mode).split(",")[0].strip()
     check_modes([mode])
     problems = load_problems(task, args.split, data_path=args.data_path, limit=args.limit, hf=args.hf)
-    sampler = load_sampler(args.model)
+    sampler = load_sampler(args.model, args.engine)
     res = evaluate(problems, sampler, template=template, params=params, modes=(mode,), ks=(1,),
                    progress=not args.no_progress)
     df = profile_table(res, problems, mode)
