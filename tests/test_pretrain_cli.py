@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,6 +234,34 @@ def test_data_parallel_workers_die_with_a_killed_pretrain(tmp_path):
         while time.monotonic() < deadline and any(_alive(w) for w in workers):
             time.sleep(0.2)
         assert not any(_alive(w) for w in workers)
+        # the killed run's rendezvous directory is left behind; the next data-parallel pretraining removes it
+        import tempfile
+
+        from rlscale.lab.pretrain import RENDEZVOUS_PREFIX, remove_stale_rendezvous
+
+        left = list(Path(tempfile.gettempdir()).glob(f"{RENDEZVOUS_PREFIX}{proc.pid}-*"))
+        assert len(left) == 1
+        assert left[0] in remove_stale_rendezvous(Path(tempfile.gettempdir())) and not left[0].exists()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_stale_rendezvous_directories_are_removed(tmp_path):
+    """Only directories of pretraining processes that are gone: a live process's, and names without a pid (older
+    versions), stay."""
+    import subprocess
+    import sys
+
+    from rlscale.lab.pretrain import RENDEZVOUS_PREFIX, remove_stale_rendezvous
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    dead = tmp_path / f"{RENDEZVOUS_PREFIX}{done.pid}-abc"
+    live = tmp_path / f"{RENDEZVOUS_PREFIX}{os.getpid()}-def"
+    old = tmp_path / f"{RENDEZVOUS_PREFIX}x1y2z3"
+    for d in (dead, live, old):
+        d.mkdir()
+        (d / "rendezvous").write_text("x")
+    assert remove_stale_rendezvous(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and old.exists()

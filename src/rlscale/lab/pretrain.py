@@ -223,12 +223,43 @@ def pretrain(cfg: PretrainConfig, out: str | None = None, progress: bool = True)
 
     import torch.multiprocessing as mp
 
-    with tempfile.TemporaryDirectory(prefix="rlscale-pretrain-") as tmp:
+    remove_stale_rendezvous(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{RENDEZVOUS_PREFIX}{os.getpid()}-") as tmp:
         target = out if out is not None else tmp + "/model"
         mp.start_processes(_dp_worker, args=(cfg, target, progress, tmp + "/rendezvous", os.getpid(), state),
                            nprocs=cfg.processes, join=True, start_method="spawn")
         policy = TinyPolicy.load(target)
     return policy
+
+
+RENDEZVOUS_PREFIX = "rlscale-pretrain-"
+"""temp directories of data-parallel pretraining: <prefix><pid of the pretraining process>-<random>"""
+
+
+def remove_stale_rendezvous(tmpdir: Path) -> list[Path]:
+    """Remove the rendezvous directories in tmpdir whose pretraining process is gone (killed with SIGKILL, its
+    TemporaryDirectory never cleaned up); return them. Directories of live processes, and names without a pid
+    (before stop 31), are left alone."""
+    removed = []
+    for d in tmpdir.glob(f"{RENDEZVOUS_PREFIX}*-*"):
+        pid = d.name[len(RENDEZVOUS_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _dp_worker(rank: int, cfg: PretrainConfig, out: str, progress: bool, init_file: str, parent: int,
