@@ -1,7 +1,17 @@
-"""Peak resident memory of this process, for the memory benchmarks (Linux /proc): reset_peak() sets the peak to the
-current RSS, peak_rss_bytes() reads it (VmHWM)."""
+"""For the memory benchmarks (Linux /proc): each measurement runs in its own process (run_child), where reset_peak()
+sets the peak resident memory to the current RSS and peak_rss_bytes() reads it (VmHWM)."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Run `python script *args` in a fresh process; the JSON object on its last stdout line."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def reset_peak() -> int:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mem import peak_rss_bytes, reset_peak  # noqa: E402
+from _mem import peak_rss_bytes, reset_peak, run_child  # noqa: E402
 
 
 def make_model(path: str, layers: int) -> None:
@@ -77,9 +76,8 @@ def main() -> None:
         make_model(d, args.layers)
         got = {}
         for name, flag in (("baseline", "0"), ("checkpointing", "1")):
-            out = subprocess.run([sys.executable, __file__, "--child", d, flag, "--batch", str(args.batch),
-                                  "--tokens", str(args.tokens)], capture_output=True, text=True, check=True)
-            got[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            got[name] = run_child(__file__, "--child", d, flag, "--batch", str(args.batch), "--tokens",
+                                  str(args.tokens))
     base, ck = got["baseline"], got["checkpointing"]
     tokens = args.batch * args.tokens
     from sampler import matmul_peak_flops  # bench/sampler.py: the 1-thread fp32 matmul peak

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mem import peak_rss_bytes, reset_peak  # noqa: E402
+from _mem import peak_rss_bytes, reset_peak, run_child  # noqa: E402
 
 
 def child(which: str, dtype: str, b: int, t: int, v: int) -> None:
@@ -58,10 +57,8 @@ def main() -> None:
     for dtype in ("float32", "bfloat16"):
         got = {}
         for which in ("baseline", "lean"):
-            out = subprocess.run([sys.executable, __file__, "--child", which, dtype, "--batch", str(args.batch),
-                                  "--tokens", str(args.tokens), "--vocab", str(args.vocab)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            got[which] = json.loads(out)
+            got[which] = run_child(__file__, "--child", which, dtype, "--batch", str(args.batch),
+                                   "--tokens", str(args.tokens), "--vocab", str(args.vocab))
         copy = got["lean"]["logits_bytes"]  # one fp32 (B, T, V) tensor
         for which, r in got.items():
             res[f"{dtype}_{which}_peak_gb"] = round(r["peak_above_logits_bytes"] / 1e9, 2)

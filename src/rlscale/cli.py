@@ -79,7 +79,7 @@ def _add_device_flag(parser: argparse.ArgumentParser) -> None:
                              "workers. Lab models always run on CPU")
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None,
                         help="Hugging Face models recompute each layer's activations in the backward instead of "
-                             "keeping them: less memory, ~1.3x the update's time, the same gradients; default "
+                             "keeping them: less memory, the same gradients (bench/hf_checkpointing.py); default "
                              "$RLSCALE_GRADIENT_CHECKPOINTING. Exported to sweep workers")
 
 

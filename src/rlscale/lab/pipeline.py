@@ -446,12 +446,12 @@ class LabProgress:
 # ------------------------------------------------------------------------------------------------ stages
 def stage_pretrain(p: LabPreset, out: Path, progress: bool, workers: int = 1) -> dict:
     if p.model is not None:  # a given base model: check that it loads, record it
-        from rlscale.models import is_tiny_checkpoint, load_policy
+        from rlscale.models import load_policy
         from rlscale.models.device import resolve_device
 
         # loaded on the CPU: the lab's own process holds no GPU memory (and no CUDA context) while its workers run
         policy = load_policy(p.model, "cpu")
-        device = "cpu" if is_tiny_checkpoint(p.model) else str(resolve_device())  # where the stages will run it
+        device = "cpu" if policy.kind == "tiny" else str(resolve_device())  # where the stages will run it
         return {"rollouts": 0, "tokens": 0, "flops": 0.0, "model": p.model, "num_params": policy.num_params(),
                 "model_kind": type(policy).__name__, "device": device}
     model = out / "model"
