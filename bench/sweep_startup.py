@@ -1,5 +1,7 @@
-"""Sweep start-up cost: the same sweep of short lab runs with runs forked from the fork server (the default) and
-with a fresh interpreter per run (RLSCALE_SWEEP_FORK=0), alternated; wall-time ratio and seconds saved per run.
+"""Sweep start-up cost: the same sweep of short lab runs with runs forked from the fork server (the default),
+with a fresh interpreter per run (RLSCALE_SWEEP_FORK=0) and forked from a fork server that does not preload
+torch._dynamo (the preload before stop 32; torch's optimizers import it when a run builds its first one),
+alternated; wall-time ratios and seconds saved per run.
 
     python bench/sweep_startup.py [--model runs/lab_s] [--rounds 2] [--budget 256] [--workers 2]
 
@@ -33,10 +35,18 @@ def spec(model: Path, budget: int, out: Path) -> Path:
     return path
 
 
-def run_once(spec_path: Path, out: Path, workers: int, fork: bool) -> float:
-    env = {**os.environ, "RLSCALE_SWEEP_FORK": "1" if fork else "0"}
+NO_DYNAMO_PRELOAD = ("import sys, rlscale.sweep.run as r; "
+                     "r.FORK_PRELOAD = tuple(m for m in r.FORK_PRELOAD if m != 'torch._dynamo'); "
+                     "from rlscale.cli import main; sys.exit(main(sys.argv[1:]))")
+MODES = {"fresh": ("0", ["-m", "rlscale"]), "forked": ("1", ["-m", "rlscale"]),
+         "forked_no_dynamo_preload": ("1", ["-c", NO_DYNAMO_PRELOAD])}
+
+
+def run_once(spec_path: Path, out: Path, workers: int, mode: str) -> float:
+    fork, entry = MODES[mode]
+    env = {**os.environ, "RLSCALE_SWEEP_FORK": fork}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rlscale", "sweep", "run", str(spec_path), "--out", str(out),
+    subprocess.run([sys.executable, *entry, "sweep", "run", str(spec_path), "--out", str(out),
                     "--workers", str(workers), "--no-progress"], env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
@@ -51,20 +61,23 @@ def main() -> None:
     model = Path(args.model)
     if not (model / "rlscale_model.json").exists():
         sys.exit(f"--model {model}: not a lab checkpoint; make one with `rlscale pretrain --size s --out {model}`")
-    times: dict[str, list[float]] = {"forked": [], "fresh": []}
+    times: dict[str, list[float]] = {m: [] for m in MODES}
     with tempfile.TemporaryDirectory(prefix="rlscale-bench-") as tmp:
         sp = spec(model, args.budget, Path(tmp))
         for r in range(args.rounds):
-            for name, fork in (("fresh", False), ("forked", True)):
-                s = run_once(sp, Path(tmp) / f"{name}{r}", args.workers, fork)
-                times[name].append(s)
-                print(f"round {r}: {name} {s:.1f} s", file=sys.stderr)
+            for mode in MODES:
+                s = run_once(sp, Path(tmp) / f"{mode}{r}", args.workers, mode)
+                times[mode].append(s)
+                print(f"round {r}: {mode} {s:.1f} s", file=sys.stderr)
     runs = 12
-    fresh, forked = statistics.median(times["fresh"]), statistics.median(times["forked"])
-    print(json.dumps({"fresh_s": times["fresh"], "forked_s": times["forked"], "ratio_forked_vs_fresh": forked / fresh,
-                      "saved_s_per_run": (fresh - forked) * args.workers / runs, "runs": runs,
-                      "workers": args.workers, "budget_rollouts": args.budget}))
-
+    med = {m: statistics.median(t) for m, t in times.items()}
+    print(json.dumps({**{f"{m}_s": t for m, t in times.items()},
+                      "ratio_forked_vs_fresh": med["forked"] / med["fresh"],
+                      "saved_s_per_run": (med["fresh"] - med["forked"]) * args.workers / runs,
+                      "ratio_forked_vs_no_dynamo_preload": med["forked"] / med["forked_no_dynamo_preload"],
+                      "dynamo_preload_saved_s_per_run":
+                          (med["forked_no_dynamo_preload"] - med["forked"]) * args.workers / runs,
+                      "runs": runs, "workers": args.workers, "budget_rollouts": args.budget}))
 
 if __name__ == "__main__":
     main()

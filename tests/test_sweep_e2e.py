@@ -68,6 +68,33 @@ def test_real_trainer_sweep(lab, capsys):
     assert "0 run(s) finished now, 2 already finished" in capsys.readouterr().out
 
 
+FORKED_RUN_IMPORTS = """
+import importlib, json, sys
+from rlscale.sweep.run import FORK_PRELOAD
+for m in ("rlscale.sweep.worker", *FORK_PRELOAD):
+    importlib.import_module(m)
+before = set(sys.modules)
+from rlscale.sweep.worker import grpo_train
+grpo_train({"model": sys.argv[1], "task": "arith", "train_set": sys.argv[2], "problems_per_batch": 2,
+            "rollouts_per_problem": 2, "iterations": 2, "max_new_tokens": 8, "val_limit": 2, "val_n": 1},
+           sys.argv[3])
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_forked_run_imports_nothing_heavy(lab, tmp_path):
+    """What a run imports after the fork server's preload is paid by every run: torch._dynamo (which torch's
+    optimizers import when the first one is built, ~850 modules, 1.3-2 s) must be preloaded, not imported per run."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FORKED_RUN_IMPORTS, str(lab / "model"), str(lab / "train.jsonl"),
+                          str(tmp_path / "run")], capture_output=True, text=True, check=True)
+    new = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in new if m.split(".")[0] in ("sympy", "mpmath") or m.startswith("torch._dynamo")]
+    assert not heavy and len(new) < 100, (len(new), heavy[:5])
+
+
 @pytest.mark.slow
 def test_real_trainer_kill_and_resume(lab, monkeypatch):
     from test_sweep_run import _kill_cycle

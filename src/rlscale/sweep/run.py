@@ -144,10 +144,12 @@ def worker_cmd(out: Path, run_id: str) -> list[str]:
     return [sys.executable, "-m", "rlscale.sweep.worker", *worker_args(out, run_id)]
 
 
-FORK_PRELOAD = ("torch", "rlscale.rl.grpo", "rlscale.models", "rlscale.grading")
+FORK_PRELOAD = ("torch", "torch._dynamo", "rlscale.rl.grpo", "rlscale.models", "rlscale.grading")
 """modules the local fork server imports once for the default trainer, so a run's process starts without
 importing them (bench/sweep_startup.py: 12 runs of 256 rollouts on 2 workers, 0.77x the wall time of a fresh
-interpreter per run, 2.25 s saved per run)"""
+interpreter per run, 2.25 s saved per run). torch._dynamo since stop 32: torch's optimizers import it (~850
+modules with sympy) the first time one is built, so without it every forked run paid 1.3-2.1 s for that
+before its first step (52 runs of the quick lab on 2 workers: ~50 s)"""
 
 
 FORK_ENV = "RLSCALE_SWEEP_FORK"
