@@ -198,6 +198,34 @@ def test_bad_input_exit_2(tmp_path, capsys, flags, msg):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("text,msg", [
+    ('model: m\niterations: 2\nlr: "1e-4"\n', "GRPO config: lr must be a number or null, got '1e-4'"),
+    ("model: m\niterations: two\n", "GRPO config: iterations must be an integer or null, got 'two'"),
+    ("model: m\niterations: 2\nmask_truncated: 1\n", "mask_truncated must be a boolean (true/false), got 1"),
+])
+def test_a_config_file_of_wrong_types_is_one_line(tmp_path, capsys, text, msg):
+    """A value of the wrong type in a config file names the field, not a TypeError from deep in the trainer."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(text)
+    rc = main(["train", "grpo", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_field_types_against_annotations():
+    import numpy as np
+
+    from rlscale.config import _conforms
+
+    assert _conforms(3, int) and _conforms(np.int64(3), int) and not _conforms(True, int) and not _conforms(3.0, int)
+    assert _conforms(3, float) and _conforms(np.float32(0.5), float) and not _conforms("0.5", float)
+    assert _conforms(None, int | None) and not _conforms(None, int) and _conforms("a", str | None)
+    assert _conforms((1, 2), tuple[int, ...]) and _conforms((), tuple[int, ...]) and not _conforms([1, 2], tuple[int, ...])
+    assert not _conforms((1, "2"), tuple[int, ...]) and _conforms((0.1, 1), tuple[float, float])
+    assert not _conforms((0.1,), tuple[float, float]) and _conforms(None, tuple[float, ...] | None)
+    assert _conforms({}, dict) and not _conforms([], dict) and not _conforms(1, bool) and _conforms(False, bool)
+
+
 def test_changed_config_on_resume_refused(tmp_path, capsys):
     cfg = small_cfg(tmp_path, iterations=2)
     train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())

@@ -109,6 +109,32 @@ def test_set_overrides_validation(over, needle, tmp_path):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("fields,needle", [
+    ({"max_rollouts": "6144"}, "preset bad: max_rollouts must be an integer, got '6144'"),
+    ({"pretrain_tokens": 8e6}, "pretrain_tokens must be an integer or null, got 8000000.0"),
+    ({"hard_bounds": [0.1]}, "hard_bounds must be a list of 2 numbers, got [0.1]"),
+    ({"set_overrides": {"hard": {"seeds": [1.5]}}}, "seeds must be a list of integers, got [1.5] (in "
+                                                    "set_overrides.hard)"),
+    ({"seeds": []}, "seeds [] must hold >= 1 distinct training seeds"),
+    ({"seeds": [0, 0]}, "seeds [0, 0] must hold >= 1 distinct"),
+    ({"n_grid": [2, 0]}, "n_grid [2, 0] must hold distinct rollout counts >= 1"),
+    ({"problems_per_batch": 0}, "problems_per_batch must be >= 1, got 0"),
+])
+def test_a_bad_preset_field_is_one_line(fields, needle, tmp_path):
+    """Caught when the preset is read, before any stage runs (seeds [] used to fail only at the Easy sweep)."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"base": "quick", **fields}))
+    with pytest.raises(UserError) as e:
+        get_preset(str(path)).validate()
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["lab", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file; give a directory" in capsys.readouterr().err
+
+
 def test_sweep_spec_from_preset(tmp_path):
     from rlscale.sweep.spec import parse_spec
 

@@ -1,12 +1,17 @@
 """Frozen-dataclass config helpers shared by every trainer/pipeline config (GRPO, SFT, CoScale).
 
 `config_from_dict` rejects unknown fields in one line and turns `tuple[int, ...]` fields given as lists (JSON/TOML)
-or "1,4,16" strings (command line) into tuples; `config_to_dict` is the inverse (tuples -> lists, JSON-ready).
+or "1,4,16" strings (command line) into tuples; `config_to_dict` is the inverse (tuples -> lists, JSON-ready);
+`check_field_types` checks every field against its annotation, so a config file's `"lr": "1e-4"` is a one-line
+error naming the field instead of a TypeError deep in a trainer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import types
+import typing
 from typing import Any, TypeVar
 
 from rlscale.errors import UserError
@@ -45,3 +50,52 @@ def changed_keys(old: dict, new: dict) -> list[str]:
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """dataclasses.asdict with tuples as lists (what from_dict accepts back)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether value fits a field annotation: int, float (any real; not bool), str, bool, dict, None,
+    tuple[X, ...], tuple[X, Y] and unions of these; other annotations accept anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint in (str, dict):
+        return isinstance(value, hint)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """An annotation as a config file's author reads it: 'an integer', 'a list of numbers', 'a string or null'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
+        return f"a list of {len(args)} {_describe(args[0]).split(' ', 1)[1]}s"
+    return {type(None): "null", bool: "a boolean (true/false)", int: "an integer", float: "a number",
+            str: "a string", dict: "an object"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_field_types(cfg: Any, where: str) -> None:
+    """Raise a one-line UserError "<where>: <field> must be <type>, got <value>" for the first field of the
+    dataclass instance cfg whose value does not fit its annotation."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _conforms(value, hints[f.name]):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise UserError(f"{where}: {f.name} must be {_describe(hints[f.name])}, got {shown!r}")

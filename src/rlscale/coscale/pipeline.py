@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlscale.config import config_from_dict, config_to_dict
+from rlscale.config import check_field_types, config_from_dict, config_to_dict
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_jsonl
 from rlscale.seeds import derive_seed
@@ -137,6 +137,7 @@ class CoScaleConfig:
             if not cond:
                 raise UserError(msg)
 
+        check_field_types(self, "CoScale config")
         need(bool(self.model), "model is required: pass --model DIR")
         need(0.0 < self.unsolvable_below < self.solved_at <= 1.0,
              f"thresholds out of order: need 0 < unsolvable_below ({self.unsolvable_below}) < solved_at "

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlscale.config import changed_keys
+from rlscale.config import changed_keys, check_field_types
 from rlscale.errors import UserError
 from rlscale.evals.difficulty import DEFAULT_BUCKETS
 from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -225,6 +225,7 @@ class LabPreset:
     def validate(self) -> LabPreset:
         from rlscale.lab.presets import get_size
 
+        check_field_types(self, f"preset {self.name}")
         get_size(self.size)
         for s in self.sizes:
             get_size(s)
@@ -236,6 +237,15 @@ class LabPreset:
             raise UserError(f"preset {self.name}: give exactly one of pretrain_tokens and pretrain_minutes")
         if len(self.n_grid) < 2:
             raise UserError(f"preset {self.name}: n_grid needs >= 2 values, got {list(self.n_grid)}")
+        if min(self.n_grid) < 1 or len(set(self.n_grid)) < len(self.n_grid):
+            raise UserError(f"preset {self.name}: n_grid {list(self.n_grid)} must hold distinct rollout counts >= 1")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise UserError(f"preset {self.name}: seeds {list(self.seeds)} must hold >= 1 distinct training seeds, "
+                            "e.g. [0, 1, 2, 3, 4]")
+        small = [k for k in ("problems_per_batch", "max_rollouts", "val_points", "val_n", "profile_n",
+                             "max_new_tokens", "n_bootstrap", "B_max") if getattr(self, k) < 1]
+        if small:
+            raise UserError(f"preset {self.name}: {small[0]} must be >= 1, got {getattr(self, small[0])}")
         if self.pool_size < 1 or self.val_size < 1 or self.train_size < 1:
             raise UserError(f"preset {self.name}: pool_size, val_size and train_size must be >= 1")
         if max(self.n_grid) * self.problems_per_batch > self.B_max:
@@ -934,6 +944,8 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a directory (a new one, or a lab's to resume)")
     base = Path(reuse).resolve() if reuse is not None else None
     reused: list[str] = []
     if base is not None and not (out / LAB_FILE).exists():  # an existing OUT resumes from its own outputs

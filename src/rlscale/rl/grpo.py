@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlscale.compute import round_up
-from rlscale.config import config_from_dict, config_to_dict
+from rlscale.config import check_field_types, config_from_dict, config_to_dict
 from rlscale.errors import UserError
 from rlscale.seeds import derive_seed
 
@@ -212,6 +212,7 @@ class GRPOConfig:
         def choice(name: str, value: Any, valid) -> None:
             need(value in valid, f"{name}='{value}' is not valid; choose one of: {', '.join(map(str, valid))}")
 
+        check_field_types(self, "GRPO config")
         need(bool(self.model), "model is required: pass --model DIR (a lab checkpoint or an HF model dir)")
         need(self.rollouts_per_problem >= 2, "rollouts_per_problem must be >= 2 for group advantages")
         if self.batch_rollouts is not None:

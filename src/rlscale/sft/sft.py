@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlscale.config import config_from_dict, config_to_dict
+from rlscale.config import check_field_types, config_from_dict, config_to_dict
 from rlscale.errors import UserError
 
 
@@ -64,6 +64,7 @@ class SFTConfig:
         return config_from_dict(cls, d, "SFT", "rlscale train sft")
 
     def validate(self) -> SFTConfig:
+        check_field_types(self, "SFT config")
         if not self.model:
             raise UserError("model is required: pass --model DIR")
         if not self.data:
