@@ -77,17 +77,21 @@ def _conforms(value: Any, hint: Any) -> bool:
     return True
 
 
+_NOUNS = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
+
+
 def _describe(hint: Any) -> str:
     """An annotation as a config file's author reads it: 'an integer', 'a list of numbers', 'a string or null'."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
-        return f"a list of {len(args)} {_describe(args[0]).split(' ', 1)[1]}s"
-    return {type(None): "null", bool: "a boolean (true/false)", int: "an integer", float: "a number",
-            str: "a string", dict: "an object"}.get(hint, getattr(hint, "__name__", str(hint)))
+        count = "" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} "
+        return f"a list of {count}{_NOUNS.get(args[0], 'value')}s"
+    if hint is type(None):
+        return "null"
+    noun = _NOUNS.get(hint, getattr(hint, "__name__", str(hint)))
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}" + (" (true/false)" if hint is bool else "")
 
 
 def check_field_types(cfg: Any, where: str) -> None:
