@@ -263,6 +263,12 @@ def test_no_gain_set_has_no_n_star_verdict(labdir):
     text = evidence_sentence("Hard", ev)
     assert "RL did not raise the validation reward at any n" in text and "no compute-optimal n" in text
     assert "saturates" not in text and "plateaus" not in text
+    which = "the measured one, which counts from the before-training evaluation rather than from C_min, includes 0"
+    assert which not in text  # here the fitted gain's interval reaches 0 too
+    # the quick lab's Hard set: the fitted gain from C_min is above 0, the measured one from step 0 is not
+    quick = {**ev, "gain": 0.016, "gain_ci": [0.005, 0.027], "measured_gain": 0.006,
+             "measured_gain_ci": [-0.004, 0.021]}
+    assert which in evidence_sentence("Hard", quick)
     assert "RL raised no validation reward on the Hard set" in compare_saturation(ev0, ev)
     from rlscale.report import headline
 

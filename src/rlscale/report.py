@@ -354,9 +354,13 @@ def evidence_sentence(name: str, ev: dict) -> str:
         measured = (f"; largest measured gain, last minus first validation averaged over runs, {ev['measured_gain']:+.3f} "
                     f"({pct} CI [{mg[0]:+.3f}, {mg[1]:+.3f}]{se0})")
     if ev["verdict"] == "no-gain":
+        which = ""
+        if ev["gain_ci"][0] > 0 and ev.get("measured_gain_ci") and ev["measured_gain_ci"][0] <= 0:
+            which = ("; a gain needs both intervals above 0, and the measured one, which counts from the "
+                     "before-training evaluation rather than from C_min, includes 0")
         verdict = ("but RL did not raise the validation reward at any n: the largest fitted gain from C_min to C_max is "
-                   f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]){measured}, so "
-                   "this set has no compute-optimal n at these budgets (the frontier's n* is picked by noise) and "
+                   f"{ev['gain']:+.3f} ({pct} CI [{ev['gain_ci'][0]:+.3f}, {ev['gain_ci'][1]:+.3f}]){measured}{which}, "
+                   "so this set has no compute-optimal n at these budgets (the frontier's n* is picked by noise) and "
                    "whether n*(C) rises is not defined here")
     elif ev.get("gain_ci"):
         verdict += (f" (largest fitted RL gain from C_min to C_max {ev['gain']:+.3f}, {pct} CI [{ev['gain_ci'][0]:+.3f}, "
