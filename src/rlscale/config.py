@@ -9,6 +9,7 @@ error naming the field instead of a TypeError deep in a trainer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 import types
 import typing
@@ -19,8 +20,14 @@ from rlscale.errors import UserError
 T = TypeVar("T")
 
 
+@functools.cache
+def field_hints(cls: type) -> dict[str, Any]:
+    """A config dataclass's field annotations, resolved (its module uses `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)
+
+
 def _int_tuple_fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if str(f.type).replace(" ", "") == "tuple[int,...]"]
+    return [name for name, hint in field_hints(cls).items() if hint == tuple[int, ...]]
 
 
 def config_from_dict(cls: type[T], d: dict[str, Any], what: str, help_cmd: str) -> T:
@@ -97,7 +104,7 @@ def _describe(hint: Any) -> str:
 def check_field_types(cfg: Any, where: str) -> None:
     """Raise a one-line UserError "<where>: <field> must be <type>, got <value>" for the first field of the
     dataclass instance cfg whose value does not fit its annotation."""
-    hints = typing.get_type_hints(type(cfg))
+    hints = field_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if not _conforms(value, hints[f.name]):

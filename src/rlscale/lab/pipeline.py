@@ -242,12 +242,11 @@ class LabPreset:
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise UserError(f"preset {self.name}: seeds {list(self.seeds)} must hold >= 1 distinct training seeds, "
                             "e.g. [0, 1, 2, 3, 4]")
-        small = [k for k in ("problems_per_batch", "max_rollouts", "val_points", "val_n", "profile_n",
-                             "max_new_tokens", "n_bootstrap", "B_max") if getattr(self, k) < 1]
+        small = [k for k in ("pool_size", "val_size", "train_size", "problems_per_batch", "max_rollouts",
+                             "val_points", "val_n", "profile_n", "max_new_tokens", "n_bootstrap", "B_max")
+                 if getattr(self, k) < 1]
         if small:
             raise UserError(f"preset {self.name}: {small[0]} must be >= 1, got {getattr(self, small[0])}")
-        if self.pool_size < 1 or self.val_size < 1 or self.train_size < 1:
-            raise UserError(f"preset {self.name}: pool_size, val_size and train_size must be >= 1")
         if max(self.n_grid) * self.problems_per_batch > self.B_max:
             raise UserError(f"preset {self.name}: n={max(self.n_grid)} x problems_per_batch="
                             f"{self.problems_per_batch} exceeds B_max={self.B_max}")

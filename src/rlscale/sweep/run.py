@@ -149,7 +149,7 @@ FORK_PRELOAD = ("torch", "torch._dynamo", "rlscale.rl.grpo", "rlscale.models", "
 importing them (bench/sweep_startup.py: 12 runs of 256 rollouts on 2 workers, 0.77x the wall time of a fresh
 interpreter per run, 2.25 s saved per run). torch._dynamo since stop 32: torch's optimizers import it (~850
 modules with sympy) the first time one is built, so without it every forked run paid 1.3-2.1 s for that
-before its first step (52 runs of the quick lab on 2 workers: ~50 s)"""
+before its first step (bench/sweep_startup.py: 1.64 s per run; the quick lab's 52 runs on 2 workers: ~43 s, estimated)"""
 
 
 FORK_ENV = "RLSCALE_SWEEP_FORK"
