@@ -84,7 +84,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 
 def test_a_forked_run_imports_nothing_heavy(lab, tmp_path):
     """What a run imports after the fork server's preload is paid by every run: torch._dynamo (which torch's
-    optimizers import when the first one is built, ~850 modules, 1.3-2 s) must be preloaded, not imported per run."""
+    optimizers import when the first one is built, with sympy, 1.3-2 s) must be preloaded, not imported per run."""
     import subprocess
     import sys
 

@@ -147,8 +147,8 @@ def worker_cmd(out: Path, run_id: str) -> list[str]:
 FORK_PRELOAD = ("torch", "torch._dynamo", "rlscale.rl.grpo", "rlscale.models", "rlscale.grading")
 """modules the local fork server imports once for the default trainer, so a run's process starts without
 importing them (bench/sweep_startup.py: 12 runs of 256 rollouts on 2 workers, 0.77x the wall time of a fresh
-interpreter per run, 2.25 s saved per run). torch._dynamo since stop 32: torch's optimizers import it (~850
-modules with sympy) the first time one is built, so without it every forked run paid 1.3-2.1 s for that
+interpreter per run, 2.25 s saved per run). torch._dynamo since stop 32: torch's optimizers import it (with
+sympy: 856 modules in a short training before, 37 after) the first time one is built, so without it every forked run paid 1.3-2.1 s for that
 before its first step (bench/sweep_startup.py: 1.64 s per run; the quick lab's 52 runs on 2 workers: ~43 s, estimated)"""
 
 
