@@ -62,6 +62,8 @@ def test_counts_and_summary():
     assert f["pass@2"] == pytest.approx(np.mean(pass_at_k(np.array([4, 4, 4]), np.array([3, 3, 0]), 2)))
     assert f["worst@2"] == pytest.approx(np.mean(worst_at_k(np.array([4, 4, 4]), np.array([3, 3, 0]), 2)))
     assert f["avg_stderr"] == pytest.approx(np.std([0.75, 0.75, 0], ddof=1) / np.sqrt(3))
+    # the problems fixed, only their 4 completions resampled: sqrt(sum p(1 - p) / (n - 1)) / P
+    assert f["avg_sampling_stderr"] == pytest.approx(np.sqrt(2 * 0.75 * 0.25 / 3) / 3)
     # maj@4 (flexible): p0 majority '12' right, p1 '7' right, p2 tie 5/6/7/8 -> first ('5') wrong
     assert f["maj@4"] == pytest.approx(2 / 3)
     assert f["truncated_frac"] == pytest.approx(1 / 12) and f["problems"] == 3

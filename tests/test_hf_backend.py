@@ -183,8 +183,9 @@ def test_cli_eval_and_profile(model_dir, tmp_path, capsys):
                "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "0-shot" in text and "1-shot" in text and "pass@2" in text
+    assert "0-shot" in text and "1-shot" in text and "pass@2" in text and "avg sampling se" in text
     summary = json.loads((out / "summary.json").read_text())
+    assert "avg_sampling_stderr" in summary["results"]["0"]["strict"]
     assert set(summary["results"]) == {"0", "1"} and {"strict", "flexible"} <= set(summary["results"]["1"])
     assert len((out / "records_1shot.jsonl").read_text().splitlines()) == 3
     prof = tmp_path / "prof.csv"

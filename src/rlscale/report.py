@@ -18,6 +18,7 @@ tests/test_report_browser.py.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -723,8 +724,64 @@ def noise_sentence(df) -> str:
     txt = (f"Validation {Y} over all runs and points (compute > 0) ranges {df[Y].min():.4g} to {df[Y].max():.4g}; "
            f"each run's change from its first to its best point has median {_run_gain(df):.4g}")
     if f"{Y}_stderr" in df.columns:
-        txt += f"; the median standard error of one validation point is {df[f'{Y}_stderr'].median():.4g}"
+        txt += (f"; the median standard error of one validation point over problems (which also counts which problems "
+                f"were drawn, shared by every run) is {df[f'{Y}_stderr'].median():.4g}")
     return txt + "."
+
+
+def run_times(sweepdir: Path) -> tuple[float, float] | None:
+    """Median (training seconds, validation seconds) per run over the sweep's finished runs at its largest budget:
+    validation is the sum of the run's `time/val_s` records, training its wall time minus that."""
+    from rlscale.store import RunStore
+
+    runs = sweep_runs(sweepdir)
+    top = max((r["budget"] for r in runs), default=None)
+    times = []
+    for r in runs:
+        summary = read_json(r["dir"] / "summary.json") if r["budget"] == top else None
+        if not summary or not summary.get("wall_s"):
+            continue
+        with RunStore.open(r["dir"]) as store:
+            val = sum(float(e.get("time/val_s") or 0.0) for e in store.evals())
+        if 0 < val < float(summary["wall_s"]):
+            times.append((float(summary["wall_s"]) - val, val))
+    if not times:
+        return None
+    t = np.median(np.asarray(times), axis=0)
+    return float(t[0]), float(t[1])
+
+
+def budget_sentence(df, times: tuple[float, float] | None) -> str:
+    """How the validation compute compares with the runs' spread (rlscale.scaling.validation_budget), in words;
+    "" without the sampling-stderr column (evaluations before stop 33) or two runs of an n."""
+    from rlscale.scaling.validation_budget import optimal_validation, variance_split
+
+    split = variance_split(df, x=X, y=Y)
+    if split is None:
+        return ""
+    sd, se = np.sqrt(split["between_var"]), np.sqrt(split["sampling_var"])
+    txt = (f"Validation budget: at each n's largest compute, runs of the same n differ by sd {sd:.4f} (pooled, "
+           f"{split['runs']} runs); one validation point's sampling error there (its completions resampled, the "
+           f"validation problems fixed) is {se:.4f}, at most {split['share']:.0%} of that variance (runs share the "
+           "validation seeds, which cancels part of it).")
+    if times is None:
+        return txt
+    opt = optimal_validation(split["between_var"], split["sampling_var"], *times)
+    txt += (f" Validation took {opt['share_now']:.0%} of a run's time (median {times[0] + times[1]:.0f} s); ")
+    if math.isinf(opt["ratio"]):
+        return txt + ("the whole spread is validation noise, so more validation samples per point (val_n or the "
+                      "validation set's size) shrink the run-to-run spread the intervals above resample more cheaply "
+                      "than more runs.")
+    txt += (f"the share that minimises the variance per unit compute is {opt['share_opt']:.0%} "
+            f"({opt['ratio']:.2g}x today's samples per point), which would shed {opt['shed']:.0%} of a same-compute "
+            "sweep's variance: ")
+    if opt["shed"] < 0.05:
+        return txt + ("the split is near its optimum: more runs (seeds), not more validation samples, are what shrink "
+                      "the run-to-run spread the intervals above resample.")
+    if opt["ratio"] > 1:
+        return txt + ("more validation samples per point shrink the run-to-run spread the intervals above resample more "
+                      "cheaply than more runs.")
+    return txt + "fewer validation samples per point, with the time they free spent on more runs, would shrink it."
 
 
 def _run_gain(df) -> float:
@@ -773,6 +830,9 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     noise = noise_sentence(pos)
     if noise:
         fits.add(para(noise))
+    budget = budget_sentence(pos, run_times(sweepdir))
+    if budget:
+        fits.add(para(budget))
     fits.add("<h3>Last validation point of every run</h3>" + table(final_points(df)))
     bw = Section(f"{title} set: best@k and worst@k at the largest budget")
     rows, ks = best_worst_rows(df)

@@ -95,16 +95,21 @@ def load_sampler(path: str, engine: str = "native"):
 
 
 def format_table(summaries: list[dict], ks) -> str:
-    """One header, one row per mode: mean±stderr of avg, pass@k, worst@k, maj@k, and the truncated fraction."""
+    """One header, one row per mode: mean±stderr (over problems) of avg, pass@k, worst@k, maj@k, avg's sampling
+    stderr (the problems fixed: how far a rerun with other samples moves it) and the truncated fraction."""
     def cell(summary, name):
         v, se = summary.get(name), summary.get(f"{name}_stderr")
         return "-" if v is None else f"{v:.4f}±{se:.4f}"
 
+    def sampling(summary) -> str:
+        se = summary.get("avg_sampling_stderr")
+        return "-" if se is None or se != se else f"{se:.4f}"
+
     cols = ["avg"] + [f"{m}@{k}" for k in ks for m in ("pass", "worst", "maj")]
-    lines = [f"{'mode':<16}" + "  ".join(f"{c:>15}" for c in cols) + f"  {'truncated':>9}"]
+    lines = [f"{'mode':<16}" + "  ".join(f"{c:>15}" for c in cols) + f"  {'avg sampling se':>15}  {'truncated':>9}"]
     for s in summaries:
         lines.append(f"{s['mode']:<16}" + "  ".join(f"{cell(s, c):>15}" for c in cols)
-                     + f"  {s['truncated_frac']:>9.3f}")
+                     + f"  {sampling(s):>15}  {s['truncated_frac']:>9.3f}")
     return "\n".join(lines)
 
 

@@ -78,7 +78,8 @@ class EvalResult:
 
 
 def summarise(records: Sequence[dict], mode: str, ks: Sequence[int]) -> dict:
-    """avg, pass@k, worst@k, maj@k (each with _stderr and a seeded 95% bootstrap CI for avg) over the scorable
+    """avg, pass@k, worst@k, maj@k (each with _stderr over problems; avg also with a seeded 95% bootstrap CI and
+    avg_sampling_stderr, its error from the completions alone, `metrics.sampling_stderr`) over the scorable
     problems of `mode`, plus counts, mean response length, the truncated fraction and the fraction of rollouts
     from which `mode` extracts no answer (no_answer_frac)."""
     scored = [r for r in records if r["modes"][mode]["scorable"]]
@@ -103,6 +104,7 @@ def summarise(records: Sequence[dict], mode: str, ks: Sequence[int]) -> dict:
     for name, values in per.items():
         out[name], out[f"{name}_stderr"] = metrics.mean_stderr(values)
     out["avg_ci95"] = list(metrics.bootstrap_ci(per["avg"], seed=0))
+    out["avg_sampling_stderr"] = metrics.sampling_stderr(n, c)  # the problems fixed: the noise between runs on them
     return out
 
 

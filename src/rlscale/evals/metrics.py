@@ -1,5 +1,6 @@
 """Per-problem sample statistics from n samples with c correct: unbiased pass@k, worst@k, avg@k, maj@k, plus the
-mean, standard error and bootstrap CI over problems. Pure numpy; see tests/test_metrics.py.
+mean, standard error and bootstrap CI over problems, and the sampling standard error of avg over a fixed problem
+set. Pure numpy; see tests/test_metrics.py.
 
   pass@k  = P(at least one of k samples drawn without replacement from the n is correct)
           = 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1..n} (1 - k/i)          (Chen et al. 2021, unbiased)
@@ -128,6 +129,22 @@ def mean_stderr(values) -> tuple[float, float]:
     if v.size < 2:
         return float(v.mean()), 0.0
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+def sampling_stderr(n, c) -> float:
+    """Standard error of the mean of avg@n over these problems from resampling their completions only, the problems
+    held fixed: sqrt(sum_i v_i) / P with v_i = p_i (1 - p_i) / (n_i - 1), p_i = c_i / n_i, the unbiased estimate of
+    var(c_i / n_i) = q_i (1 - q_i) / n_i (E[p_i (1 - p_i)] = q_i (1 - q_i) (n_i - 1) / n_i).
+
+    That is the noise of comparing runs on one validation set: `mean_stderr` over problems also counts which
+    problems were drawn, which every run on the set shares, and is several times larger where the problems'
+    pass rates differ. NaN when a problem has n < 2 samples (its variance cannot be estimated) or P = 0."""
+    n_arr, c_arr = _check(n, c, 1)
+    n_arr, c_arr = np.atleast_1d(n_arr).astype(np.float64), np.atleast_1d(c_arr).astype(np.float64)
+    if n_arr.size == 0 or (n_arr < 2).any():
+        return float("nan")
+    p = c_arr / n_arr
+    return float(np.sqrt(np.sum(p * (1.0 - p) / (n_arr - 1.0))) / n_arr.size)
 
 
 def bootstrap_ci(values, num_resamples: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

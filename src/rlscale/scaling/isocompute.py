@@ -125,12 +125,14 @@ def initial_stderr(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: st
 
     The measured gain (last - first validation, `measured_gains`) is resampled over runs, but when every run starts
     from one before-training evaluation (the same model, validation set and sampling seed: equal first values) that
-    measurement's sampling error is common to all of them, and resampling runs leaves it out. For a mean over N
-    problems of each problem's share of k Bernoulli samples (BERNOULLI_MEANS) its variance is sum_i p_i (1 - p_i) /
-    (k N^2) <= p (1 - p) / (k N) (Jensen), the bound used, with p the stored value, N the `val/problems` and k the
-    `val_n` column; otherwise the stored `{y}_stderr` column (the standard error over problems, which also counts
-    problem sampling: wider). 0 where the first values differ across runs (the run resampling covers them) or
-    the table has neither."""
+    measurement's sampling error is common to all of them, and resampling runs leaves it out. The stored
+    `{y}_sampling_stderr` column when the evaluation recorded it (val/avg since stop 33: `evals.metrics.
+    sampling_stderr`, the unbiased estimate from each problem's correct count); else, for a mean over N problems of
+    each problem's share of k Bernoulli samples (BERNOULLI_MEANS), whose variance is sum_i p_i (1 - p_i) / (k N^2)
+    <= p (1 - p) / (k N) (Jensen), that bound, with p the stored value, N the `val/problems` and k the `val_n`
+    column; otherwise the stored `{y}_stderr` column (the standard error over problems, which also counts problem
+    sampling: wider). 0 where the first values differ across runs (the run resampling covers them) or the table
+    has none of these."""
     out: dict = {}
     if "step" not in df.columns:
         return out
@@ -141,7 +143,10 @@ def initial_stderr(df: pd.DataFrame, *, by: str = "n", x: str = X_DEFAULT, y: st
             out[_key(n)] = 0.0
             continue
         row = g.iloc[0]
-        if y in BERNOULLI_MEANS and {"val_n", "val/problems"} <= set(g.columns) and 0.0 <= v[0] <= 1.0:
+        measured = float(pd.to_numeric(row.get(f"{y}_sampling_stderr"), errors="coerce"))
+        if np.isfinite(measured) and measured >= 0:
+            out[_key(n)] = measured
+        elif y in BERNOULLI_MEANS and {"val_n", "val/problems"} <= set(g.columns) and 0.0 <= v[0] <= 1.0:
             k_N = float(row["val_n"]) * float(row["val/problems"])
             out[_key(n)] = math.sqrt(v[0] * (1.0 - v[0]) / k_N) if k_N > 0 else 0.0
         elif f"{y}_stderr" in g.columns and np.isfinite(float(row[f"{y}_stderr"])):

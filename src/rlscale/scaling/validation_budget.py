@@ -1,0 +1,75 @@
+"""How a sweep spends its validation compute against its runs: the split of the run-to-run variance of the final
+validation reward into validation sampling and everything else (the policy each seed trains), and the validation
+share of each run's time that minimises that variance for a fixed compute.
+
+Model (per run): cost T (training) + V (validation); final reward = the policy's value (variance P across seeds)
++ the validation sampling error (variance S at today's V, S V constant: samples scale with time). A sweep of fixed
+compute B has R = B / (T + V) runs per n, so the variance of a mean over runs is (P + S V / V') (T + V') / B at a
+validation time V'. Its minimum: V* = sqrt(S V T / P); `optimal_validation` gives V* / V and the variance a
+same-compute sweep at V* sheds. Pure functions; tests/test_validation_budget.py checks them against brute force.
+
+S comes from `val/avg_sampling_stderr` (rlscale.evals.metrics.sampling_stderr: each problem's completions
+resampled, the validation problems held fixed). Runs of one sweep share the validation seeds, which cancels part
+of S between runs, so the share of the spread it explains here is an upper bound (stop 33 measured the part not
+shared at 60-80% of S on the full lab's model, by evaluating final models under other validation seeds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+X = "compute/rollouts"
+Y = "val/avg"
+
+
+def variance_split(df: pd.DataFrame, *, by: str = "n", x: str = X, y: str = Y, run: str = "run_id") -> dict | None:
+    """At each n's largest compute: the variance between that n's runs (ddof 1, pooled over the n with >= 2 runs,
+    weighted by degrees of freedom) and the mean squared sampling stderr of those points (`{y}_sampling_stderr`).
+    None when the table has no sampling stderr or no n has two runs at its largest compute."""
+    se_col = f"{y}_sampling_stderr"
+    if len(df) == 0 or se_col not in df.columns or not {by, x, y, run} <= set(df.columns):
+        return None
+    c = pd.to_numeric(df[x], errors="coerce")
+    last = df[c > 0].assign(_c=c).sort_values("_c").groupby(run).tail(1)  # each run's last point
+    ss, dof, se2, runs = 0.0, 0, [], 0
+    for _, g in last.groupby(by):
+        g = g[g["_c"] == g["_c"].max()]  # the n's largest compute (its budget)
+        v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
+        s = pd.to_numeric(g[se_col], errors="coerce").to_numpy(float)
+        if v.size < 2 or not np.isfinite(v).all() or not np.isfinite(s).all():
+            continue
+        ss += float(((v - v.mean()) ** 2).sum())
+        dof += v.size - 1
+        se2.extend(s ** 2)
+        runs += v.size
+    if dof == 0:
+        return None
+    between, sampling = ss / dof, float(np.mean(se2))
+    return {"between_var": between, "sampling_var": sampling, "runs": runs, "dof": dof,
+            "share": min(1.0, sampling / between) if between > 0 else 1.0}
+
+
+def optimal_validation(between_var: float, sampling_var: float, train_s: float, val_s: float) -> dict:
+    """The variance-per-compute optimal validation time for runs of training time `train_s` and validation time
+    `val_s` whose final rewards vary by `between_var` across seeds, `sampling_var` of it from validation sampling.
+    Returns ratio = V* / V (the factor on validation samples per point), the validation share of a run's time today
+    and at V*, and shed = 1 - f(V*) / f(V) with f(V') = (P + S V / V') (T + V'): the fraction of the variance a
+    same-compute sweep sheds at V* (0 when today's split is optimal). P = between - sampling, floored at 0: with
+    P = 0 the whole spread is validation noise, f falls towards S V as V' grows (ratio inf, shed T / (T + V)); with
+    S = 0 validation adds no noise worth its time (V* = 0, shed V / (T + V))."""
+    T, V, S = float(train_s), float(val_s), float(sampling_var)
+    if T <= 0 or V <= 0 or S < 0 or between_var <= 0:
+        raise ValueError("optimal_validation: train_s, val_s and between_var must be > 0, sampling_var >= 0")
+    P = max(float(between_var) - S, 0.0)
+
+    def f(v: float) -> float:
+        return (P + S * V / v) * (T + v)
+
+    if P == 0.0:  # the variance only falls with more validation: f decreases towards S V as V' grows
+        return {"ratio": math.inf, "share_now": V / (T + V), "share_opt": 1.0, "shed": 1.0 - S * V / f(V)}
+    v_opt = math.sqrt(S * V * T / P)
+    return {"ratio": v_opt / V, "share_now": V / (T + V), "share_opt": v_opt / (T + v_opt),
+            "shed": 1.0 - f(v_opt) / f(V) if v_opt > 0 else 1.0 - P * T / f(V)}
