@@ -1,6 +1,7 @@
 """GRPO loop: learning at small scale (lab model and tiny HF model), exact resume after kill -9, bad input,
 finished runs not re-run, config plumbing. Policies are built in code (random init, fixed seed)."""
 
+import dataclasses
 import json
 import os
 import random
@@ -428,6 +429,46 @@ def test_validation_at_explicit_steps(tmp_path):
     assert GRPOConfig.from_dict({"val_steps": "1,3"}).val_steps == (1, 3)
     with pytest.raises(UserError, match="val_steps"):
         GRPOConfig(model="m", iterations=2, val_steps=(0,)).validate()
+
+
+def test_final_model_evaluated_under_a_second_seed(tmp_path):
+    """val_reseed: the last evaluation also holds the final model's val/avg under the second seed (what evaluating
+    it alone under that seed gives), the summary has it, the training is unchanged; a finished run keeps it."""
+    from rlscale.models import load_policy
+    from rlscale.rl.grpo import load_problems, validate_policy
+
+    cfg = small_cfg(tmp_path, iterations=3, val_every=0, val_n=4, val_reseed=99)
+    s = train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    plain = train(small_cfg(tmp_path, iterations=3, val_every=0, val_n=4), tmp_path / "plain", progress=False,
+                  policy=tiny_policy())
+    assert s["val_after"] == plain["val_after"] and "val_after_reseed" not in plain
+    ev = RunStore.open(tmp_path / "run").evals_df().set_index("step")
+    assert ev.loc[3, "val/avg_reseed"] == s["val_after_reseed"] and ev["val/avg_reseed"].notna().sum() == 1
+    again = validate_policy(load_policy(str(tmp_path / "run" / "model")), load_problems(cfg, "val"),
+                            dataclasses.replace(cfg, val_seed=99), "plain", "flexible")
+    assert again["val/avg"] == s["val_after_reseed"]
+    assert train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())["val_after_reseed"] == \
+        s["val_after_reseed"]
+    with pytest.raises(UserError, match="val_reseed=1234 equals val_seed"):
+        small_cfg(tmp_path, val_reseed=1234).validate()
+
+
+def test_a_field_added_later_at_its_default_keeps_old_runs(tmp_path):
+    """A run stored before a config field existed (its stored config lacks it) resumes and reports as before when
+    the field is left at its default; set to anything else, the config differs."""
+    cfg = small_cfg(tmp_path, iterations=2)
+    s = train(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
+    store = RunStore.open(tmp_path / "run")
+    old = {k: v for k, v in store.config.items() if k != "val_reseed"}  # as a run made before stop 33 stored it
+    store.close()
+    cfg_path = next(p for p in (tmp_path / "run").iterdir() if p.name == "config.json")
+    stored = json.loads(cfg_path.read_text())
+    from rlscale.store import config_hash
+
+    cfg_path.write_text(json.dumps({**stored, "config": old, "config_hash": config_hash(old)}))
+    assert train(cfg, tmp_path / "run", progress=False, policy=tiny_policy()) == s
+    with pytest.raises(UserError, match="config differs.*val_reseed"):
+        train(dataclasses.replace(cfg, val_reseed=7), tmp_path / "run", progress=False, policy=tiny_policy())
 
 
 def test_strict_reward_validation_reports_the_other_format(tmp_path):

@@ -380,13 +380,15 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
         assert train and val and not set(train) & set(val) and len(train) % 4 == 0
         runs = list((out / "sweeps" / name / "runs").iterdir())
         assert len(runs) == 6 and all((r / "summary.json").exists() for r in runs)
-        assert (out / "sweeps" / name / "table.parquet").exists()
+        table = pd.read_parquet(out / "sweeps" / name / "table.parquet")
+        last = table[table["step"] == table.groupby("run_id")["step"].transform("max")]
+        assert last["val/avg_reseed"].notna().all() and table["val/avg_sampling_stderr"].notna().all()
         fit = json.loads((out / "fits" / name / "fit.json").read_text())
         assert fit["law"] == "isocompute" and ("params" in fit or "error" in fit)
     plan = json.loads((out / "plan.json").read_text())
     assert all(plan[s]["budget_rollouts"] == 4 * 96 for s in ("easy", "hard"))
     html = (out / "report.html").read_text()
-    assert "Compute per stage" in html and "Difficulty profile" in html
+    assert "Compute per stage" in html and "Difficulty profile" in html and html.count("Validation budget") == 2
     # re-running a finished lab reuses everything
     t0 = time.monotonic()
     assert main(["lab", "--preset", preset, "--out", str(out), "--json"]) == 0

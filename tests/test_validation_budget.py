@@ -104,17 +104,39 @@ def test_optimal_validation_limits():
 
 
 def test_budget_sentence_words_the_prescription():
+    """Each branch, worded only as far as the upper bound (all of the sampling error unshared) carries it."""
     from rlscale.report import budget_sentence
 
     vals = {2: [0.50, 0.52, 0.55, 0.51], 4: [0.60, 0.61, 0.58, 0.62]}
+    between = variance_split(_table(vals, 0.0))["between_var"]
     df = _table(vals, 0.002)
     assert "Validation budget" in budget_sentence(df, None) and "took" not in budget_sentence(df, None)
-    small = budget_sentence(df, (60.0, 2.0))  # little noise, little validation time: near the optimum
-    assert "near its optimum" in small and "more runs (seeds)" in small
-    noisy = budget_sentence(_table(vals, 0.012), (90.0, 2.0))  # noise most of the spread, validation cheap
-    assert "more validation samples per point" in noisy
-    assert "fewer validation samples" in budget_sentence(_table(vals, 0.003), (10.0, 90.0))
+    fewer = budget_sentence(_table(vals, 0.003), (10.0, 90.0))  # validation most of the time, little noise
+    assert "Even with none of that error shared" in fewer and "fewer validation samples per point" in fewer
+    assert "at least" in fewer
+    noisy = budget_sentence(_table(vals, 0.012), (90.0, 2.0))  # noise much of the spread, validation cheap
+    assert "would shed at most" in noisy and "rlscale eval --seed" in noisy
+    se = math.sqrt(0.3 * between)  # S / P = 3 / 7: T / V = 3.94 puts the bound's optimum at 1.3x today's
+    little = budget_sentence(_table(vals, se), (39.4, 10.0))
+    assert "1.3x today's" in little and "buy little" in little and "More runs (seeds)" in little
+    assert "any number of" in budget_sentence(_table(vals, 0.05), (30.0, 10.0))  # all of the spread: P = 0
     assert budget_sentence(df.drop(columns="val/avg_sampling_stderr"), (60.0, 2.0)) == ""
+
+
+@pytest.mark.parametrize("T,V", [(62.0, 38.0), (45.0, 13.0), (10.0, 90.0)])
+def test_the_bound_orders_the_truth(T, V):
+    """What the report's wording relies on: with less of the error unshared (smaller S, the same spread) the
+    optimal validation time is smaller, and the variance shed is larger below today's optimum, smaller above."""
+    prev = None
+    for S in np.linspace(0.0, 0.99, 60):
+        out = optimal_validation(1.0, S, T, V)
+        if prev is not None:
+            assert out["ratio"] >= prev["ratio"]
+            if out["ratio"] <= 1:
+                assert out["shed"] <= prev["shed"] + 1e-12
+            elif prev["ratio"] >= 1:
+                assert out["shed"] >= prev["shed"] - 1e-12
+        prev = out
 
 
 def test_initial_stderr_takes_the_measured_sampling_error():
@@ -125,3 +147,53 @@ def test_initial_stderr_takes_the_measured_sampling_error():
                        "val/avg_sampling_stderr": [0.011] * 2})
     assert initial_stderr(df)[2] == pytest.approx(0.011)
     assert initial_stderr(df.drop(columns="val/avg_sampling_stderr"))[2] == pytest.approx(math.sqrt(0.24 / 800))
+
+
+def _reseeded(policy_sd: float, shared_sd: float, own_sd: float, runs: int, se: float, seed: int = 0):
+    """A sweep table whose last points are policy + seed effect (shared by the runs of a seed) + own error, under
+    the sweep's seed (val/avg) and a second one (val/avg_reseed)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (2, 4):
+        b1, b2 = rng.normal(0, shared_sd, 2)
+        for r in range(runs):
+            a = rng.normal(0.5, policy_sd)
+            rows.append({"run_id": f"{n}_{r}", "n": n, "compute/rollouts": 100.0, "val/avg_sampling_stderr": se,
+                         "val/avg": a + b1 + rng.normal(0, own_sd), "val/avg_reseed": a + b2 + rng.normal(0, own_sd)})
+    return pd.DataFrame(rows)
+
+
+def test_own_error_from_a_second_evaluation():
+    """Half the pooled variance of the two evaluations' difference: exact on a small table, and it recovers the
+    own error's variance (not the shared seed effect's) on a large simulated one."""
+    df = pd.DataFrame({"run_id": list("abcde"), "n": [2, 2, 2, 4, 4], "compute/rollouts": [10.0] * 5,
+                       "val/avg": [0.50, 0.52, 0.55, 0.60, 0.61], "val/avg_sampling_stderr": [0.01] * 5,
+                       "val/avg_reseed": [0.51, 0.50, 0.56, 0.63, 0.60]})
+    d2, d4 = np.array([-0.01, 0.02, -0.01]), np.array([-0.03, 0.01])
+    ss = float(((d2 - d2.mean()) ** 2).sum() + ((d4 - d4.mean()) ** 2).sum())
+    out = variance_split(df)
+    assert out["own_dof"] == 3 and out["own_var"] == pytest.approx(ss / 3 / 2)
+    big = variance_split(_reseeded(policy_sd=0.01, shared_sd=0.02, own_sd=0.005, runs=4000, se=0.006))
+    assert out is not None and big["own_var"] == pytest.approx(0.005**2, rel=0.05)
+    assert big["between_var"] == pytest.approx(0.01**2 + 0.005**2, rel=0.05)  # the shared effect cancels within n
+    assert math.isnan(variance_split(df.drop(columns="val/avg_reseed"))["own_var"])
+
+
+def test_budget_sentence_with_the_measured_own_error():
+    from rlscale.report import budget_sentence
+
+    df = _reseeded(policy_sd=0.006, shared_sd=0.003, own_sd=0.004, runs=12, se=0.005)
+    text = budget_sentence(df, (62.0, 38.0))
+    assert "do not share" in text and "at most" not in text and "Even with none" not in text
+    split = variance_split(df)
+    opt = optimal_validation(split["between_var"], split["own_var"], 62.0, 38.0)
+    assert f"{opt['ratio']:.2g}x today's" in text and f"shed {opt['shed']:.0%}" in text
+    noisy = budget_sentence(_reseeded(policy_sd=0.001, shared_sd=0.0, own_sd=0.01, runs=12, se=0.01), (90.0, 5.0))
+    assert "more validation samples per point shrink" in noisy
+
+
+def test_budget_sentence_when_runs_end_equal():
+    from rlscale.report import budget_sentence
+
+    df = _table({2: [0.5, 0.5], 4: [0.25, 0.25]}, 0.01).assign(**{"val/avg_reseed": 0.5})
+    assert "no spread" in budget_sentence(df, (10.0, 1.0))

@@ -753,35 +753,64 @@ def run_times(sweepdir: Path) -> tuple[float, float] | None:
 
 def budget_sentence(df, times: tuple[float, float] | None) -> str:
     """How the validation compute compares with the runs' spread (rlscale.scaling.validation_budget), in words;
-    "" without the sampling-stderr column (evaluations before stop 33) or two runs of an n."""
+    "" without the sampling-stderr column (evaluations before stop 33) or two runs of an n.
+
+    The runs share the validation seeds, which cancels part of the sampling error between them. Where they also
+    evaluated their final model under a second seed (the `_reseed` column), the part they do not share is measured
+    and the optimum is an estimate. Otherwise it is computed with all of the error (an upper bound) and worded only
+    as far as that bound holds: the optimal validation time grows with the error and the variance shed moves away
+    from 1 on either side, so an optimum below today's is at most that (and sheds at least that much), one above
+    today's sheds at most that much."""
     from rlscale.scaling.validation_budget import optimal_validation, variance_split
 
     split = variance_split(df, x=X, y=Y)
     if split is None:
         return ""
-    sd, se = np.sqrt(split["between_var"]), np.sqrt(split["sampling_var"])
-    txt = (f"Validation budget: at each n's largest compute, runs of the same n differ by sd {sd:.4f} (pooled, "
-           f"{split['runs']} runs); one validation point's sampling error there (its completions resampled, the "
-           f"validation problems fixed) is {se:.4f}, at most {split['share']:.0%} of that variance (runs share the "
-           "validation seeds, which cancels part of it).")
+    between, own = split["between_var"], split["own_var"]
+    if between <= 0:
+        return (f"Validation budget: runs of the same n ended equal at their largest compute ({split['runs']} runs), "
+                "so there is no spread between them to split into validation noise and policy.")
+    measured = bool(np.isfinite(own)) and split["own_dof"] >= 2
+    txt = (f"Validation budget: at each n's largest compute, runs of the same n differ by sd {np.sqrt(between):.4f} "
+           f"(pooled, {split['runs']} runs); one validation point's sampling error there (its completions resampled, "
+           f"the validation problems fixed) is {np.sqrt(split['sampling_var']):.4f}, ")
+    if measured:
+        txt += (f"and the part of it the runs do not share (their final models evaluated under a second seed too) "
+                f"sd {np.sqrt(own):.4f}: {min(1.0, own / between):.0%} of that variance.")
+    else:
+        txt += (f"at most {split['share']:.0%} of that variance (runs share the validation seeds, which cancels part "
+                "of it).")
     if times is None:
         return txt
-    opt = optimal_validation(split["between_var"], split["sampling_var"], *times)
-    txt += (f" Validation took {opt['share_now']:.0%} of a run's time (median {times[0] + times[1]:.0f} s); ")
-    if math.isinf(opt["ratio"]):
-        return txt + ("the whole spread is validation noise, so more validation samples per point (val_n or the "
-                      "validation set's size) shrink the run-to-run spread the intervals above resample more cheaply "
-                      "than more runs.")
-    txt += (f"the share that minimises the variance per unit compute is {opt['share_opt']:.0%} "
-            f"({opt['ratio']:.2g}x today's samples per point), which would shed {opt['shed']:.0%} of a same-compute "
-            "sweep's variance: ")
+    opt = optimal_validation(between, min(own, between) if measured else split["sampling_var"], *times)
+    txt += f" Validation took {opt['share_now']:.0%} of a run's time (median {times[0] + times[1]:.0f} s). "
+    spread = "the run-to-run spread the intervals above resample"
+    if measured:
+        if math.isinf(opt["ratio"]):
+            return txt + f"The whole spread is validation noise: more validation samples per point shrink {spread}."
+        txt += (f"The variance per unit compute is least at a validation share of {opt['share_opt']:.0%} "
+                f"({opt['ratio']:.2g}x today's samples per point), which would shed {opt['shed']:.0%} of a "
+                "same-compute sweep's variance: ")
+        if opt["shed"] < 0.05:
+            return txt + f"the split is near its optimum, and more runs (seeds) are what shrink {spread}."
+        if opt["ratio"] > 1:
+            return txt + f"more validation samples per point shrink {spread} more cheaply than more runs."
+        return txt + "fewer validation samples per point, with the time they free spent on more runs, shrink it."
+    if opt["ratio"] <= 1:
+        return txt + (f"Even with none of that error shared, the variance per unit compute is least at a validation "
+                      f"share of at most {opt['share_opt']:.0%} ({opt['ratio']:.2g}x today's samples per point or "
+                      f"fewer), which sheds at least {opt['shed']:.0%} of a same-compute sweep's variance: fewer "
+                      f"validation samples per point, with the time they free spent on more runs (seeds), shrink "
+                      f"{spread}.")
+    more = "any number of" if math.isinf(opt["ratio"]) else f"{opt['ratio']:.2g}x today's"
+    txt += (f"More validation samples per point would shed at most {opt['shed']:.0%} of a same-compute sweep's "
+            f"variance ({more} samples per point, if none of that error were shared)")
     if opt["shed"] < 0.05:
-        return txt + ("the split is near its optimum: more runs (seeds), not more validation samples, are what shrink "
-                      "the run-to-run spread the intervals above resample.")
-    if opt["ratio"] > 1:
-        return txt + ("more validation samples per point shrink the run-to-run spread the intervals above resample more "
-                      "cheaply than more runs.")
-    return txt + "fewer validation samples per point, with the time they free spent on more runs, would shrink it."
+        return txt + (f": they would buy little. More runs (seeds) are what shrink {spread}; fewer validation samples "
+                      "could free time for them if the runs share much of that error.")
+    return txt + (". How much the runs share (their common validation seeds lower it) decides whether that holds: "
+                  "evaluating the final models under a second seed too (the trainer's val_reseed; `rlscale eval "
+                  "--seed` on a few) measures it.")
 
 
 def _run_gain(df) -> float:

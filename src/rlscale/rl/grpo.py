@@ -136,6 +136,10 @@ class GRPOConfig:
     """number of validation problems (None = all)"""
     val_seed: int = 1234
     """fixed validation sampling seed (same samples for the same weights)"""
+    val_reseed: int | None = None
+    """a second validation seed: the final model is also evaluated under it (its val/avg logged with the last
+    evaluation as val/avg_reseed, and as val_after_reseed in summary.json). Runs that share val_seed share part of
+    their validation sampling error; the pair measures the part they do not (rlscale.scaling.validation_budget)"""
     replay_correct: bool = False
     """keep every correct completion (reward 1) in the run store's replay table (RunStore.replay_solutions gives
     the last K per problem; CoScale-RL's re-distillation reads it)"""
@@ -257,6 +261,8 @@ class GRPOConfig:
         need(len(self.val_ks) >= 1 and all(1 <= k <= self.val_n for k in self.val_ks),
              f"val_ks={list(self.val_ks)}: each k must be in 1..val_n={self.val_n}")
         need(self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1 (or unset for all)")
+        need(self.val_reseed != self.val_seed, f"val_reseed={self.val_reseed} equals val_seed: give another seed "
+                                               "(or leave val_reseed unset)")
         need((self.micro_batch_size is None or self.micro_batch_size >= 1) and self.checkpoint_every >= 1,
              "micro_batch_size and checkpoint_every >= 1")
         if self.log_to != "none":
@@ -692,6 +698,14 @@ def _fmt_s(s: float) -> str:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
+def without_new_defaults(cfg: Any, config: dict, stored: dict) -> dict:
+    """`config` without the fields a stored run's config lacks and `cfg` leaves at their default: fields added to
+    the config class after the run was made (e.g. val_reseed, stop 33) do not orphan it."""
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in config.items() if k in stored or k not in defaults or v != defaults[k]}
+
+
 def open_run(cfg: GRPOConfig | Any, out_dir: str | Path, resume: bool, create: bool = True):
     """(store|None, finished_summary|None). Refuses a changed config and an unfinished run without resume; writes
     nothing in those cases. A new run is created only when `create` (else (None, None))."""
@@ -701,6 +715,8 @@ def open_run(cfg: GRPOConfig | Any, out_dir: str | Path, resume: bool, create: b
     out = Path(out_dir)
     if RunStore.exists(out):
         store = RunStore.open(out)
+        if store.config_hash != config_hash(config):
+            config = without_new_defaults(cfg, config, store.config)
         if store.config_hash != config_hash(config):
             changed = sorted(k for k in set(config) | set(store.config) if config.get(k) != store.config.get(k))
             store.close()
@@ -957,12 +973,20 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
 
     # ---- finish: final eval, model, summary (written last) --------------------------------------------------
     val_after = run_eval(M)
+    if cfg.val_reseed is not None and "val/avg_reseed" not in val_after:  # the final model under a second seed
+        t = time.perf_counter()
+        again = validate_policy(policy, val_problems, dataclasses.replace(cfg, val_seed=cfg.val_reseed), template,
+                                mode)
+        val_after = evals[M] = {**val_after, "val/avg_reseed": again["val/avg"],
+                                "time/reseed_s": time.perf_counter() - t}
+        store.log_eval(M, {k: v for k, v in val_after.items() if k != "step"})
     if store.latest_checkpoint() is None or store.latest_checkpoint()[0] != M:
         save_ckpt(M)
     policy.save(str(out / "model"))
     steps_rows = store.steps()
     summary = {
         "val_before": val_before.get("val/avg"), "val_after": val_after.get("val/avg"),
+        **({"val_after_reseed": val_after["val/avg_reseed"]} if "val/avg_reseed" in val_after else {}),
         "rollouts": counters["rollouts"], "steps": len(steps_rows), "wall_s": wall(),
         "flops": counters["flops"], "val_metric": f"avg@{cfg.val_n} ({mode})",
         "val_before_metrics": {k: v for k, v in val_before.items() if k.startswith("val/")},

@@ -10,8 +10,11 @@ same-compute sweep at V* sheds. Pure functions; tests/test_validation_budget.py 
 
 S comes from `val/avg_sampling_stderr` (rlscale.evals.metrics.sampling_stderr: each problem's completions
 resampled, the validation problems held fixed). Runs of one sweep share the validation seeds, which cancels part
-of S between runs, so the share of the spread it explains here is an upper bound (stop 33 measured the part not
-shared at 60-80% of S on the full lab's model, by evaluating final models under other validation seeds).
+of S between runs, so the share of the spread it explains is an upper bound (stop 33 measured the part not shared
+at 60-80% of S on the full lab's model). Where the runs also evaluated their final model under a second seed
+(GRPOConfig.val_reseed: the `{y}_reseed` column), the part not shared is measured: with y = policy + seed effect
+(shared by the runs) + own error, the difference of a run's two evaluations is seed effect difference + own error
+difference, so its variance across the runs of one n is twice the own error's variance.
 """
 
 from __future__ import annotations
@@ -25,16 +28,22 @@ X = "compute/rollouts"
 Y = "val/avg"
 
 
+def _pooled(ss: float, dof: int) -> float:
+    return ss / dof if dof else float("nan")
+
+
 def variance_split(df: pd.DataFrame, *, by: str = "n", x: str = X, y: str = Y, run: str = "run_id") -> dict | None:
     """At each n's largest compute: the variance between that n's runs (ddof 1, pooled over the n with >= 2 runs,
-    weighted by degrees of freedom) and the mean squared sampling stderr of those points (`{y}_sampling_stderr`).
-    None when the table has no sampling stderr or no n has two runs at its largest compute."""
-    se_col = f"{y}_sampling_stderr"
+    weighted by degrees of freedom), the mean squared sampling stderr of those points (`{y}_sampling_stderr`), and,
+    where the runs have a second evaluation (`{y}_reseed`), the variance of the error they do not share
+    (`own_var`: half the pooled variance of the two evaluations' difference; NaN without the column). None when
+    the table has no sampling stderr or no n has two runs at its largest compute."""
+    se_col, re_col = f"{y}_sampling_stderr", f"{y}_reseed"
     if len(df) == 0 or se_col not in df.columns or not {by, x, y, run} <= set(df.columns):
         return None
     c = pd.to_numeric(df[x], errors="coerce")
     last = df[c > 0].assign(_c=c).sort_values("_c").groupby(run).tail(1)  # each run's last point
-    ss, dof, se2, runs = 0.0, 0, [], 0
+    ss, dof, se2, runs, ss_d, dof_d = 0.0, 0, [], 0, 0.0, 0
     for _, g in last.groupby(by):
         g = g[g["_c"] == g["_c"].max()]  # the n's largest compute (its budget)
         v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
@@ -45,11 +54,18 @@ def variance_split(df: pd.DataFrame, *, by: str = "n", x: str = X, y: str = Y, r
         dof += v.size - 1
         se2.extend(s ** 2)
         runs += v.size
+        if re_col in g.columns:
+            d = v - pd.to_numeric(g[re_col], errors="coerce").to_numpy(float)
+            d = d[np.isfinite(d)]
+            if d.size >= 2:
+                ss_d += float(((d - d.mean()) ** 2).sum())
+                dof_d += d.size - 1
     if dof == 0:
         return None
     between, sampling = ss / dof, float(np.mean(se2))
     return {"between_var": between, "sampling_var": sampling, "runs": runs, "dof": dof,
-            "share": min(1.0, sampling / between) if between > 0 else 1.0}
+            "share": min(1.0, sampling / between) if between > 0 else 1.0,
+            "own_var": _pooled(ss_d, dof_d) / 2, "own_dof": dof_d}
 
 
 def optimal_validation(between_var: float, sampling_var: float, train_s: float, val_s: float) -> dict:
