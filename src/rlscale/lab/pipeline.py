@@ -44,10 +44,10 @@ SETS = ("easy", "hard")
 STAGES = ("pretrain", "profile", "curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "sizes", "report")
 SIZES_DIR = "sizes"
 SET_OVERRIDE_FIELDS = ("val_size", "val_n", "val_points", "max_rollouts", "n_grid", "seeds", "val_reseed")
+"""the preset fields a set can override (LabPreset.set_overrides): its validation, budget and grid"""
 RESEED = 4321
 """the second validation seed of runs whose preset sets val_reseed (GRPOConfig.val_reseed; the first is its
 val_seed, 1234)"""
-"""the preset fields a set can override (LabPreset.set_overrides): its validation, budget and grid"""
 SIZE_OVERRIDE_FIELDS = (*SET_OVERRIDE_FIELDS, "lr", "lr_grid", "set_overrides")
 """the preset fields a further size can override (LabPreset.size_overrides): a set's fields, its RL rate and its
 per-set overrides"""
