@@ -331,7 +331,9 @@ PRESETS: dict[str, LabPreset] = {
     # and on the Zen 3 kind's model five seeds leave the Easy rise unresolved (> 0 in 94% of resamples) where 6 to
     # 10 resolve it (iso-FLOP log2 CI [0.22, 1.54] with 8); 10 seeds took 13m29s of stages, 8 fit with margin.
     # The Hard set, at chance, keeps 5. A fresh clone on the Zen 3 EPYC: 15m52s with setup at stop 31 (a slow day),
-    # 13m29s at stop 32 (12m06s of stages) once the sweep's fork server preloaded torch._dynamo.
+    # 13m29s at stop 32 (12m06s of stages) once the sweep's fork server preloaded torch._dynamo. Since stop 33 every
+    # run also evaluates its final model under a second validation seed (val_reseed; ~24 s of the lab): 15m54s with
+    # setup, 14m13s of stages, on a day the host ran every sweep phase 18-22% slower than at stop 32.
     "quick": LabPreset(set_overrides={"easy": {"seeds": tuple(range(8))}}),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
     # (5 until stop 23), and since stop 27 a second model size: the whole study again on xs (OUT/sizes/xs/).
