@@ -418,7 +418,7 @@ def estimate_seconds(p: LabPreset, workers: int) -> dict[str, float]:
         pre = p.pretrain_tokens / pre_rate if p.pretrain_tokens else 60.0 * (p.pretrain_minutes or 0)
 
     def sweep(q: LabPreset) -> float:
-        evals = q.val_points + q.val_reseed  # the before-training evaluation is shared (val_cache)
+        evals = q.val_points + int(q.val_reseed)  # the before-training evaluation is shared (val_cache)
         per_run = (q.max_rollouts / TRAIN_ROLLOUTS_PER_S + evals * q.val_n * q.val_size / SAMPLE_ROLLOUTS_PER_S
                    + RUN_OVERHEAD_S)
         return math.ceil(len(q.n_grid) * len(q.seeds) / workers) * per_run

@@ -24,12 +24,21 @@ import math
 import numpy as np
 import pandas as pd
 
-X = "compute/rollouts"
-Y = "val/avg"
+from rlscale.scaling.isocompute import X_DEFAULT as X
+from rlscale.scaling.isocompute import Y_DEFAULT as Y
 
 
-def _pooled(ss: float, dof: int) -> float:
-    return ss / dof if dof else float("nan")
+def _values(g: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(g[col], errors="coerce").to_numpy(float)
+
+
+def _pooled_var(groups: list[np.ndarray]) -> tuple[float, int]:
+    """(within-group variance pooled over the groups of >= 2 values, ddof 1 each, weighted by degrees of freedom;
+    its degrees of freedom). NaN with none."""
+    groups = [g for g in groups if g.size >= 2]
+    dof = sum(g.size - 1 for g in groups)
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    return (ss / dof if dof else float("nan")), dof
 
 
 def variance_split(df: pd.DataFrame, *, by: str = "n", x: str = X, y: str = Y, run: str = "run_id") -> dict | None:
@@ -43,29 +52,24 @@ def variance_split(df: pd.DataFrame, *, by: str = "n", x: str = X, y: str = Y, r
         return None
     c = pd.to_numeric(df[x], errors="coerce")
     last = df[c > 0].assign(_c=c).sort_values("_c").groupby(run).tail(1)  # each run's last point
-    ss, dof, se2, runs, ss_d, dof_d = 0.0, 0, [], 0, 0.0, 0
+    values, diffs, se2 = [], [], []
     for _, g in last.groupby(by):
         g = g[g["_c"] == g["_c"].max()]  # the n's largest compute (its budget)
-        v = pd.to_numeric(g[y], errors="coerce").to_numpy(float)
-        s = pd.to_numeric(g[se_col], errors="coerce").to_numpy(float)
+        v, s = _values(g, y), _values(g, se_col)
         if v.size < 2 or not np.isfinite(v).all() or not np.isfinite(s).all():
             continue
-        ss += float(((v - v.mean()) ** 2).sum())
-        dof += v.size - 1
+        values.append(v)
         se2.extend(s ** 2)
-        runs += v.size
         if re_col in g.columns:
-            d = v - pd.to_numeric(g[re_col], errors="coerce").to_numpy(float)
-            d = d[np.isfinite(d)]
-            if d.size >= 2:
-                ss_d += float(((d - d.mean()) ** 2).sum())
-                dof_d += d.size - 1
-    if dof == 0:
+            d = v - _values(g, re_col)
+            diffs.append(d[np.isfinite(d)])
+    if not values:
         return None
-    between, sampling = ss / dof, float(np.mean(se2))
-    return {"between_var": between, "sampling_var": sampling, "runs": runs, "dof": dof,
+    (between, dof), (diff_var, own_dof) = _pooled_var(values), _pooled_var(diffs)
+    sampling = float(np.mean(se2))
+    return {"between_var": between, "sampling_var": sampling, "runs": sum(v.size for v in values), "dof": dof,
             "share": min(1.0, sampling / between) if between > 0 else 1.0,
-            "own_var": _pooled(ss_d, dof_d) / 2, "own_dof": dof_d}
+            "own_var": diff_var / 2, "own_dof": own_dof}
 
 
 def optimal_validation(between_var: float, sampling_var: float, train_s: float, val_s: float) -> dict:
