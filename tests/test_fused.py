@@ -234,6 +234,29 @@ def test_replayed_forward_gives_the_recomputed_logprobs_and_gradients(size):
     assert_close_grads(g_ref, g)
 
 
+@pytest.mark.parametrize("size", ["xs", "s"])
+def test_the_replay_on_live_rows_gives_the_gradients_of_every_packed_row(size, monkeypatch):
+    """The replay leaves out the rows no forward fed (prompt padding, a completion's last token and its padding);
+    the loss reads none of them, so the gradients are those of the replay over every packed row."""
+    pol, acts, keys, batch, cmask, used = sampled_batch(size)
+    prompt_ids, prompt_mask, comp, group = batch
+    idx = fused.replay_rows(acts, keys, prompt_mask, group, comp.shape[1])
+    keep = fused.live_rows(idx, acts.zero_row)
+    fed = int(prompt_mask.sum()) + sum(len(r.token_ids) - 1 for r in used)  # the last token is never fed
+    assert keep is not None and keep.numel() == fed < 0.8 * idx.numel()
+
+    def run(compact: str):
+        monkeypatch.setenv("RLSCALE_COMPACT", compact)
+        assert (fused.live_rows(idx, acts.zero_row) is None) == (compact == "0")
+        logp, ent = pol.completion_logprobs(*batch, with_entropy=True, replay=(acts, keys))
+        return (logp * cmask).detach(), grads_of(pol.module, [logp * cmask, ent * cmask])
+
+    lp_all, g_all = run("0")
+    lp, g = run("1")
+    assert float((lp - lp_all).abs().max()) < 1e-6
+    assert_close_grads(g_all, g)
+
+
 def test_activations_are_kept_only_on_the_c_path_within_the_budget():
     assert sampled_batch("xs")[1].nbytes > 0
     assert sampled_batch("xs", keep=False)[1] is None

@@ -18,7 +18,9 @@ every activation of the rollouts while generating them (rlscale.engine.tiny_samp
 same weights when the update is on-policy, so the update's first pass gathers them into the packed rows and only
 recomputes the cheap parts (the norms' scales, the attention probabilities and outputs) before the backward. That
 removes the forward's matmuls (a third of the update's); the gradients equal the recomputed ones up to float
-rounding (the sampler sums in another order; tests compare them).
+rounding (the sampler sums in another order; tests compare them). It also computes on the live rows only
+(`live_rows`): the rows no forward fed (padding, each completion's last token) carry no gradient, and leaving them
+out of the backward's matmuls (as verl's remove-padding does) saves the ~30% of the lab's rows they are.
 """
 
 from __future__ import annotations
@@ -155,10 +157,10 @@ def padded(geo: Geometry) -> Geometry:
     return dataclasses.replace(geo, ids=torch.cat((geo.ids, torch.zeros(extra, dtype=torch.long))))
 
 
-def _attn_out(geo: Geometry, x: Tensor) -> Tensor:
-    """The attention output buffer: attn_fwd writes the N real rows; padding rows are zeros (they enter the
-    matmuls, and 0 * garbage can be NaN)."""
-    y = torch.empty_like(x)
+def _attn_out(geo: Geometry, d: int) -> Tensor:
+    """The attention output buffer (geo.rows, d): attn_fwd writes the N real rows; padding rows are zeros (they
+    enter the matmuls, and 0 * garbage can be NaN)."""
+    y = torch.empty(geo.rows, d)
     y[geo.N:] = 0.0
     return y
 
@@ -204,7 +206,7 @@ class _Trunk(torch.autograd.Function):
                 h1 = m.lo(h1)
                 qkv = m.mm(h1, wqkv.t())  # (N, 3d)
                 _rope(lib, geo, qkv, H, hd, 0)
-                probs, y = torch.empty(npr), _attn_out(geo, x)
+                probs, y = torch.empty(npr), _attn_out(geo, cfg.d_model)
                 lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
                              _p(y))
                 y = m.lo(y)
@@ -218,20 +220,24 @@ class _Trunk(torch.autograd.Function):
                 saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wl))
                 x = m.addmm(xm, a, wd_.t())
             hn, rf = _rms(lib, x, final_w, eps)
-        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, saved, (x, rf)
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final, ctx.keep = geo, cfg, m, saved, (x, rf), None
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
     @staticmethod
     def backward(ctx, dhn: Tensor):
-        lib, geo, cfg, m = load(), ctx.geo, ctx.cfg, ctx.m
+        """Layer by layer. With ctx.keep (the replay's live rows, see forward_grouped_replay) every saved row-wise
+        activation holds only those rows and so do dx and every matmul; qkv and the attention probabilities keep
+        the packed layout, which the attention backward reads and writes through scatter / gather."""
+        lib, geo, cfg, m, keep = load(), ctx.geo, ctx.cfg, ctx.m, ctx.keep
         H, hd = cfg.n_heads, cfg.head_dim
         emb, final_w, *ws = ctx.saved_tensors
         xf, rf = ctx.final
         dx = torch.zeros_like(xf)
         grads: list[Tensor] = [None] * len(ws)  # type: ignore[list-item]
         with torch.autocast("cpu", enabled=False):
-            d_final = _rms_bwd(lib, xf, final_w, rf, dhn.float().contiguous(), dx)
+            dhn = dhn.float() if keep is None else dhn.float().index_select(0, keep)
+            d_final = _rms_bwd(lib, xf, final_w, rf, dhn.contiguous(), dx)
             for li in reversed(range(cfg.n_layers)):
                 w1, w2 = ws[li * PARAMS_PER_LAYER], ws[li * PARAMS_PER_LAYER + 5]
                 x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, (wqkv, wo, wgu, wd) = ctx.layers[li]
@@ -239,24 +245,27 @@ class _Trunk(torch.autograd.Function):
                 dxl = m.lo(dx)
                 dwd = m.mm(dxl.t(), a)
                 dgu, da = torch.empty_like(gu), m.mm(dxl, wd)  # named: a temporary is freed before the C call
-                lib.swiglu_bwd(geo.rows, cfg.d_ff, _p(gu), _p(da), _p(dgu))
+                lib.swiglu_bwd(gu.shape[0], cfg.d_ff, _p(gu), _p(da), _p(dgu))
                 dgu = m.lo(dgu)
                 dwgu = m.mm(dgu.t(), h2)
                 dw2 = _rms_bwd(lib, xm, w2, r2, m.mm(dgu, wgu), dx)  # dx is now dL/dxm
                 # attention: xm = x + attn(rms(x)) @ wo^T
                 dxl = m.lo(dx)
                 dwo = m.mm(dxl.t(), y)
-                dqkv, dy = torch.zeros_like(qkv), m.mm(dxl, wo)
+                dy = m.mm(dxl, wo)
+                if keep is not None:  # into the packed layout; the rows not kept carry no gradient
+                    dy = torch.zeros(geo.rows, dy.shape[1]).index_copy_(0, keep, dy)
+                dqkv = torch.zeros_like(qkv)
                 lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
                              _p(dy), _p(dqkv))
                 _rope(lib, geo, dqkv, H, hd, 1)
-                dqkv = m.lo(dqkv)
+                dqkv = m.lo(dqkv if keep is None else dqkv.index_select(0, keep))
                 dwqkv = m.mm(dqkv.t(), h1)
                 dw1 = _rms_bwd(lib, x, w1, r1, m.mm(dqkv, wqkv), dx)  # dx is now dL/dx
                 d = cfg.d_model
                 grads[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER] = [
                     dw1, dwqkv[:d], dwqkv[d:2 * d], dwqkv[2 * d:], dwo, dw2, dwgu[:cfg.d_ff], dwgu[cfg.d_ff:], dwd]
-            demb = torch.zeros_like(emb).index_add_(0, geo.ids, dx)
+            demb = torch.zeros_like(emb).index_add_(0, geo.ids if keep is None else geo.ids[keep], dx)
         ctx.layers = ctx.final = None
         return (None, None, None, demb, d_final, *grads)
 
@@ -269,11 +278,14 @@ def _layer_weights(m: _Matmuls, wq, wk, wv, wo, wg, wu, wd) -> tuple[Tensor, Ten
 class _Replay(torch.autograd.Function):
     """_Trunk with the forward's activations given (gathered from the sampler, see forward_grouped_replay): per
     layer the input x, [q, k, v] after RoPE, x after attention, [g, u] and silu(g) * u, then the final x. Recomputes
-    the norms (their rstd and outputs), the attention probabilities and outputs; the backward is _Trunk's."""
+    the norms (their rstd and outputs), the attention probabilities and outputs; the backward is _Trunk's.
+
+    `keep`: None, or the live rows (the rest are padding and positions no forward fed, which no loss term reads):
+    then every activation but [q, k, v] holds only those rows, and so does the backward's every matmul."""
 
     @staticmethod
-    def forward(ctx, geo: Geometry, cfg, lowp, saved: list[Tensor], emb: Tensor, final_w: Tensor,  # noqa: ARG004
-                *ws: Tensor) -> Tensor:
+    def forward(ctx, geo: Geometry, cfg, lowp, keep: Tensor | None, saved: list[Tensor], emb: Tensor,  # noqa: ARG004
+                final_w: Tensor, *ws: Tensor) -> Tensor:
         lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
         npr, m = geo.prob_count(H), _Matmuls(lowp)
         layers = []
@@ -282,21 +294,24 @@ class _Replay(torch.autograd.Function):
                 w1, wq, wk, wv, wo, w2, wg, wu, wd = ws[li * PARAMS_PER_LAYER:(li + 1) * PARAMS_PER_LAYER]
                 x, qkv, xm, gu, a = saved[li * SAVED_PER_LAYER:(li + 1) * SAVED_PER_LAYER]
                 h1, r1 = _rms(lib, x, w1, eps)
-                probs, y = torch.empty(npr), _attn_out(geo, x)
+                probs, y = torch.empty(npr), _attn_out(geo, cfg.d_model)
                 lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
                              _p(y))
+                y = y if keep is None else y.index_select(0, keep)
                 h2, r2 = _rms(lib, xm, w2, eps)
                 layers.append((x, r1, m.lo(h1), qkv, probs, m.lo(y), xm, r2, m.lo(h2), gu, m.lo(a),
                                _layer_weights(m, wq, wk, wv, wo, wg, wu, wd)))
             xf = saved[-1]
             hn, rf = _rms(lib, xf, final_w, eps)
-        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, layers, (xf, rf)
+            if keep is not None:  # the head reads every packed row: the rows not kept read zeros
+                hn = torch.zeros(geo.rows, hn.shape[1]).index_copy_(0, keep, hn)
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final, ctx.keep = geo, cfg, m, layers, (xf, rf), keep
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
     @staticmethod
     def backward(ctx, dhn: Tensor):
-        return (None, *_Trunk.backward(ctx, dhn))  # no gradient for `saved`
+        return (None, None, *_Trunk.backward(ctx, dhn))  # no gradient for `keep` and `saved`
 
 
 def replay_rows(saved, keys: list, prompt_mask: Tensor, group: Tensor, C: int) -> Tensor:
@@ -351,10 +366,27 @@ def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt
     geo = _geometry(module, prompt_ids, prompt_mask, comp_ids, group)
     idx = replay_rows(saved, keys, prompt_mask, group, geo.C)
     idx = torch.cat((idx, torch.full((geo.rows - geo.N,), saved.zero_row, dtype=torch.long)))
-    gathered = [t.index_select(0, idx) for t in saved.tensors]
-    hn = _Replay.apply(geo, module.cfg, low_precision(), gathered, module.model.embed_tokens.weight,
+    keep = live_rows(idx, saved.zero_row) if low_precision() is None else None
+    rows = idx if keep is None else idx[keep]
+    qkv_at = set(range(1, SAVED_PER_LAYER * module.cfg.n_layers, SAVED_PER_LAYER))  # attention reads the layout
+    gathered = [t.index_select(0, idx if j in qkv_at else rows) for j, t in enumerate(saved.tensors)]
+    hn = _Replay.apply(geo, module.cfg, low_precision(), keep, gathered, module.model.embed_tokens.weight,
                        module.model.norm.weight, *trunk_params(module))
     return _grouped_logits(module, geo, hn)
+
+
+def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
+    """The packed rows the replayed update computes on, or None for all of them: those the sampler fed (idx !=
+    zero_row). The others (prompt padding, a completion's last token and the padding after it) carry no gradient:
+    no loss term reads their outputs (the last token's predicts past the end), and no live row attends to them
+    (padding is masked; a completion's tail follows every live row of it). Their matmul rows are ~40% of the lab's
+    update (completions are padded to the longest of their micro-batch), so the update leaves them out. fp32 only:
+    bf16 keeps its bucketed row counts (see padded). RLSCALE_COMPACT=0 keeps them all (the same gradients up to
+    float rounding; to measure against, bench/update_replay.py)."""
+    if os.environ.get("RLSCALE_COMPACT", "1") == "0":
+        return None
+    keep = torch.nonzero(idx != zero_row).squeeze(1)
+    return None if keep.numel() == idx.numel() else keep
 
 
 def _grouped_logits(module, geo: Geometry, hn: Tensor) -> tuple[Tensor, Tensor]:
