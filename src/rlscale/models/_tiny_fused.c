@@ -220,6 +220,7 @@ typedef struct {
     const float *qkv;
     const uint8_t *pm;
     const int64_t *group;
+    const int64_t *clen;  /* (R,) live positions of each completion stream (a prefix), or NULL: all C */
 } layout_t;
 
 static void *xmalloc(size_t n) {
@@ -271,7 +272,12 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
     for (int s = 0; s < G + L->R; s++) {
         int prompt = s < G;
         int64_t g = prompt ? s : L->group[s - G], q0 = prompt ? g * P : GP + (int64_t)(s - G) * C;
-        int nq = prompt ? P : C, nk = prompt ? P : P + C, nkp = round8(nk);
+        /* a completion's positions past its live prefix neither attend (no gradient reaches them) nor are seen by
+         * a live one (causal), so its block shrinks to them: the probabilities keep the block's offset, with row
+         * stride round8(P + cl), the same in the forward and the backward */
+        int cl = prompt || !L->clen ? C : (int)L->clen[s - G];
+        if (!prompt && cl <= 0) continue;
+        int nq = prompt ? P : cl, nk = prompt ? P : P + cl, nkp = round8(nk);
         for (int j = 0; j < P; j++) okf[j] = L->pm[g * P + j] ? 1.f : 0.f;
         for (int j = P; j < nk; j++) okf[j] = 1.f;
         for (int i = 0; i < nq; i++) {
@@ -285,8 +291,8 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
             gather(L, g * P, P, 1, h, hp, K);
             gather(L, g * P, P, 2, h, hp, V);
             if (!prompt) {
-                gather(L, q0, C, 1, h, hp, K + (int64_t)P * hp);
-                gather(L, q0, C, 2, h, hp, V + (int64_t)P * hp);
+                gather(L, q0, cl, 1, h, hp, K + (int64_t)P * hp);
+                gather(L, q0, cl, 2, h, hp, V + (int64_t)P * hp);
             }
             if (!backward) {
                 transpose(K, nk, hp, hp, KT, nkp);
@@ -304,8 +310,8 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
                 scatter_add(L, dqkv, g * P, P, 1, h, hp, dK);
                 scatter_add(L, dqkv, g * P, P, 2, h, hp, dV);
                 if (!prompt) {
-                    scatter_add(L, dqkv, q0, C, 1, h, hp, dK + (int64_t)P * hp);
-                    scatter_add(L, dqkv, q0, C, 2, h, hp, dV + (int64_t)P * hp);
+                    scatter_add(L, dqkv, q0, cl, 1, h, hp, dK + (int64_t)P * hp);
+                    scatter_add(L, dqkv, q0, cl, 2, h, hp, dV + (int64_t)P * hp);
                 }
             }
         }
@@ -317,17 +323,18 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
 }
 
 /* y (N, d) = softmax(q k^T / sqrt(hd) + mask) v per head of the packed rows; qkv (N, 3d) = [q, k, v] with RoPE
- * applied; probs (G H P round8(P) + R H C round8(P + C)) keeps the probabilities for the backward. */
+ * applied; probs (G H P round8(P) + R H C round8(P + C)) keeps the probabilities for the backward. clen (R,) or
+ * NULL: each completion's live prefix (rows past it are left unwritten; see attention). */
 void attn_fwd(int G, int P, int R, int C, int H, int hd, const float *qkv, const uint8_t *pm, const int64_t *group,
-              float *probs, float *y) {
-    layout_t L = {G, P, R, C, H, hd, qkv, pm, group};
+              const int64_t *clen, float *probs, float *y) {
+    layout_t L = {G, P, R, C, H, hd, qkv, pm, group, clen};
     attention(&L, probs, y, NULL, NULL, 0);
 }
 
 /* Backward of attn_fwd: dqkv (N, 3d), zeroed by the caller, gets dq (before the inverse RoPE) and dk, dv summed
  * over every query that attended each key (a prompt's keys over all of its completions). */
 void attn_bwd(int G, int P, int R, int C, int H, int hd, const float *qkv, const uint8_t *pm, const int64_t *group,
-              const float *probs, const float *dy, float *dqkv) {
-    layout_t L = {G, P, R, C, H, hd, qkv, pm, group};
+              const int64_t *clen, const float *probs, const float *dy, float *dqkv) {
+    layout_t L = {G, P, R, C, H, hd, qkv, pm, group, clen};
     attention(&L, (float *)probs, NULL, dy, dqkv, 1);
 }

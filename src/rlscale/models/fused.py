@@ -53,8 +53,8 @@ def _configure(lib: ctypes.CDLL) -> None:
     lib.swiglu_fwd.argtypes = [i64, i32, ptr, ptr]
     lib.swiglu_bwd.argtypes = [i64, i32, ptr, ptr, ptr]
     lib.rope.argtypes = [i64, i32, i32, ptr, i32, i32, ptr, ptr, ptr, i32]
-    lib.attn_fwd.argtypes = [i32] * 6 + [ptr] * 5
-    lib.attn_bwd.argtypes = [i32] * 6 + [ptr] * 6
+    lib.attn_fwd.argtypes = [i32] * 6 + [ptr] * 6
+    lib.attn_bwd.argtypes = [i32] * 6 + [ptr] * 7
     for f in (lib.rms_fwd, lib.rms_bwd, lib.swiglu_fwd, lib.swiglu_bwd, lib.rope, lib.attn_fwd, lib.attn_bwd):
         f.restype = None
 
@@ -108,6 +108,7 @@ class Geometry:
     group: Tensor  # (R,) int64
     cos: Tensor  # (max position + 1, hd)
     sin: Tensor
+    clen: Tensor | None = None  # (R,) int64: each completion's live prefix (see live_rows), or None: all C
 
     @property
     def N(self) -> int:  # noqa: N802
@@ -169,6 +170,10 @@ def _p(t: Tensor) -> int:
     return t.data_ptr()
 
 
+def _clen(geo: Geometry) -> int | None:
+    return None if geo.clen is None else _p(geo.clen)
+
+
 def _rms(lib, x: Tensor, w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     out, rstd = torch.empty_like(x), torch.empty(x.shape[0])
     lib.rms_fwd(x.shape[0], x.shape[1], _p(x), _p(w), eps, _p(out), _p(rstd))
@@ -207,8 +212,8 @@ class _Trunk(torch.autograd.Function):
                 qkv = m.mm(h1, wqkv.t())  # (N, 3d)
                 _rope(lib, geo, qkv, H, hd, 0)
                 probs, y = torch.empty(npr), _attn_out(geo, cfg.d_model)
-                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
-                             _p(y))
+                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _clen(geo),
+                             _p(probs), _p(y))
                 y = m.lo(y)
                 xm = m.addmm(x, y, wo_.t())
                 h2, r2 = _rms(lib, xm, w2, eps)
@@ -256,8 +261,8 @@ class _Trunk(torch.autograd.Function):
                 if keep is not None:  # into the packed layout; the rows not kept carry no gradient
                     dy = torch.zeros(geo.rows, dy.shape[1]).index_copy_(0, keep, dy)
                 dqkv = torch.zeros_like(qkv)
-                lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
-                             _p(dy), _p(dqkv))
+                lib.attn_bwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _clen(geo),
+                             _p(probs), _p(dy), _p(dqkv))
                 _rope(lib, geo, dqkv, H, hd, 1)
                 dqkv = m.lo(dqkv if keep is None else dqkv.index_select(0, keep))
                 dwqkv = m.mm(dqkv.t(), h1)
@@ -295,8 +300,8 @@ class _Replay(torch.autograd.Function):
                 x, qkv, xm, gu, a = saved[li * SAVED_PER_LAYER:(li + 1) * SAVED_PER_LAYER]
                 h1, r1 = _rms(lib, x, w1, eps)
                 probs, y = torch.empty(npr), _attn_out(geo, cfg.d_model)
-                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _p(probs),
-                             _p(y))
+                lib.attn_fwd(geo.G, geo.P, geo.R, geo.C, H, hd, _p(qkv), _p(geo.pm), _p(geo.group), _clen(geo),
+                             _p(probs), _p(y))
                 y = y if keep is None else y.index_select(0, keep)
                 h2, r2 = _rms(lib, xm, w2, eps)
                 layers.append((x, r1, m.lo(h1), qkv, probs, m.lo(y), xm, r2, m.lo(h2), gu, m.lo(a),
@@ -368,6 +373,8 @@ def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt
     idx = torch.cat((idx, torch.full((geo.rows - geo.N,), saved.zero_row, dtype=torch.long)))
     keep = live_rows(idx, saved.zero_row) if low_precision() is None else None
     rows = idx if keep is None else idx[keep]
+    if keep is not None:
+        geo = dataclasses.replace(geo, clen=live_prefix(geo, idx, saved.zero_row))
     qkv_at = set(range(1, SAVED_PER_LAYER * module.cfg.n_layers, SAVED_PER_LAYER))  # attention reads the layout
     gathered = [t.index_select(0, idx if j in qkv_at else rows) for j, t in enumerate(saved.tensors)]
     hn = _Replay.apply(geo, module.cfg, low_precision(), keep, gathered, module.model.embed_tokens.weight,
@@ -387,6 +394,13 @@ def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
         return None
     keep = torch.nonzero(idx != zero_row).squeeze(1)
     return None if keep.numel() == idx.numel() else keep
+
+
+def live_prefix(geo: Geometry, idx: Tensor, zero_row: int) -> Tensor | None:
+    """(R,) int64: how many leading positions of each completion are live (the sampler fed them; they lead), for
+    the attention kernels, which then skip each completion's dead tail: no live query attends to it and its own
+    queries carry no gradient, so the outputs are bitwise those of the whole block (tests/test_fused.py)."""
+    return (idx[geo.G * geo.P:geo.N].view(geo.R, geo.C) != zero_row).sum(1).contiguous()
 
 
 def _grouped_logits(module, geo: Geometry, hn: Tensor) -> tuple[Tensor, Tensor]:
