@@ -303,6 +303,11 @@ def test_update_chunks_pick_the_cheaper_split():
     mixed = update_chunks([[0, 1], [2, 3]], group_of, [4, 4], [100, 8, 100, 8], 2)
     assert mixed == [[1, 3], [0, 2]]  # the two long rows together, the two short ones together
     assert sorted(i for c in mixed for i in c) == [0, 1, 2, 3]
+    # on live rows only (the replayed fp32 update) padding costs nothing: real prompt and completion tokens
+    assert chunk_cost([[0, 1, 2, 3]], group_of, [40, 30], [100, 8, 100, 8], live=True) == 40 + 30 + 216
+    assert chunk_cost([[1, 3], [0, 2]], group_of, [40, 30], [100, 8, 100, 8], live=True) == 2 * (40 + 30) + 216
+    live = update_chunks([[0, 1], [2, 3]], group_of, [4, 4], [100, 8, 100, 8], 2, live=True)
+    assert live == [[0, 1], [2, 3]]  # so whole groups again: no prompt computed twice
 
 
 # ------------------------------------------------------------------------------------------------ native decode loop

@@ -382,6 +382,11 @@ def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt
     return _grouped_logits(module, geo, hn)
 
 
+def compacts() -> bool:
+    """Whether the replayed fp32 update computes on the live rows (live_rows): unless RLSCALE_COMPACT=0."""
+    return os.environ.get("RLSCALE_COMPACT", "1") != "0"
+
+
 def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
     """The packed rows the replayed update computes on, or None for all of them: those the sampler fed (idx !=
     zero_row). The others (prompt padding, a completion's last token and the padding after it) carry no gradient:
@@ -390,7 +395,7 @@ def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
     update (completions are padded to the longest of their micro-batch), so the update leaves them out. fp32 only:
     bf16 keeps its bucketed row counts (see padded). RLSCALE_COMPACT=0 keeps them all (the same gradients up to
     float rounding; to measure against, bench/update_replay.py)."""
-    if os.environ.get("RLSCALE_COMPACT", "1") == "0":
+    if not compacts():
         return None
     keep = torch.nonzero(idx != zero_row).squeeze(1)
     return None if keep.numel() == idx.numel() else keep

@@ -339,27 +339,33 @@ def group_chunks(rows_by_group: list[list[int]], comp_lens: list[int], micro_bat
 
 
 def chunk_cost(chunks: list[list[int]], group_of: list[int], prompt_lens: list[int], comp_lens: list[int],
-               multiple: int = 8) -> int:
+               multiple: int = 8, live: bool = False) -> int:
     """Tokens the shared-prefix update computes for these micro-batches: per chunk, its distinct prompts x the
-    longest of them + its rows x the longest completion rounded up to `multiple`. prompt_lens is per group."""
+    longest of them + its rows x the longest completion rounded up to `multiple`. prompt_lens is per group.
+    live: the update computes on the live rows only (rlscale.models.fused.live_rows): per chunk, its distinct
+    prompts' tokens + its rows' completion tokens, so only recomputed prompts differ between chunkings."""
     cost = 0
     for rows in chunks:
         groups = {group_of[i] for i in rows}
-        cost += len(groups) * max(prompt_lens[g] for g in groups)
-        cost += padded_tokens(rows, comp_lens, multiple)
+        if live:
+            cost += sum(prompt_lens[g] for g in groups) + sum(comp_lens[i] for i in rows)
+        else:
+            cost += len(groups) * max(prompt_lens[g] for g in groups)
+            cost += padded_tokens(rows, comp_lens, multiple)
     return cost
 
 
 def update_chunks(rows_by_group: list[list[int]], group_of: list[int], prompt_lens: list[int],
-                  comp_lens: list[int], micro_batch_size: int) -> list[list[int]]:
+                  comp_lens: list[int], micro_batch_size: int, live: bool = False) -> list[list[int]]:
     """The update's micro-batches: whole groups (each prompt computed once) or rows sorted by completion length
     (least padding, a prompt recomputed in every chunk that holds one of its rows), whichever computes fewer
-    tokens (`chunk_cost`). Short completions favour the first, long ones of mixed lengths the second; the
-    gradient is the same either way (the loss weights are global)."""
+    tokens (`chunk_cost`; `live` as there: then whole groups, which also make the fewest micro-batches). Short
+    completions favour the first, long ones of mixed lengths the second; the gradient is the same either way (the
+    loss weights are global)."""
     order = sorted((i for rows in rows_by_group for i in rows), key=lambda i: comp_lens[i])
     candidates = [group_chunks(rows_by_group, comp_lens, micro_batch_size),
                   length_buckets(order, comp_lens, micro_batch_size)]
-    return min(candidates, key=lambda c: chunk_cost(c, group_of, prompt_lens, comp_lens))
+    return min(candidates, key=lambda c: chunk_cost(c, group_of, prompt_lens, comp_lens, live=live))
 
 
 def pack_completions(token_ids: list[list[int]], logprobs: list[list[float]], pad_id: int
@@ -744,6 +750,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
 
     from rlscale.compute import cumulative_forward_flops, step_compute
     from rlscale.engine.base import SamplingParams, thread_map
+    from rlscale.models.fused import compacts
     from rlscale.procs import keep_freed_memory
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
     from rlscale.rl.losses import aggregation_weights, filter_masks
@@ -774,6 +781,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     ref_policy = None
     module = policy.module
     replay_ok = replay_applies(policy, cfg)
+    live_rows_ok = replay_ok and cfg.dtype == "fp32" and cfg.updates_per_batch == 1 and compacts()
     params_list = [p for p in module.parameters() if p.requires_grad]
     opt = adamw(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
@@ -878,7 +886,8 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         # (filtered) skip the forward/backward (no training FLOPs spent or counted)
         chunks = update_chunks([[i * n + j for j in range(n) if keep_pg[i * n + j] or keep_reg[i * n + j]]
                                 for i in range(Bp)], group_of, [len(g[0].prompt_ids) for g in groups], comp_lens,
-                               min(cfg.micro_batch_size, -(-N // workers)))  # >= one micro-batch per worker
+                               min(cfg.micro_batch_size, -(-N // workers)),  # >= one micro-batch per worker
+                               live=live_rows_ok)
         # ---- update ---------------------------------------------------------------------------------------
         sums: dict[str, float] = {}
         grad_norms = []
