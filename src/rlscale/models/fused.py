@@ -20,7 +20,7 @@ recomputes the cheap parts (the norms' scales, the attention probabilities and o
 removes the forward's matmuls (a third of the update's); the gradients equal the recomputed ones up to float
 rounding (the sampler sums in another order; tests compare them). It also computes on the live rows only
 (`live_rows`): the rows no forward fed (padding, each completion's last token) carry no gradient, and leaving them
-out of the backward's matmuls (as verl's remove-padding does) saves the ~30% of the lab's rows they are.
+out of the backward's matmuls (as verl's remove-padding does) saves the ~24% of the quick lab's rows they are.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class Geometry:
     group: Tensor  # (R,) int64
     cos: Tensor  # (max position + 1, hd)
     sin: Tensor
-    clen: Tensor | None = None  # (R,) int64: each completion's live prefix (see live_rows), or None: all C
+    keep: Tensor | None = None  # the live rows the replayed update computes on (live_rows), or None: all rows
+    clen: Tensor | None = None  # (R,) int64: each completion's live prefix (live_prefix), or None: all C
 
     @property
     def N(self) -> int:  # noqa: N802
@@ -225,16 +226,17 @@ class _Trunk(torch.autograd.Function):
                 saved.append((x, r1, h1, qkv, probs, y, xm, r2, h2, gu, a, wl))
                 x = m.addmm(xm, a, wd_.t())
             hn, rf = _rms(lib, x, final_w, eps)
-        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final, ctx.keep = geo, cfg, m, saved, (x, rf), None
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, saved, (x, rf)
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
     @staticmethod
     def backward(ctx, dhn: Tensor):
-        """Layer by layer. With ctx.keep (the replay's live rows, see forward_grouped_replay) every saved row-wise
+        """Layer by layer. With geo.keep (the replay's live rows, see forward_grouped_replay) every saved row-wise
         activation holds only those rows and so do dx and every matmul; qkv and the attention probabilities keep
         the packed layout, which the attention backward reads and writes through scatter / gather."""
-        lib, geo, cfg, m, keep = load(), ctx.geo, ctx.cfg, ctx.m, ctx.keep
+        lib, geo, cfg, m = load(), ctx.geo, ctx.cfg, ctx.m
+        keep = geo.keep
         H, hd = cfg.n_heads, cfg.head_dim
         emb, final_w, *ws = ctx.saved_tensors
         xf, rf = ctx.final
@@ -285,13 +287,13 @@ class _Replay(torch.autograd.Function):
     layer the input x, [q, k, v] after RoPE, x after attention, [g, u] and silu(g) * u, then the final x. Recomputes
     the norms (their rstd and outputs), the attention probabilities and outputs; the backward is _Trunk's.
 
-    `keep`: None, or the live rows (the rest are padding and positions no forward fed, which no loss term reads):
-    then every activation but [q, k, v] holds only those rows, and so does the backward's every matmul."""
+    With geo.keep (the live rows; the rest are padding and positions no forward fed, which no loss term reads),
+    `saved` holds only those rows but for [q, k, v], and so does every activation kept for the backward."""
 
     @staticmethod
-    def forward(ctx, geo: Geometry, cfg, lowp, keep: Tensor | None, saved: list[Tensor], emb: Tensor,  # noqa: ARG004
-                final_w: Tensor, *ws: Tensor) -> Tensor:
-        lib, H, hd, eps = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps
+    def forward(ctx, geo: Geometry, cfg, lowp, saved: list[Tensor], emb: Tensor, final_w: Tensor,  # noqa: ARG004
+                *ws: Tensor) -> Tensor:
+        lib, H, hd, eps, keep = load(), cfg.n_heads, cfg.head_dim, cfg.norm_eps, geo.keep
         npr, m = geo.prob_count(H), _Matmuls(lowp)
         layers = []
         with torch.autocast("cpu", enabled=False):
@@ -310,13 +312,13 @@ class _Replay(torch.autograd.Function):
             hn, rf = _rms(lib, xf, final_w, eps)
             if keep is not None:  # the head reads every packed row: the rows not kept read zeros
                 hn = torch.zeros(geo.rows, hn.shape[1]).index_copy_(0, keep, hn)
-        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final, ctx.keep = geo, cfg, m, layers, (xf, rf), keep
+        ctx.geo, ctx.cfg, ctx.m, ctx.layers, ctx.final = geo, cfg, m, layers, (xf, rf)
         ctx.save_for_backward(emb, final_w, *ws)
         return hn
 
     @staticmethod
     def backward(ctx, dhn: Tensor):
-        return (None, None, *_Trunk.backward(ctx, dhn))  # no gradient for `keep` and `saved`
+        return (None, *_Trunk.backward(ctx, dhn))  # no gradient for `saved`
 
 
 def replay_rows(saved, keys: list, prompt_mask: Tensor, group: Tensor, C: int) -> Tensor:
@@ -372,12 +374,13 @@ def forward_grouped_replay(module, saved, keys: list, prompt_ids: Tensor, prompt
     idx = replay_rows(saved, keys, prompt_mask, group, geo.C)
     idx = torch.cat((idx, torch.full((geo.rows - geo.N,), saved.zero_row, dtype=torch.long)))
     keep = live_rows(idx, saved.zero_row) if low_precision() is None else None
-    rows = idx if keep is None else idx[keep]
     if keep is not None:
-        geo = dataclasses.replace(geo, clen=live_prefix(geo, idx, saved.zero_row))
-    qkv_at = set(range(1, SAVED_PER_LAYER * module.cfg.n_layers, SAVED_PER_LAYER))  # attention reads the layout
-    gathered = [t.index_select(0, idx if j in qkv_at else rows) for j, t in enumerate(saved.tensors)]
-    hn = _Replay.apply(geo, module.cfg, low_precision(), keep, gathered, module.model.embed_tokens.weight,
+        geo = dataclasses.replace(geo, keep=keep, clen=live_prefix(geo, idx, saved.zero_row))
+    rows = idx if keep is None else idx[keep]
+    n_saved = SAVED_PER_LAYER * module.cfg.n_layers  # per layer x, [q, k, v], ...: attention reads [q, k, v] packed
+    gathered = [t.index_select(0, idx if j < n_saved and j % SAVED_PER_LAYER == 1 else rows)
+                for j, t in enumerate(saved.tensors)]
+    hn = _Replay.apply(geo, module.cfg, low_precision(), gathered, module.model.embed_tokens.weight,
                        module.model.norm.weight, *trunk_params(module))
     return _grouped_logits(module, geo, hn)
 
@@ -391,8 +394,8 @@ def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
     """The packed rows the replayed update computes on, or None for all of them: those the sampler fed (idx !=
     zero_row). The others (prompt padding, a completion's last token and the padding after it) carry no gradient:
     no loss term reads their outputs (the last token's predicts past the end), and no live row attends to them
-    (padding is masked; a completion's tail follows every live row of it). Their matmul rows are ~40% of the lab's
-    update (completions are padded to the longest of their micro-batch), so the update leaves them out. fp32 only:
+    (padding is masked; a completion's tail follows every live row of it). They are ~24% of the quick lab's
+    packed rows (completions are padded to the longest of their micro-batch), so the update leaves them out. fp32 only:
     bf16 keeps its bucketed row counts (see padded). RLSCALE_COMPACT=0 keeps them all (the same gradients up to
     float rounding; to measure against, bench/update_replay.py)."""
     if not compacts():
@@ -401,7 +404,7 @@ def live_rows(idx: Tensor, zero_row: int) -> Tensor | None:
     return None if keep.numel() == idx.numel() else keep
 
 
-def live_prefix(geo: Geometry, idx: Tensor, zero_row: int) -> Tensor | None:
+def live_prefix(geo: Geometry, idx: Tensor, zero_row: int) -> Tensor:
     """(R,) int64: how many leading positions of each completion are live (the sampler fed them; they lead), for
     the attention kernels, which then skip each completion's dead tail: no live query attends to it and its own
     queries carry no gradient, so the outputs are bitwise those of the whole block (tests/test_fused.py)."""

@@ -612,6 +612,15 @@ def replay_applies(policy, cfg: GRPOConfig) -> bool:
     return fused.usable(policy.module)
 
 
+def live_rows_apply(cfg: GRPOConfig) -> bool:
+    """Whether every pass of a replayed update runs on the live rows only (rlscale.models.fused.live_rows: fp32,
+    one pass per batch, RLSCALE_COMPACT not "0"), so that padding costs the micro-batches nothing (update_chunks).
+    Only meaningful where replay_applies."""
+    from rlscale.models import fused
+
+    return cfg.dtype == "fp32" and cfg.updates_per_batch == 1 and fused.compacts()
+
+
 @dataclass
 class UpdateBatch:
     """One step's packed rollouts for the update (N rows, C completion positions), each micro-batch's inputs
@@ -750,7 +759,6 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
 
     from rlscale.compute import cumulative_forward_flops, step_compute
     from rlscale.engine.base import SamplingParams, thread_map
-    from rlscale.models.fused import compacts
     from rlscale.procs import keep_freed_memory
     from rlscale.rl.advantages import compute_advantages, zero_variance_groups
     from rlscale.rl.losses import aggregation_weights, filter_masks
@@ -781,7 +789,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
     ref_policy = None
     module = policy.module
     replay_ok = replay_applies(policy, cfg)
-    live_rows_ok = replay_ok and cfg.dtype == "fp32" and cfg.updates_per_batch == 1 and compacts()
+    live_rows_ok = replay_ok and live_rows_apply(cfg)
     params_list = [p for p in module.parameters() if p.requires_grad]
     opt = adamw(params_list, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
