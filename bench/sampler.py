@@ -1,9 +1,11 @@
 """Sampler throughput: our KV-cache TinySampler vs HF `generate` on the exported model (same weights, same
-prompts, batch 256, 64 new tokens, temperature 1; they alternate within each repeat), and the fraction of this
+prompts, batch 256, 64 new tokens, temperature 1; they alternate within each repeat; --n samples per prompt, as
+the lab's groups: HF's num_return_sequences), and the fraction of this
 machine's 1-thread fp32 matmul peak the sampler reaches. The sampler's decode loop is the C one when it builds
 (rlscale.engine.native); the torch decode loop is timed too (`ratio_native_vs_torch_loop`). Last line: JSON.
 
-    .venv/bin/python bench/sampler.py [--model DIR] [--size s] [--batch 256] [--new 64] [--repeats 5]
+    .venv/bin/python bench/sampler.py [--model DIR] [--size s] [--batch 256] [--n 1] [--new 64] [--repeats 5]
+    .venv/bin/python bench/sampler.py --model LAB/model --batch 32 --n 8 --new 128   # a lab validation's shape
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="lab checkpoint; default: a freshly initialised --size model")
     ap.add_argument("--size", default="s")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=256, help="distinct prompts")
+    ap.add_argument("--n", type=int, default=1, help="samples per prompt")
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -47,7 +50,7 @@ def main() -> None:
 
     policy = TinyPolicy.load(args.model) if args.model else build_policy(args.size, 0)
     prompts = [p.question for p in load_arith("test", limit=args.batch)]
-    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.new, seed=0)
+    params = SamplingParams(n=args.n, temperature=1.0, max_new_tokens=args.new, seed=0)
     from rlscale.engine import native
     from rlscale.engine.tiny_sampler import TinySampler
 
@@ -59,7 +62,7 @@ def main() -> None:
     tok = policy.tokenizer.to_hf()
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.new,
-              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, num_return_sequences=args.n)
     # ours and HF alternate within each repeat, so load drift on a shared machine hits both alike
     sampler.generate(prompts[:32], params)  # warm-up
     torch_loop.generate(prompts[:32], params)
@@ -87,17 +90,17 @@ def main() -> None:
     hf_new = hf_out[:, enc["input_ids"].shape[1]:]
     peak = matmul_peak_flops()
     res = {
-        "batch": args.batch, "max_new_tokens": args.new, "params": policy.num_params(),
+        "batch": args.batch, "n": args.n, "max_new_tokens": args.new, "params": policy.num_params(),
         "trained": bool(args.model),
         "ours_s": round(ours_s, 4), "hf_generate_s": round(hf_best, 4),
         "ratio_vs_hf_generate": round(hf_best / ours_s, 2),
         "ratio_median_paired": round(ratios[len(ratios) // 2], 2),
         "native_decode": native.load() is not None, "torch_loop_s": round(min(torch_t), 4),
         "ratio_native_vs_torch_loop": round(min(torch_t) / ours_s, 2),
-        "rollouts_per_s": round(len(prompts) / ours_s, 1),
+        "rollouts_per_s": round(len(prompts) * args.n / ours_s, 1),
         "tokens_per_s": round(gen_tokens / ours_s, 1),
-        "mean_new_tokens": round(gen_tokens / len(prompts), 1),
-        "hf_mean_new_tokens": round(float((hf_new != tok.pad_token_id).sum()) / len(prompts), 1),
+        "mean_new_tokens": round(gen_tokens / (len(prompts) * args.n), 1),
+        "hf_mean_new_tokens": round(float((hf_new != tok.pad_token_id).sum()) / (len(prompts) * args.n), 1),
         "prompt_tokens": prompt_tokens,
         "achieved_gflops": round(flops / ours_s / 1e9, 2), "peak_gflops_1thread": round(peak / 1e9, 1),
         "peak_fraction": round(flops / ours_s / peak, 4),

@@ -97,32 +97,46 @@ static inline void rope(const float *x, const float *cs, const float *sn, int hd
     for (int j = half; j < hd; j++) out[j] = x[j] * cs[j] + x[j - half] * sn[j];
 }
 
-/* Attention of one query over keys [s0, s1] of one head: out[:hd] = sum_s softmax_s(q . K[s]) V[s]. Rows of K, V
- * and q hold hdp = hd rounded up to 8 floats, zero past hd, so every product is whole 8-float vectors and the
- * NV = hdp / 8 accumulators of the output stay in registers (NV is a constant after inlining, see attend). sc:
- * scratch of s1 + 1 floats. */
+/* Attention of one query over keys [s0, s1] of one head: out[:hd] = sum_s softmax_s(q . K[s]) V[s], where keys and
+ * values s < P are rows of Kp, Vp (the prompt's, shared by the rows that continue it) and s >= P rows s - P of Kc,
+ * Vc (the row's own completion; NULL when s1 < P). Rows of K, V and q hold hdp = hd rounded up to 8 floats, zero
+ * past hd, so every product is whole 8-float vectors and the NV = hdp / 8 accumulators of the output stay in
+ * registers (NV is a constant after inlining, see attend). The sum over s runs in key order whichever buffer a key
+ * is in. sc: scratch of s1 + 1 floats. */
 typedef float v8 __attribute__((vector_size(8 * sizeof(float))));
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 #define MAX_NV 16  /* head sizes up to 128 */
 
-static inline __attribute__((always_inline)) void attend_nv(int NV, const float *q, const float *Kh, const float *Vh,
-                                                            int s0, int s1, int hd, float *sc, float *out) {
-    int hdp = 8 * NV;
+static inline __attribute__((always_inline)) float score(int NV, const v8 *qv, const float *kr) {
+    v8 acc = qv[0] * load8(kr);
+    for (int c = 1; c < NV; c++) acc += qv[c] * load8(kr + 8 * c);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static inline __attribute__((always_inline)) void attend_nv(int NV, const float *q, const float *Kp, const float *Vp,
+                                                            int s0, int P, const float *Kc, const float *Vc, int s1,
+                                                            int hd, float *sc, float *out) {
+    int hdp = 8 * NV, e = s1 < P - 1 ? s1 : P - 1, c0 = s0 > P ? s0 : P;  /* prompt keys [s0, e], own [c0, s1] */
     v8 qv[MAX_NV], o[MAX_NV];
     for (int c = 0; c < NV; c++) qv[c] = load8(q + 8 * c), o[c] = (v8){0};
     float mx = -INFINITY;
-    for (int s = s0; s <= s1; s++) {
-        const float *kr = Kh + (size_t)s * hdp;
-        v8 acc = qv[0] * load8(kr);
-        for (int c = 1; c < NV; c++) acc += qv[c] * load8(kr + 8 * c);
-        float dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-        sc[s] = dot;
-        mx = dot > mx ? dot : mx;
+    for (int s = s0; s <= e; s++) {
+        sc[s] = score(NV, qv, Kp + (size_t)s * hdp);
+        mx = sc[s] > mx ? sc[s] : mx;
+    }
+    for (int s = c0; s <= s1; s++) {
+        sc[s] = score(NV, qv, Kc + (size_t)(s - P) * hdp);
+        mx = sc[s] > mx ? sc[s] : mx;
     }
     float z = 0.0f;
     for (int s = s0; s <= s1; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
-    for (int s = s0; s <= s1; s++) {
-        const float *vr = Vh + (size_t)s * hdp;
+    for (int s = s0; s <= e; s++) {
+        const float *vr = Vp + (size_t)s * hdp;
+        float p = sc[s] / z;
+        for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
+    }
+    for (int s = c0; s <= s1; s++) {
+        const float *vr = Vc + (size_t)(s - P) * hdp;
         float p = sc[s] / z;
         for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
     }
@@ -131,13 +145,14 @@ static inline __attribute__((always_inline)) void attend_nv(int NV, const float 
     memcpy(out, tmp, sizeof(float) * hd);
 }
 
-static void attend(const float *q, const float *Kh, const float *Vh, int s0, int s1, int hd, float *sc, float *out) {
+static void attend(const float *q, const float *Kp, const float *Vp, int s0, int P, const float *Kc, const float *Vc,
+                   int s1, int hd, float *sc, float *out) {
     switch ((hd + 7) / 8) {
-        case 1: attend_nv(1, q, Kh, Vh, s0, s1, hd, sc, out); break;
-        case 2: attend_nv(2, q, Kh, Vh, s0, s1, hd, sc, out); break;
-        case 3: attend_nv(3, q, Kh, Vh, s0, s1, hd, sc, out); break;
-        case 4: attend_nv(4, q, Kh, Vh, s0, s1, hd, sc, out); break;
-        default: attend_nv((hd + 7) / 8, q, Kh, Vh, s0, s1, hd, sc, out);
+        case 1: attend_nv(1, q, Kp, Vp, s0, P, Kc, Vc, s1, hd, sc, out); break;
+        case 2: attend_nv(2, q, Kp, Vp, s0, P, Kc, Vc, s1, hd, sc, out); break;
+        case 3: attend_nv(3, q, Kp, Vp, s0, P, Kc, Vc, s1, hd, sc, out); break;
+        case 4: attend_nv(4, q, Kp, Vp, s0, P, Kc, Vc, s1, hd, sc, out); break;
+        default: attend_nv((hd + 7) / 8, q, Kp, Vp, s0, P, Kc, Vc, s1, hd, sc, out);
     }
 }
 
@@ -204,9 +219,12 @@ static void attn_out_and_mlp(float *x, const float *att, int R, int d, int ff, c
 }
 
 /*
- * Decode up to `steps` tokens for B rows whose prompts were prefilled into the caches (slots [0, P)).
+ * Decode up to `steps` tokens for B rows whose U distinct prompts were prefilled into Kp, Vp.
  *   emb (V, d); head_t (d, V); per layer l: wqkv[l] (d, 3d), wo[l] (d, d), wgu[l] (d, 2ff), wd[l] (ff, d), eps[l]
- *   K, Vc: (nL, B, H, Tmax, hdp), hdp = hd rounded up to 8; slots [pad[b], P) hold row b's prompt keys/values
+ *   Kp, Vp: (nL, U, H, P, hdp), hdp = hd rounded up to 8: the prompts' keys/values (slots [pad[b], P) real), read
+ *   by every row b of prompt inv[b]; K, Vc: (nL, B, H, steps, hdp) the rows' own, slot t for the token fed at
+ *   step t (position P + t). The n rows of a group read one copy of its prompt's keys and values, consecutively
+ *   (rows come grouped), so that copy stays in cache instead of being streamed from memory once per row.
  *   cos_d, sin_d: (B, steps, hd) RoPE tables at positions len_b + t;  pad, limit: (B,)
  *   noise: (steps, B, V) added to the logits before the argmax, or NULL (greedy);  logits0: (B, V) after prefill
  * Outputs: tokens (steps, B) and all_logits (steps, B, V) for the steps each row was active; end_at (B,) the number
@@ -215,14 +233,14 @@ static void attn_out_and_mlp(float *x, const float *att, int R, int d, int ff, c
  * position t) is saved at row t * B + b. Positions never fed (a row's last token, rows after they ended) are not
  * written.
  */
-int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int Tmax,
+int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int U,
                 const float *emb, const float *head_t, float norm_eps, const float *const *wqkv,
                 const float *const *wo, const float *const *wgu, const float *const *wd, const float *eps,
-                float *K, float *Vc, const float *cos_d, const float *sin_d, const int64_t *pad,
-                const int64_t *limit, const float *noise, const float *logits0, int64_t eos, int64_t *tokens,
+                const float *Kp, const float *Vp, const int64_t *inv, float *K, float *Vc, const float *cos_d,
+                const float *sin_d, const int64_t *pad,                const int64_t *limit, const float *noise, const float *logits0, int64_t eos, int64_t *tokens,
                 float *all_logits, int64_t *end_at, float *const *save) {
     int hdp = (hd + 7) / 8 * 8;  /* cache row: hd floats, zero-padded to a multiple of 8 (see attend) */
-    size_t layer_stride = (size_t)B * H * Tmax * hdp;
+    size_t layer_stride = (size_t)B * H * steps * hdp, prompt_stride = (size_t)U * H * P * hdp;
     float *buf = malloc(sizeof(float) * ((size_t)B * (3 * d + 3 * d + 2 * ff + ff + V) + (size_t)(P + steps)));
     if (!buf) return -1;
     float *x = buf, *h = x + (size_t)B * d, *att = h + (size_t)B * d, *y3 = att + (size_t)B * d;
@@ -268,6 +286,7 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
         for (int i = 0; i < na; i++) srow[i] = (int64_t)t * B + rows[i];
         for (int l = 0; l < nL; l++) {
             float *Kl = K + l * layer_stride, *Vl = Vc + l * layer_stride;
+            const float *Kpl = Kp + l * prompt_stride, *Vpl = Vp + l * prompt_stride;
             float *const *sv = save ? save + SAVED_PER_LAYER * l : NULL;
             if (sv) save_rows(sv[0], srow, x, na, d);
             rms_rows(x, na, d, eps[l], h);
@@ -278,11 +297,12 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
                 const float *cs = cos_d + ((size_t)b * steps + t) * hd, *sn = sin_d + ((size_t)b * steps + t) * hd;
                 for (int hh = 0; hh < H; hh++) {
                     float q[hdp];
-                    float *Kh = Kl + ((size_t)b * H + hh) * Tmax * hdp, *Vh = Vl + ((size_t)b * H + hh) * Tmax * hdp;
+                    float *Kh = Kl + ((size_t)b * H + hh) * steps * hdp, *Vh = Vl + ((size_t)b * H + hh) * steps * hdp;
+                    size_t ph = ((size_t)inv[b] * H + hh) * P * hdp;
                     rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
-                    write_kv(yr, d, hh, cs, sn, hd, hdp, Kh + (size_t)tc * hdp, Vh + (size_t)tc * hdp);
-                    if (sv) save_qkv_head(sv[1] + (size_t)srow[i] * 3 * d, d, hh, hd, q, qs, Kh + (size_t)tc * hdp, yr);
-                    attend(q, Kh, Vh, (int)pad[b], tc, hd, sc, att + (size_t)i * d + hh * hd);
+                    write_kv(yr, d, hh, cs, sn, hd, hdp, Kh + (size_t)t * hdp, Vh + (size_t)t * hdp);
+                    if (sv) save_qkv_head(sv[1] + (size_t)srow[i] * 3 * d, d, hh, hd, q, qs, Kh + (size_t)t * hdp, yr);
+                    attend(q, Kpl + ph, Vpl + ph, (int)pad[b], P, Kh, Vh, tc, hd, sc, att + (size_t)i * d + hh * hd);
                 }
             }
             attn_out_and_mlp(x, att, na, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a, sv, srow);
@@ -299,27 +319,26 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
 }
 
 /*
- * Prefill U distinct left-padded prompts of width P (the torch prefill's math, see tiny_sampler.py) and fill the KV
- * cache of every row b from its prompt inv[b]: slots [0, P) of K, Vc (nL, B, H, Tmax, hd).
+ * Prefill U distinct left-padded prompts of width P (the torch prefill's math, see tiny_sampler.py) into their
+ * keys and values Kp, Vp (nL, U, H, P, hdp), which tiny_decode reads for every row of each prompt.
  *   ids (U, P) token ids; upad (U,) left padding; cos_p, sin_p (U, P, hd) RoPE tables at the prompt positions
  *   (real tokens counted from 0, pads at 0); weights as tiny_decode.
  * Real queries attend to the real keys at or before them; a pad query attends to itself (its output only reaches
- * pad positions, whose cache slots are never read). K, Vc rows are hdp floats as in tiny_decode. Output: logits
+ * pad positions, whose cache slots are never read). Output: logits
  * (U, V) at the last position. save: NULL or as tiny_decode, position i of prompt u at row u * P + i (pads
  * included). Returns 0, or -1 when out of memory.
  */
-int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int P, int Tmax, const int64_t *ids,
-                 const int64_t *upad, const int64_t *inv, const float *emb, const float *head_t, float norm_eps,
+int tiny_prefill(int U, int d, int H, int hd, int ff, int V, int nL, int P, const int64_t *ids,
+                 const int64_t *upad, const float *emb, const float *head_t, float norm_eps,
                  const float *const *wqkv, const float *const *wo, const float *const *wgu,
-                 const float *const *wd, const float *eps, const float *cos_p, const float *sin_p, float *K,
-                 float *Vc, float *logits, float *const *save) {
+                 const float *const *wd, const float *eps, const float *cos_p, const float *sin_p, float *Kp,
+                 float *Vp, float *logits, float *const *save) {
     int hdp = (hd + 7) / 8 * 8;
-    size_t N = (size_t)U * P, layer_stride = (size_t)B * H * Tmax * hdp;
-    size_t kv = (size_t)U * H * P * hdp;
-    float *buf = malloc(sizeof(float) * (N * (3 * d + 3 * d + 2 * ff + ff) + 2 * kv + (size_t)P + (size_t)U * d));
+    size_t N = (size_t)U * P, kv = (size_t)U * H * P * hdp;  /* kv: one layer of Kp (U, H, P, hdp) */
+    float *buf = malloc(sizeof(float) * (N * (3 * d + 3 * d + 2 * ff + ff) + (size_t)P + (size_t)U * d));
     if (!buf) return -1;
     float *x = buf, *h = x + N * d, *att = h + N * d, *y3 = att + N * d, *gu = y3 + N * 3 * d, *a = gu + N * 2 * ff;
-    float *kp = a + N * ff, *vp = kp + kv, *sc = vp + kv, *last = sc + P;  /* kp, vp: (U, H, P, hdp) */
+    float *sc = a + N * ff, *last = sc + P;
     int64_t *srow = save ? malloc(sizeof(int64_t) * N) : NULL;
     if (save && !srow) { free(buf); return -1; }
     for (size_t r = 0; save && r < N; r++) srow[r] = (int64_t)r;
@@ -330,6 +349,7 @@ int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int 
         if (sv) memcpy(sv[0], x, sizeof(float) * N * d);
         rms_rows(x, (int)N, d, eps[l], h);
         matmul(h, (int)N, d, wqkv[l], 3 * d, y3, 0);
+        float *kp = Kp + l * kv, *vp = Vp + l * kv;
         for (int u = 0; u < U; u++) {
             for (int hh = 0; hh < H; hh++) {
                 float *Kh = kp + ((size_t)u * H + hh) * P * hdp, *Vh = vp + ((size_t)u * H + hh) * P * hdp;
@@ -345,17 +365,11 @@ int tiny_prefill(int U, int B, int d, int H, int hd, int ff, int V, int nL, int 
                     float q[hdp];
                     rope_padded(yr + hh * hd, cs, sn, hd, hdp, q);
                     if (sv) save_qkv_head(sv[1] + ((size_t)u * P + i) * 3 * d, d, hh, hd, q, qs, Kh + (size_t)i * hdp, yr);
-                    attend(q, Kh, Vh, i < s0 ? i : s0, i, hd, sc, att + ((size_t)u * P + i) * d + hh * hd);
+                    attend(q, Kh, Vh, i < s0 ? i : s0, P, NULL, NULL, i, hd, sc,
+                           att + ((size_t)u * P + i) * d + hh * hd);
                 }  /* a pad query (i < s0) sees only itself */
             }
         }
-        for (int b = 0; b < B; b++)  /* every row's cache slots [0, P) from its prompt */
-            for (int hh = 0; hh < H; hh++) {
-                size_t src = ((size_t)inv[b] * H + hh) * P * hdp;
-                size_t dst = (size_t)l * layer_stride + ((size_t)b * H + hh) * Tmax * hdp;
-                memcpy(K + dst, kp + src, sizeof(float) * P * hdp);
-                memcpy(Vc + dst, vp + src, sizeof(float) * P * hdp);
-            }
         attn_out_and_mlp(x, att, (int)N, d, ff, wo[l], wgu[l], wd[l], eps[l], h, gu, a, sv, srow);
     }
     if (save) memcpy(save[SAVED_PER_LAYER * nL], x, sizeof(float) * N * d);

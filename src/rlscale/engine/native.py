@@ -117,14 +117,13 @@ def _open(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | None:
 def _configure_decode(lib: ctypes.CDLL) -> None:
     f = lib.tiny_decode
     ptr_t, int_t = ctypes.c_void_p, ctypes.c_int
-    # 10 ints (shapes), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, K, V, cos, sin, pad, limit, noise,
-    # logits0, eos, tokens, all_logits, end_at, save (the activation buffers' pointer array, or NULL)
-    f.argtypes = [int_t] * 10 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 13 + [ctypes.c_int64] + [ptr_t] * 4
+    # 10 ints (shapes), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, Kp, Vp, inv, K, V, cos, sin, pad, limit,
+    # noise, logits0, eos, tokens, all_logits, end_at, save (the activation buffers' pointer array, or NULL)
+    f.argtypes = [int_t] * 10 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 16 + [ctypes.c_int64] + [ptr_t] * 4
     f.restype = int_t
     f = lib.tiny_prefill
-    # 10 ints (shapes), ids, upad, inv, emb, head_t, norm_eps, 4 weight-pointer arrays, eps, cos, sin, K, V, logits,
-    # save
-    f.argtypes = [int_t] * 10 + [ptr_t] * 5 + [ctypes.c_float] + [ptr_t] * 11
+    # 8 ints (shapes), ids, upad, emb, head_t, norm_eps, 4 weight-pointer arrays, eps, cos, sin, Kp, Vp, logits, save
+    f.argtypes = [int_t] * 8 + [ptr_t] * 4 + [ctypes.c_float] + [ptr_t] * 11
     f.restype = int_t
 
 
