@@ -343,6 +343,24 @@ def test_native_decode_matches_torch_loop(pol, temperature):
     assert any(not r.finished for rs in b for r in rs) and any(r.finished for rs in b for r in rs)
 
 
+@pytest.mark.parametrize("window", [1, 3, 16])
+def test_native_noise_windows_change_nothing(pol, monkeypatch, window):
+    """The C loop draws each window's Gumbel noise for the rows still running, continuing each row's generator:
+    any window gives exactly the tokens and log-probs of one window over all steps (rows end at different steps)."""
+    from rlscale.engine import tiny_sampler
+
+    native_lib()
+    params = SamplingParams(n=4, temperature=0.8, max_new_tokens=40, seed=5)
+    monkeypatch.setattr(tiny_sampler, "NOISE_WINDOW", 10_000)
+    one = TinySampler(pol, native=True).generate(PROMPTS, params)
+    monkeypatch.setattr(tiny_sampler, "NOISE_WINDOW", window)
+    many = TinySampler(pol, native=True).generate(PROMPTS, params)
+    rows = [[(r.token_ids, r.logprobs, r.finished) for r in rs] for rs in one]
+    assert rows == [[(r.token_ids, r.logprobs, r.finished) for r in rs] for rs in many]
+    lens = {len(r.token_ids) for rs in one for r in rs}
+    assert len(lens) > 2 and max(lens) > 2 * window  # three windows or more
+
+
 def test_native_falls_back_for_stops_and_top_p(pol):
     native_lib()
     s = TinySampler(pol, native=True)

@@ -219,26 +219,31 @@ static void attn_out_and_mlp(float *x, const float *att, int R, int d, int ff, c
 }
 
 /*
- * Decode up to `steps` tokens for B rows whose U distinct prompts were prefilled into Kp, Vp.
+ * Decode steps [t0, t1) of at most `steps` for B rows whose U distinct prompts were prefilled into Kp, Vp (a call
+ * per window of steps, so that the sampling noise is drawn only for the rows still running: see noise).
  *   emb (V, d); head_t (d, V); per layer l: wqkv[l] (d, 3d), wo[l] (d, d), wgu[l] (d, 2ff), wd[l] (ff, d), eps[l]
  *   Kp, Vp: (nL, U, H, P, hdp), hdp = hd rounded up to 8: the prompts' keys/values (slots [pad[b], P) real), read
  *   by every row b of prompt inv[b]; K, Vc: (nL, B, H, steps, hdp) the rows' own, slot t for the token fed at
  *   step t (position P + t). The n rows of a group read one copy of its prompt's keys and values, consecutively
  *   (rows come grouped), so that copy stays in cache instead of being streamed from memory once per row.
  *   cos_d, sin_d: (B, steps, hd) RoPE tables at positions len_b + t;  pad, limit: (B,)
- *   noise: (steps, B, V) added to the logits before the argmax, or NULL (greedy);  logits0: (B, V) after prefill
+ *   noise: (rows, t1 - t0, V) added to the logits before the argmax, row noise_row[b] for row b, or NULL (greedy)
+ *   logits_io: (B, V) in: each running row's logits for step t0 (after the prefill, or as the last call left them);
+ *   out: those for step t1 of the rows still running after t1 - 1
  * Outputs: tokens (steps, B) and all_logits (steps, B, V) for the steps each row was active; end_at (B,) the number
- * of tokens kept once a row ended (EOS or limit), else left as given. Returns the number of steps run.
+ * of tokens kept once a row ended (EOS or limit), else left as given (-1: running; rows that ended before t0 are
+ * skipped). Returns the next step to run (t1 unless every row ended or the last step ran: then all have ended).
  * save: NULL, or the 5 nL + 1 activation buffers (see the top); the token fed at step t by row b (its completion
  * position t) is saved at row t * B + b. Positions never fed (a row's last token, rows after they ended) are not
  * written.
  */
-int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int U,
+int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int steps, int U, int t0, int t1,
                 const float *emb, const float *head_t, float norm_eps, const float *const *wqkv,
                 const float *const *wo, const float *const *wgu, const float *const *wd, const float *eps,
                 const float *Kp, const float *Vp, const int64_t *inv, float *K, float *Vc, const float *cos_d,
-                const float *sin_d, const int64_t *pad,                const int64_t *limit, const float *noise, const float *logits0, int64_t eos, int64_t *tokens,
-                float *all_logits, int64_t *end_at, float *const *save) {
+                const float *sin_d, const int64_t *pad, const int64_t *limit, const float *noise,
+                const int64_t *noise_row, float *logits_io, int64_t eos, int64_t *tokens, float *all_logits,
+                int64_t *end_at, float *const *save) {
     int hdp = (hd + 7) / 8 * 8;  /* cache row: hd floats, zero-padded to a multiple of 8 (see attend) */
     size_t layer_stride = (size_t)B * H * steps * hdp, prompt_stride = (size_t)U * H * P * hdp;
     float *buf = malloc(sizeof(float) * ((size_t)B * (3 * d + 3 * d + 2 * ff + ff + V) + (size_t)(P + steps)));
@@ -250,17 +255,20 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
     int64_t *nxt = malloc(sizeof(int64_t) * (size_t)B), *srow = malloc(sizeof(int64_t) * (size_t)B);
     if (!rows || !nxt || !srow) { free(buf); free(rows); free(nxt); free(srow); return -1; }
     float qs = sqrtf((float)hd);
-    memcpy(logits, logits0, sizeof(float) * (size_t)B * V);
-    int na = B;  /* active rows, in batch order; logits/x rows are indexed by position in `rows` */
-    for (int b = 0; b < B; b++) rows[b] = b;
-    int t = 0;
-    for (; t < steps; t++) {
+    int na = 0, W = t1 - t0;  /* active rows, in batch order; logits/x rows are indexed by position in `rows` */
+    for (int b = 0; b < B; b++)
+        if (end_at[b] < 0) {
+            memcpy(logits + (size_t)na * V, logits_io + (size_t)b * V, sizeof(float) * V);
+            rows[na++] = b;
+        }
+    int t = t0;
+    for (; t < t1 && na > 0; t++) {
         /* ---- choose the next token of every active row; end rows on EOS or budget */
         int keep = 0;
         for (int i = 0; i < na; i++) {
             int b = rows[i];
             const float *lg = logits + (size_t)i * V;
-            const float *nz = noise ? noise + ((size_t)t * B + b) * V : NULL;
+            const float *nz = noise ? noise + ((size_t)noise_row[b] * W + (t - t0)) * V : NULL;
             int best = 0;
             float bv = nz ? lg[0] + nz[0] : lg[0];
             for (int v = 1; v < V; v++) {
@@ -311,6 +319,8 @@ int tiny_decode(int B, int d, int H, int hd, int ff, int V, int nL, int P, int s
         rms_rows(x, na, d, norm_eps, h);
         matmul(h, na, d, head_t, V, logits, 0);
     }
+    for (int i = 0; i < na; i++)  /* the rows still running: their logits for step t, for the next call */
+        memcpy(logits_io + (size_t)rows[i] * V, logits + (size_t)i * V, sizeof(float) * V);
     free(buf);
     free(rows);
     free(nxt);

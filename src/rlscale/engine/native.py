@@ -117,9 +117,10 @@ def _open(src_path: Path, what: str, fallback: str) -> ctypes.CDLL | None:
 def _configure_decode(lib: ctypes.CDLL) -> None:
     f = lib.tiny_decode
     ptr_t, int_t = ctypes.c_void_p, ctypes.c_int
-    # 10 ints (shapes), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, Kp, Vp, inv, K, V, cos, sin, pad, limit,
-    # noise, logits0, eos, tokens, all_logits, end_at, save (the activation buffers' pointer array, or NULL)
-    f.argtypes = [int_t] * 10 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 16 + [ctypes.c_int64] + [ptr_t] * 4
+    # 12 ints (shapes, the window t0, t1), emb, head_t, norm_eps, 4 weight-pointer arrays, eps, Kp, Vp, inv, K, V,
+    # cos, sin, pad, limit, noise, noise_row, logits_io, eos, tokens, all_logits, end_at, save (the activation
+    # buffers' pointer array, or NULL)
+    f.argtypes = [int_t] * 12 + [ptr_t, ptr_t, ctypes.c_float] + [ptr_t] * 17 + [ctypes.c_int64] + [ptr_t] * 4
     f.restype = int_t
     f = lib.tiny_prefill
     # 8 ints (shapes), ids, upad, emb, head_t, norm_eps, 4 weight-pointer arrays, eps, cos, sin, Kp, Vp, logits, save
