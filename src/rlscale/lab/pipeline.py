@@ -336,8 +336,9 @@ PRESETS: dict[str, LabPreset] = {
     # setup, 14m13s of stages, on a day the host ran every sweep phase 18-22% slower than at stop 32. On a Zen 1
     # EPYC at 2.0 GHz (stop 34; the same model and validation points): 22m01s with setup, 20m21s of stages, over
     # the bar; with the update on live rows only (models.fused.live_rows): 22m57s (21m05s), the host ~1.19x slower.
-    # Stop 35 there (the sampler's rows read their prompt's one cache, the fused attention skips its causal zeros;
-    # every validation point and fit the same): 21m14s with setup, 19m21s of stages, still over the bar.
+    # Stop 35 there (the sampler's rows read their prompt's one cache and draw their noise per window, the fused
+    # attention skips its causal zeros; every validation point and fit the same): 19m16s with setup, 17m21s of
+    # stages, still over the bar.
     "quick": LabPreset(set_overrides={"easy": {"seeds": tuple(range(8))}}),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
     # (5 until stop 23), and since stop 27 a second model size: the whole study again on xs (OUT/sizes/xs/).
