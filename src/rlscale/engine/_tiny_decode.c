@@ -74,8 +74,9 @@ static void matmul(const float *X, int R, int n, const float *W, int m, float *Y
             const float *Xr = X + (size_t)r0 * n;
             float *Yr = Y + (size_t)r0 * m;
             if (rr == 4) BLOCK_ROWS(4, Xr, Yr);
-            else
-                for (int r = 0; r < rr; r++) BLOCK_ROWS(1, Xr + (size_t)r * n, Yr + (size_t)r * m);
+            else if (rr == 3) BLOCK_ROWS(3, Xr, Yr);  /* the last rows together: one row alone waits on its FMAs */
+            else if (rr == 2) BLOCK_ROWS(2, Xr, Yr);
+            else BLOCK_ROWS(1, Xr, Yr);
         }
         j0 += cc * VL;
     }
