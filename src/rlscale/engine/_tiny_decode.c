@@ -114,33 +114,37 @@ static inline __attribute__((always_inline)) float score(int NV, const v8 *qv, c
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* sc[s] = q . K[s - off] for s in [lo, hi]; returns the maximum of mx and those scores. */
+static inline __attribute__((always_inline)) float scores(int NV, const v8 *qv, const float *K, int off, int lo,
+                                                          int hi, float *sc, float mx) {
+    for (int s = lo; s <= hi; s++) {
+        sc[s] = score(NV, qv, K + (size_t)(s - off) * 8 * NV);
+        mx = sc[s] > mx ? sc[s] : mx;
+    }
+    return mx;
+}
+
+/* o += sum over s in [lo, hi] of (sc[s] / z) V[s - off], in order of s. */
+static inline __attribute__((always_inline)) void weigh(int NV, v8 *o, const float *V, int off, int lo, int hi,
+                                                        const float *sc, float z) {
+    for (int s = lo; s <= hi; s++) {
+        const float *vr = V + (size_t)(s - off) * 8 * NV;
+        float p = sc[s] / z;
+        for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
+    }
+}
+
 static inline __attribute__((always_inline)) void attend_nv(int NV, const float *q, const float *Kp, const float *Vp,
                                                             int s0, int P, const float *Kc, const float *Vc, int s1,
                                                             int hd, float *sc, float *out) {
-    int hdp = 8 * NV, e = s1 < P - 1 ? s1 : P - 1, c0 = s0 > P ? s0 : P;  /* prompt keys [s0, e], own [c0, s1] */
+    int e = s1 < P - 1 ? s1 : P - 1, c0 = s0 > P ? s0 : P;  /* prompt keys [s0, e], own [c0, s1] */
     v8 qv[MAX_NV], o[MAX_NV];
     for (int c = 0; c < NV; c++) qv[c] = load8(q + 8 * c), o[c] = (v8){0};
-    float mx = -INFINITY;
-    for (int s = s0; s <= e; s++) {
-        sc[s] = score(NV, qv, Kp + (size_t)s * hdp);
-        mx = sc[s] > mx ? sc[s] : mx;
-    }
-    for (int s = c0; s <= s1; s++) {
-        sc[s] = score(NV, qv, Kc + (size_t)(s - P) * hdp);
-        mx = sc[s] > mx ? sc[s] : mx;
-    }
+    float mx = scores(NV, qv, Kc, P, c0, s1, sc, scores(NV, qv, Kp, 0, s0, e, sc, -INFINITY));
     float z = 0.0f;
     for (int s = s0; s <= s1; s++) { sc[s] = vexp(sc[s] - mx); z += sc[s]; }
-    for (int s = s0; s <= e; s++) {
-        const float *vr = Vp + (size_t)s * hdp;
-        float p = sc[s] / z;
-        for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
-    }
-    for (int s = c0; s <= s1; s++) {
-        const float *vr = Vc + (size_t)(s - P) * hdp;
-        float p = sc[s] / z;
-        for (int c = 0; c < NV; c++) o[c] += p * load8(vr + 8 * c);
-    }
+    weigh(NV, o, Vp, 0, s0, e, sc, z);
+    weigh(NV, o, Vc, P, c0, s1, sc, z);
     float tmp[8 * MAX_NV];
     for (int c = 0; c < NV; c++) memcpy(tmp + 8 * c, &o[c], sizeof(v8));
     memcpy(out, tmp, sizeof(float) * hd);

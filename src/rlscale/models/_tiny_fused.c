@@ -101,14 +101,15 @@ static inline int round8(int n) { return (n + VL - 1) / VL * VL; }
 /* C (m, n) (+)= A (m, k; row stride lda) @ B (k, n; row stride ldb), C of row stride ldc; n a multiple of 8.
  * Register blocks of 4 rows x 16 columns (8 accumulators; A broadcast, B loaded once per 4 rows).
  * The attention's causal structure, per row (each array nondecreasing in the row, NULL = none): row i needs only
- * columns < ncol[i] (a multiple of 8; the others are left unwritten), and row i of A is zero at p >= kend[i] and
+ * columns < ncol[i] (rounded up to 8; the others are left unwritten), and row i of A is zero at p >= kend[i] and
  * at p < kbeg[i]. A block of rows computes the columns of its last row and the terms p in [kbeg of its first,
  * kend of its last): the terms left out are exact zeros, which leave every sum as it was (it starts from +0). */
-static void gemm_causal(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
-                        int accumulate, const int *ncol, const int *kend, const int *kbeg) {
+static void gemm(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
+                 int accumulate, const int *ncol, const int *kend, const int *kbeg) {
     for (int i0 = 0; i0 < m; i0 += 4) {
         int mr = m - i0 < 4 ? m - i0 : 4, last = i0 + mr - 1;
-        int nb = ncol ? ncol[last] : n, pe = kend ? kend[last] : k, pb = kbeg ? kbeg[i0] : 0;
+        int nb = ncol && round8(ncol[last]) < n ? round8(ncol[last]) : n;
+        int pe = kend ? kend[last] : k, pb = kbeg ? kbeg[i0] : 0;
         const float *a = A + (int64_t)i0 * lda;
         for (int j0 = 0; j0 < nb; j0 += 2 * VL) {
             int two = j0 + 2 * VL <= nb;
@@ -149,27 +150,21 @@ static void gemm_causal(int m, int n, int k, const float *A, int lda, const floa
     }
 }
 
-static void gemm(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
-                 int accumulate) {
-    gemm_causal(m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL, NULL, NULL);
-}
-
 /* One attention block of one head: nq queries Q (nq, hp) against nk keys K, V (nk, hp), gathered with the head
  * dimension zero-padded to hp; KT/VT (hp, nkp) transposed copies (nkp = nk rounded up to 8, zero-padded).
- * Query i sees keys j < lim[i] (increasing in i) with okf[j] = 1, and key self[i] always (self: NULL = none).
- * From lim: cols[i] = lim[i] rounded up to 8, the score columns query i needs; first[j] the first query that may
- * see key j (see gemm_causal). */
+ * Query i sees keys j < lim[i] (increasing in i) with okf[j] = 1, and key self[i] always (self: NULL = none);
+ * first[j]: the first query that may see key j (see gemm). */
 typedef struct {
     int nq, nk, nkp, hd, hp;
     const float *Q, *K, *V, *KT, *VT, *okf;
-    const int *lim, *self, *cols, *first;
+    const int *lim, *self, *first;
 } block_t;
 
 /* S (nq, nkp) = the probabilities (0 where masked), Y (nq, hp) = S V. Qs: scratch (nq, hp); okr: scratch (nk). */
 static void block_fwd(const block_t *b, float *S, float *Y, float *Qs, float *okr, float scale) {
     int nq = b->nq, nkp = b->nkp, hp = b->hp;
     for (int64_t i = 0; i < (int64_t)nq * hp; i++) Qs[i] = b->Q[i] * scale;
-    gemm_causal(nq, nkp, b->hd, Qs, hp, b->KT, nkp, S, nkp, 0, b->cols, NULL, NULL);
+    gemm(nq, nkp, b->hd, Qs, hp, b->KT, nkp, S, nkp, 0, b->lim, NULL, NULL);
     memcpy(okr, b->okf, sizeof(float) * b->nk);
     for (int i = 0; i < nq; i++) {
         float *s = S + (int64_t)i * nkp;
@@ -194,7 +189,7 @@ static void block_fwd(const block_t *b, float *S, float *Y, float *Qs, float *ok
         for (int j = lim; j < nkp; j++) s[j] = 0.f;
         if (b->self) okr[b->self[i]] = saved;
     }
-    gemm_causal(nq, hp, b->nk, S, nkp, b->V, hp, Y, hp, 0, NULL, b->lim, NULL);
+    gemm(nq, hp, b->nk, S, nkp, b->V, hp, Y, hp, 0, NULL, b->lim, NULL);
 }
 
 /* XT (cols, ldt) = X (rows, cols; row stride ldx) transposed, each row of XT zero-filled from column rows to ldt. */
@@ -210,7 +205,7 @@ static void transpose(const float *X, int rows, int cols, int ldx, float *XT, in
 static void block_bwd(const block_t *b, const float *S, const float *dY, float *dQ, float *dK, float *dV,
                       float *dS, float *T, float scale) {
     int nq = b->nq, nk = b->nk, nkp = b->nkp, hp = b->hp;
-    gemm_causal(nq, nkp, b->hd, dY, hp, b->VT, nkp, dS, nkp, 0, b->cols, NULL, NULL);
+    gemm(nq, nkp, b->hd, dY, hp, b->VT, nkp, dS, nkp, 0, b->lim, NULL, NULL);
     for (int i = 0; i < nq; i++) {
         const float *s = S + (int64_t)i * nkp;
         float *ds = dS + (int64_t)i * nkp;
@@ -220,11 +215,11 @@ static void block_bwd(const block_t *b, const float *S, const float *dY, float *
         for (int j = 0; j < lim; j++) ds[j] = s[j] * (ds[j] - D) * scale;
         for (int j = lim; j < nkp; j++) ds[j] = 0.f;
     }
-    gemm_causal(nq, hp, nk, dS, nkp, b->K, hp, dQ, hp, 0, NULL, b->lim, NULL);
+    gemm(nq, hp, nk, dS, nkp, b->K, hp, dQ, hp, 0, NULL, b->lim, NULL);
     transpose(dS, nq, nk, nkp, T, nq);
-    gemm_causal(nk, hp, nq, T, nq, b->Q, hp, dK, hp, 0, NULL, NULL, b->first);
+    gemm(nk, hp, nq, T, nq, b->Q, hp, dK, hp, 0, NULL, NULL, b->first);
     transpose(S, nq, nk, nkp, T, nq);
-    gemm_causal(nk, hp, nq, T, nq, dY, hp, dV, hp, 0, NULL, NULL, b->first);
+    gemm(nk, hp, nq, T, nq, dY, hp, dV, hp, 0, NULL, NULL, b->first);
 }
 
 typedef struct {
@@ -280,7 +275,7 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
     float *Qs = xmalloc(sizeof(float) * nqmax * hp), *Tb = xmalloc(sizeof(float) * nkpmax * nqmax);
     float *okf = xmalloc(sizeof(float) * nkmax);
     int *lim = xmalloc(sizeof(int) * nqmax), *self = xmalloc(sizeof(int) * nqmax);
-    int *cols = xmalloc(sizeof(int) * nqmax), *first = xmalloc(sizeof(int) * nkmax);
+    int *first = xmalloc(sizeof(int) * nkmax);
     int64_t GP = (int64_t)G * P;
     for (int s = 0; s < G + L->R; s++) {
         int prompt = s < G;
@@ -296,13 +291,12 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
         for (int i = 0; i < nq; i++) {
             lim[i] = prompt ? i + 1 : P + i + 1;
             self[i] = i;
-            cols[i] = round8(lim[i]) < nkp ? round8(lim[i]) : nkp;
         }
         for (int j = 0, i = 0; j < nk; j++) {  /* the first query whose keys reach j */
             while (i < nq - 1 && lim[i] <= j) i++;
             first[j] = i;
         }
-        block_t b = {nq, nk, nkp, hd, hp, Q, K, V, KT, VT, okf, lim, prompt ? self : NULL, cols, first};
+        block_t b = {nq, nk, nkp, hd, hp, Q, K, V, KT, VT, okf, lim, prompt ? self : NULL, first};
         for (int h = 0; h < H; h++) {
             float *S = probs + block_offset(L, s, h);
             gather(L, q0, nq, 0, h, hp, Q);
@@ -338,7 +332,6 @@ static void attention(const layout_t *L, float *probs, float *y, const float *dy
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(lim);
     free(self);
-    free(cols);
     free(first);
 }
 
