@@ -122,10 +122,15 @@ also costs a call and a draw per running row: on the quick lab's validation sets
 of 5 alternating) a call took 2.408 s with one window, 2.375 s with 32 steps, 2.361 s with 64, 2.437 s with 16"""
 
 
-def gumbel_(u: Tensor, T: float) -> Tensor:
-    """Uniform draws -> T * Gumbel noise, in place: argmax(logits + T g) samples softmax(logits / T)."""
+def draw_noise(gens: list[torch.Generator], rows: Sequence[int], steps: int, V: int, T: float) -> Tensor:
+    """(len(rows), steps, V) T * Gumbel noise: each row's next steps x V uniform draws from its generator (which
+    then stands after them, so a later call continues the row's stream), transformed in place. argmax(logits + T g)
+    samples softmax(logits / T), with no per-step division of the logits for the choice."""
+    u = torch.empty(len(rows), steps, V)
+    for k, b in enumerate(rows):
+        torch.rand(steps, V, generator=gens[b], out=u[k])
     u = u.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_()
-    return u.mul_(T) if T != 1.0 else u  # no per-step division of the logits for the choice
+    return u.mul_(T) if T != 1.0 else u
 
 
 def _rms(x: Tensor, eps: float) -> Tensor:
@@ -266,10 +271,8 @@ class TinySampler:
         T = 1.0 if greedy else params.temperature
         noise = None
         if not greedy and lib is None:  # per-row Gumbel noise, (steps, B, V): depends only on the row's seed
-            noise = torch.empty(steps, B, V)  # (the C loop draws it per window of steps, see _decode_native)
-            for b, s in enumerate(seeds):
-                noise[:, b] = torch.rand(steps, V, generator=torch.Generator().manual_seed(s))
-            noise = gumbel_(noise, T)
+            gens = [torch.Generator().manual_seed(s) for s in seeds]  # (the C loop draws it per window of steps)
+            noise = draw_noise(gens, range(B), steps, V, T).transpose(0, 1)
         top_p = params.top_p < 1.0 and not greedy
 
         cos_t, sin_t = rope_cos_sin(torch.arange(cfg.max_seq_len + 1), hd, cfg.rope_theta)  # (ctx+1, hd)
@@ -433,10 +436,7 @@ class TinySampler:
             if gens is not None:
                 t1 = min(steps, t + NOISE_WINDOW)
                 running = (end_at < 0).nonzero().flatten()
-                noise = torch.empty(len(running), t1 - t, Vocab)
-                for k, b in enumerate(running.tolist()):
-                    torch.rand(t1 - t, Vocab, generator=gens[b], out=noise[k])
-                noise = gumbel_(noise, T)
+                noise = draw_noise(gens, running.tolist(), t1 - t, Vocab, T)
                 noise_row[running] = torch.arange(len(running))
             t = lib.tiny_decode(B, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, Vocab, len(w.layers), P, steps,
                                 Kp.shape[1], t, t1, ptr(w.emb), ptr(w.head_t), float(w.norm_eps), *w.c_args,
