@@ -8,12 +8,19 @@ more threads sets them explicitly.
 The allocator is set as every rlscale command and trainer sets it (rlscale.procs.keep_freed_memory): freed blocks
 are reused, so a kernel that read memory it never wrote (torch.empty is zero only when fresh from the kernel) shows
 up in the tests comparing the fused and sampler paths with the torch reference.
+
+The CPU numerics are pinned as the CLI pins them (rlscale.numerics), before torch runs anything: the tests that
+call `main()` and the subprocesses they start then run the same kernels as the test process.
 """
 
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from rlscale.numerics import pin_cpu_numerics  # noqa: E402
+
+pin_cpu_numerics()
 
 import torch  # noqa: E402
 

@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlscale.numerics import pin_cpu_numerics
+
+    try:  # before any command imports torch: the same bits on every x86-64 CPU with AVX2 (rlscale.numerics)
+        pin_cpu_numerics()
+    except UserError as e:
+        print(f"rlscale: error: {e}", file=sys.stderr)
+        return e.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -1005,6 +1005,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             "size": model_meta.get("size"), "parameters": model_meta.get("num_params"),
             "pretraining tokens": (model_meta.get("compute") or {}).get("tokens"),
             "held-out loss": model_meta.get("heldout_loss"),
+            # avx2: the weights every x86-64 CPU with AVX2 pretrains (rlscale.numerics); native: this CPU's own
+            "CPU numerics": model_meta.get("cpu_numerics", "not recorded"),
             "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
     manifest = read_json(root / "sets" / "manifest.json")
     if manifest:

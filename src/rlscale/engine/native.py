@@ -30,6 +30,15 @@ SRC = Path(__file__).with_name("_tiny_decode.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
          "-fassociative-math", "-fPIC", "-shared", "-std=gnu11"]
 
+
+
+def flags() -> list[str]:
+    """FLAGS and, when the CPU numerics are pinned to AVX2 (rlscale.numerics), no AVX-512."""
+    from rlscale.numerics import c_flags
+
+    return FLAGS + c_flags()
+
+
 _loaded: dict[Path, ctypes.CDLL | None] = {}  # per source: the configured library, or None (not available)
 _load_lock = threading.Lock()
 
@@ -62,7 +71,7 @@ def _source_bytes(src_path: Path) -> bytes:
 
 def library_path(src_path: Path = SRC) -> Path:
     src = _source_bytes(src_path)
-    key = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_key().encode() + platform.machine().encode())
+    key = hashlib.sha256(src + " ".join(flags()).encode() + _cpu_key().encode() + platform.machine().encode())
     cache = Path(os.environ.get("RLSCALE_CACHE", Path.home() / ".cache" / "rlscale"))
     return cache / f"{src_path.stem.lstrip('_')}_{key.hexdigest()[:16]}.so"
 
@@ -75,7 +84,7 @@ def build(path: Path, src_path: Path = SRC) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, str(src_path), "-o", tmp, "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([cc, *flags(), str(src_path), "-o", tmp, "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
         os.replace(tmp, path)

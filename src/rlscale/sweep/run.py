@@ -118,7 +118,8 @@ def _lock_driver(out: Path):
 def worker_env(threads: int = 1, trainer: str | None = None) -> dict:
     """Environment overrides of a worker process (applied over the environment of the process starting it, so
     Ray's CUDA_VISIBLE_DEVICES survives): `threads` torch/OpenMP threads (the spec's cpus), the trainer override,
-    the device (RLSCALE_DEVICE; "cuda" in a Ray task with gpus is the GPU Ray gave it) and gradient checkpointing."""
+    the device (RLSCALE_DEVICE; "cuda" in a Ray task with gpus is the GPU Ray gave it), gradient checkpointing and
+    the CPU numerics mode (the worker pins its own node's libraries by it: rlscale.numerics)."""
     threads = str(max(1, int(threads)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
            "TOKENIZERS_PARALLELISM": "false"}
@@ -127,8 +128,9 @@ def worker_env(threads: int = 1, trainer: str | None = None) -> dict:
         env[TRAINER_ENV] = trainer
     from rlscale.models.device import CHECKPOINTING_ENV
     from rlscale.models.device import ENV as DEVICE_ENV
+    from rlscale.numerics import ENV as NUMERICS_ENV
 
-    for name in (DEVICE_ENV, CHECKPOINTING_ENV):  # --device etc.: Ray tasks on other nodes see only this dict
+    for name in (DEVICE_ENV, CHECKPOINTING_ENV, NUMERICS_ENV):  # --device etc.: Ray tasks on other nodes see only this dict
         if os.environ.get(name):
             env[name] = os.environ[name]
     src = str(Path(__file__).resolve().parents[2])  # so a worker imports this rlscale even when not installed

@@ -107,4 +107,7 @@ def forked_main(argv: list[str], env: dict, log_path: str) -> None:
 
 
 if __name__ == "__main__":
+    from rlscale.numerics import pin_cpu_numerics
+
+    pin_cpu_numerics()  # before torch: a Ray task on another node gets only RLSCALE_CPU_NUMERICS (worker_env)
     sys.exit(main(sys.argv[1:]))

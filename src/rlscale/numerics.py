@@ -1,0 +1,81 @@
+"""CPU numerics pinned to one instruction set, so that a command gives the same bits on every x86-64 CPU with AVX2.
+
+MKL's sgemm and ATen's vectorised kernels pick their code path by the CPU they run on (AVX2, AVX-512, AMX), and the
+paths sum in different orders. So the same lab recipe pretrained another model on an AVX-512 CPU than on AVX2 ones
+(Zen 4: held-out loss 0.0967 against 0.0836 on Zen 1 and Zen 3; docs/lab_results.md), and the lab's report
+differed by machine. Pinned to the AVX2 paths (MKL's conditional numerical reproducibility, `MKL_CBWR=AVX2`, and
+ATen's `ATEN_CPU_CAPABILITY=avx2`), the Zen 4 kind pretrains the AVX2 kinds' model bitwise and its lab reproduces
+their report (stop 36). The package's own C kernels are built without AVX-512 under the pin (engine/native.py).
+
+`rlscale` pins by default (the CLI calls `pin_cpu_numerics()` before anything imports torch). `RLSCALE_CPU_NUMERICS=
+native` keeps each library's widest kernels instead (faster where AVX-512 or AMX matter, e.g. bf16 models on an
+Intel CPU; results then depend on the CPU). A variable the user set (MKL_CBWR, ATEN_CPU_CAPABILITY) is kept.
+GPU kernels are not affected. Library users who want the pin call `pin_cpu_numerics()` before torch runs its
+first operation: both settings are read once per process, at first use.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from rlscale.errors import UserError
+
+ENV = "RLSCALE_CPU_NUMERICS"
+MODES = ("avx2", "native")
+AVX2_PIN = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+"""the environment that selects the AVX2 code paths: MKL (sgemm, read at its first call) and ATen (read at its
+first vectorised kernel)"""
+
+
+def cpu_has_avx2(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU is x86-64 with AVX2 and FMA (Linux: the flags line of /proc/cpuinfo)."""
+    if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return False
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return {"avx2", "fma"} <= flags
+    return False
+
+
+def requested_mode() -> str:
+    """RLSCALE_CPU_NUMERICS, checked: avx2 (the default) or native."""
+    mode = os.environ.get(ENV, "avx2").strip().lower() or "avx2"
+    if mode not in MODES:
+        raise UserError(f"{ENV}={os.environ[ENV]!r} is not a CPU numerics mode: use avx2 (the same bits on every "
+                        "x86-64 CPU with AVX2; the default) or native (each library's widest kernels)")
+    return mode
+
+
+def pin_cpu_numerics(cpuinfo: str | None = None) -> str:
+    """Select the AVX2 code paths for this process and its children unless RLSCALE_CPU_NUMERICS=native or the CPU
+    has no AVX2. Returns the mode in effect ("avx2" or "native") and exports it as RLSCALE_CPU_NUMERICS, which the
+    C kernels' build reads."""
+    mode = requested_mode()
+    if mode == "avx2" and not cpu_has_avx2(cpuinfo):
+        mode = "native"  # nothing to pin to: e.g. aarch64, whose paths do not vary by CPU here
+    if mode == "avx2":
+        for key, value in AVX2_PIN.items():
+            os.environ.setdefault(key, value)
+    os.environ[ENV] = mode
+    return mode
+
+
+def current_cpu_numerics() -> str:
+    """The numerics this process runs with, as recorded with a model: "avx2" when both libraries are pinned to
+    AVX2, else "native"."""
+    pinned = all(os.environ.get(k, "").lower() == v.lower() for k, v in AVX2_PIN.items())
+    return "avx2" if pinned else "native"
+
+
+def c_flags() -> list[str]:
+    """Extra flags for the package's C kernels: without AVX-512 when the numerics are pinned to AVX2 (GCC vectorises
+    reductions by the vector width under -fassociative-math, so the width is part of the results)."""
+    return ["-mno-avx512f"] if os.environ.get(ENV) == "avx2" and current_cpu_numerics() == "avx2" else []

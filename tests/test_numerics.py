@@ -1,0 +1,122 @@
+"""CPU numerics pinned to AVX2 (rlscale.numerics): the mode's rules, that torch and MKL take the pin in a fresh
+process, and that the pinned kernels give the bits every AVX2 CPU gives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlscale import numerics
+from rlscale.errors import UserError
+
+AVX2_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
+AVX512_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 avx512f avx512bw\n"
+OLD_CPU = "processor\t: 0\nflags\t\t: fpu sse2 sse4_2 avx\n"
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for key in (numerics.ENV, *numerics.AVX2_PIN):
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def test_cpu_flags_are_read():
+    assert numerics.cpu_has_avx2(AVX2_CPU) and numerics.cpu_has_avx2(AVX512_CPU)
+    assert not numerics.cpu_has_avx2(OLD_CPU)
+    assert not numerics.cpu_has_avx2("processor\t: 0\n")
+
+
+def test_pin_sets_both_libraries_and_exports_the_mode(clean_env):
+    assert numerics.pin_cpu_numerics(AVX512_CPU) == "avx2"
+    assert os.environ["MKL_CBWR"] == "AVX2" and os.environ["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert os.environ[numerics.ENV] == "avx2"
+    assert numerics.current_cpu_numerics() == "avx2"
+    assert numerics.c_flags() == ["-mno-avx512f"]
+
+
+def test_native_and_cpus_without_avx2_are_left_alone(clean_env):
+    clean_env.setenv(numerics.ENV, "native")
+    assert numerics.pin_cpu_numerics(AVX512_CPU) == "native"
+    assert "MKL_CBWR" not in os.environ and numerics.c_flags() == []
+    clean_env.delenv(numerics.ENV)
+    assert numerics.pin_cpu_numerics(OLD_CPU) == "native"
+    assert "ATEN_CPU_CAPABILITY" not in os.environ and os.environ[numerics.ENV] == "native"
+    assert numerics.current_cpu_numerics() == "native"
+
+
+def test_a_setting_the_user_made_is_kept(clean_env):
+    clean_env.setenv("MKL_CBWR", "COMPATIBLE")
+    assert numerics.pin_cpu_numerics(AVX2_CPU) == "avx2"
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"
+    assert numerics.current_cpu_numerics() == "native"  # not the AVX2 pin: recorded as such
+    assert numerics.c_flags() == []
+
+
+def test_a_bad_mode_is_one_line_naming_the_variable(clean_env):
+    clean_env.setenv(numerics.ENV, "avx512")
+    with pytest.raises(UserError, match="RLSCALE_CPU_NUMERICS='avx512'.*use avx2.*or native"):
+        numerics.pin_cpu_numerics(AVX2_CPU)
+    from rlscale.cli import main
+
+    assert main(["tasks"]) == 2
+
+
+# A matmul (MKL's sgemm), a softmax and a row sum (ATen's vectorised kernels) of seeded normal draws (ATen's
+# vectorised Box-Muller). The digest was measured with the pin on a Zen 4 EPYC (AVX-512; stop 36), where the same
+# computation unpinned gives another digest: every CPU with AVX2 must give this one under the pin.
+PROBE = """
+import hashlib, torch
+from rlscale.numerics import pin_cpu_numerics, current_cpu_numerics
+mode = pin_cpu_numerics()
+torch.set_num_threads(1)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(61, 200, generator=g)
+w = torch.randn(200, 93, generator=g)
+y = x @ w
+z = torch.softmax(y / 7, dim=-1)
+s = (y * z).sum(dim=0)
+h = hashlib.sha256(b"".join(t.contiguous().numpy().tobytes() for t in (x, y, z, s))).hexdigest()[:16]
+print(mode, current_cpu_numerics(), torch.backends.cpu.get_cpu_capability(), h)
+"""
+PINNED_DIGEST = "c4b98c4417e57dd0"
+
+
+def _probe(mode: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
+    env[numerics.ENV] = mode
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
+def test_torch_takes_the_pin_and_gives_the_avx2_bits():
+    mode, recorded, capability, digest = _probe("avx2")
+    assert (mode, recorded, capability) == ("avx2", "avx2", "AVX2")
+    assert digest == PINNED_DIGEST
+    native = _probe("native")
+    assert native[:2] == ["native", "native"]
+    if native[2] == "AVX2":  # an AVX2 CPU runs the AVX2 paths anyway: the same bits
+        assert native[3] == digest
+
+
+def test_the_c_kernels_are_built_without_avx512_under_the_pin(clean_env):
+    from rlscale.engine import native
+
+    clean_env.setenv(numerics.ENV, "native")
+    plain = native.library_path()
+    clean_env.delenv(numerics.ENV)
+    assert numerics.pin_cpu_numerics(AVX2_CPU) == "avx2"
+    assert "-mno-avx512f" in native.flags()
+    assert native.library_path() != plain  # another build, cached under its own key
+
+
+def test_sweep_workers_get_the_mode(clean_env):
+    from rlscale.sweep.run import worker_env
+
+    assert numerics.ENV not in worker_env()
+    clean_env.setenv(numerics.ENV, "native")  # a Ray task on another node pins its own libraries by this
+    assert worker_env()[numerics.ENV] == "native"
