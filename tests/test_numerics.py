@@ -35,13 +35,13 @@ def test_pin_sets_both_libraries_and_exports_the_mode(clean_env):
     assert os.environ["MKL_CBWR"] == "AVX2" and os.environ["ATEN_CPU_CAPABILITY"] == "avx2"
     assert os.environ[numerics.ENV] == "avx2"
     assert numerics.current_cpu_numerics() == "avx2"
-    assert numerics.c_flags() == ["-mno-avx512f"]
+    assert numerics.c_target() == ["-march=x86-64-v3", "-mtune=generic"]
 
 
 def test_native_and_cpus_without_avx2_are_left_alone(clean_env):
     clean_env.setenv(numerics.ENV, "native")
     assert numerics.pin_cpu_numerics(AVX512_CPU) == "native"
-    assert "MKL_CBWR" not in os.environ and numerics.c_flags() == []
+    assert "MKL_CBWR" not in os.environ and numerics.c_target() == ["-march=native"]
     clean_env.delenv(numerics.ENV)
     assert numerics.pin_cpu_numerics(OLD_CPU) == "native"
     assert "ATEN_CPU_CAPABILITY" not in os.environ and os.environ[numerics.ENV] == "native"
@@ -53,7 +53,7 @@ def test_a_setting_the_user_made_is_kept(clean_env):
     assert numerics.pin_cpu_numerics(AVX2_CPU) == "avx2"
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"
     assert numerics.current_cpu_numerics() == "native"  # not the AVX2 pin: recorded as such
-    assert numerics.c_flags() == []
+    assert numerics.c_target() == ["-march=native"]
 
 
 def test_a_bad_mode_is_one_line_naming_the_variable(clean_env):
@@ -103,14 +103,14 @@ def test_torch_takes_the_pin_and_gives_the_avx2_bits():
         assert native[3] == digest
 
 
-def test_the_c_kernels_are_built_without_avx512_under_the_pin(clean_env):
+def test_the_c_kernels_are_built_for_one_target_under_the_pin(clean_env):
     from rlscale.engine import native
 
     clean_env.setenv(numerics.ENV, "native")
     plain = native.library_path()
     clean_env.delenv(numerics.ENV)
     assert numerics.pin_cpu_numerics(AVX2_CPU) == "avx2"
-    assert "-mno-avx512f" in native.flags()
+    assert "-march=x86-64-v3" in native.flags() and "-march=native" not in native.flags()
     assert native.library_path() != plain  # another build, cached under its own key
 
 

@@ -5,7 +5,7 @@ paths sum in different orders. So the same lab recipe pretrained another model o
 (Zen 4: held-out loss 0.0967 against 0.0836 on Zen 1 and Zen 3; docs/lab_results.md), and the lab's report
 differed by machine. Pinned to the AVX2 paths (MKL's conditional numerical reproducibility, `MKL_CBWR=AVX2`, and
 ATen's `ATEN_CPU_CAPABILITY=avx2`), the Zen 4 kind pretrains the AVX2 kinds' model bitwise and its lab reproduces
-their report (stop 36). The package's own C kernels are built without AVX-512 under the pin (engine/native.py).
+their report (stop 36). The package's own C kernels are built for one fixed target under the pin (x86-64-v3, generic tuning: c_target).
 
 `rlscale` pins by default (the CLI calls `pin_cpu_numerics()` before anything imports torch). `RLSCALE_CPU_NUMERICS=
 native` keeps each library's widest kernels instead (faster where AVX-512 or AMX matter, e.g. bf16 models on an
@@ -75,7 +75,14 @@ def current_cpu_numerics() -> str:
     return "avx2" if pinned else "native"
 
 
-def c_flags() -> list[str]:
-    """Extra flags for the package's C kernels: without AVX-512 when the numerics are pinned to AVX2 (GCC vectorises
-    reductions by the vector width under -fassociative-math, so the width is part of the results)."""
-    return ["-mno-avx512f"] if os.environ.get(ENV) == "avx2" and current_cpu_numerics() == "avx2" else []
+PINNED_C_TARGET = ["-march=x86-64-v3", "-mtune=generic"]
+"""the C kernels' target under the AVX2 pin: AVX2 + FMA with generic tuning, the same machine code on every x86-64
+CPU (with the same compiler). With -march=native the code depends on the CPU: GCC vectorises by its widths and
+tuning, and under -fassociative-math and -ffp-contract=fast that moves the sums' order and the fused multiply-adds
+(measured on Zen 4: the fused update's weights after 24 steps differ between builds with and without AVX-512)."""
+
+
+def c_target() -> list[str]:
+    """-march/-mtune of the package's C kernels: the fixed AVX2 target when the numerics are pinned, else the
+    CPU's own (-march=native)."""
+    return PINNED_C_TARGET if os.environ.get(ENV) == "avx2" and current_cpu_numerics() == "avx2" else ["-march=native"]

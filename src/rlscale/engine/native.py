@@ -4,8 +4,9 @@ Why C: at the lab's sizes (d_model 48-192) a decode step is ~40 tiny torch ops w
 allocation, small-GEMM setup) is most of the time; one C loop over the rows does the same arithmetic with
 register-blocked matmuls. The torch loop in tiny_sampler.py stays the reference (tests compare the two) and the
 fallback: no C compiler, a failed build, or RLSCALE_NATIVE=0 use it. The shared object is built with the system
-compiler (`$CC`, else cc/gcc) for this CPU (-march=native) into $RLSCALE_CACHE (default ~/.cache/rlscale), keyed by
-a hash of the source, flags and CPU flags; the build writes a temporary file and renames it (safe when several
+compiler (`$CC`, else cc/gcc) for x86-64-v3 (AVX2, FMA, generic tuning) when the CPU numerics are pinned
+(rlscale.numerics, the default on such CPUs), else for this CPU (-march=native), into $RLSCALE_CACHE (default
+~/.cache/rlscale), keyed by a hash of the source, flags and CPU flags; the build writes a temporary file and renames it (safe when several
 processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that
 let the compiler vectorise reductions and fuse multiply-adds are given one by one. `compile_and_load` is shared
 by every C library of the package (this decode loop and rlscale.models.fused's kernels).
@@ -27,16 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 SRC = Path(__file__).with_name("_tiny_decode.c")
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
+FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
          "-fassociative-math", "-fPIC", "-shared", "-std=gnu11"]
 
 
 
 def flags() -> list[str]:
-    """FLAGS and, when the CPU numerics are pinned to AVX2 (rlscale.numerics), no AVX-512."""
-    from rlscale.numerics import c_flags
+    """The target (rlscale.numerics.c_target: x86-64-v3 when the CPU numerics are pinned to AVX2, else
+    -march=native) and FLAGS."""
+    from rlscale.numerics import c_target
 
-    return FLAGS + c_flags()
+    return c_target() + FLAGS
 
 
 _loaded: dict[Path, ctypes.CDLL | None] = {}  # per source: the configured library, or None (not available)
