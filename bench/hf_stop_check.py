@@ -16,7 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from rlscale.numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the kernels the CLI runs (rlscale.numerics), chosen before torch starts
+
+import torch  # noqa: E402
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests"), str(Path(__file__).resolve().parent)]
 

@@ -12,7 +12,12 @@ import json
 import time
 
 import numpy as np
-import torch
+
+from rlscale.numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the kernels the CLI runs (rlscale.numerics), chosen before torch starts
+
+import torch  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,11 @@ import json
 import tempfile
 import time
 
-import torch
+from rlscale.numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the kernels the CLI runs (rlscale.numerics), chosen before torch starts
+
+import torch  # noqa: E402
 
 
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:

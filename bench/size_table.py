@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from rlscale.numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the kernels the CLI runs (rlscale.numerics), chosen before torch starts
+
+import torch  # noqa: E402
 
 
 def main() -> None:

@@ -21,7 +21,11 @@ import statistics
 import sys
 import time
 
-import torch
+from rlscale.numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the kernels the CLI runs (rlscale.numerics), chosen before torch starts
+
+import torch  # noqa: E402
 
 
 def main() -> None:

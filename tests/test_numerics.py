@@ -114,6 +114,65 @@ def test_the_c_kernels_are_built_for_one_target_under_the_pin(clean_env):
     assert native.library_path() != plain  # another build, cached under its own key
 
 
+# The lab's own paths: the C sampler (prefill, decode, log-probs) on a perturbed random s model, and the fused C
+# update's forward and every gradient, with their MKL matmuls and ATen ops. Measured under the pin on a Zen 4 EPYC
+# (stop 36); there the same probe gives other digests unpinned, with the C kernels built by -march=native under the
+# pin (the AVX-512 build of stop 36's first commit), and with -march=native -mno-avx512f. Every CPU with AVX2 and the
+# same compiler must give this one.
+C_PROBE = """
+import hashlib, torch
+from rlscale.numerics import pin_cpu_numerics
+mode = pin_cpu_numerics()
+torch.set_num_threads(1)
+from rlscale.engine import native
+from rlscale.engine.base import SamplingParams
+from rlscale.lab.pretrain import build_policy
+from rlscale.models import fused
+from rlscale.tasks.arith import load_arith
+
+h = hashlib.sha256()
+pol = build_policy("s", seed=1)
+with torch.no_grad():  # off the init, so that norms and attention are not near-uniform
+    g = torch.Generator().manual_seed(2)
+    for p in pol.module.parameters():
+        p.add_(0.05 * torch.randn(p.shape, generator=g))
+outs = pol.sampler().generate([p.question for p in load_arith("test", limit=12)],
+                              SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=0))
+for rs in outs:
+    for r in rs:
+        h.update(torch.tensor(r.token_ids).numpy().tobytes() + torch.tensor(r.logprobs).numpy().tobytes())
+m = pol.module
+g = torch.Generator().manual_seed(3)
+G, P, n, C = 5, 37, 4, 45
+pid = torch.randint(0, 49, (G, P), generator=g)
+pm = torch.ones(G, P, dtype=torch.long)
+pm[0, :6] = 0
+cid = torch.randint(0, 49, (G * n, C), generator=g)
+group = torch.arange(G).repeat_interleave(n)
+out = fused.forward_grouped(m, pid, pm, cid, group)
+m.zero_grad()
+sum((o * torch.randn(o.shape, generator=g)).sum() for o in out).backward()
+for o in out:
+    h.update(o.detach().numpy().tobytes())
+for _, p in sorted(m.named_parameters()):
+    h.update(p.grad.numpy().tobytes())
+print(mode, native.load() is not None, fused.load() is not None, h.hexdigest()[:16])
+"""
+C_PINNED_DIGEST = "18af574ed35bdd72"
+
+
+@pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
+def test_the_lab_paths_give_the_avx2_bits():
+    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
+    env[numerics.ENV] = "avx2"
+    out = subprocess.run([sys.executable, "-c", C_PROBE], env=env, capture_output=True, text=True, check=True)
+    mode, sampler_in_c, update_in_c, digest = out.stdout.split()
+    if (sampler_in_c, update_in_c) != ("True", "True"):
+        pytest.skip("no C compiler: the lab's C paths are not used")
+    assert mode == "avx2"
+    assert digest == C_PINNED_DIGEST
+
+
 def test_sweep_workers_get_the_mode(clean_env):
     from rlscale.sweep.run import worker_env
 
