@@ -338,7 +338,9 @@ PRESETS: dict[str, LabPreset] = {
     # the bar; with the update on live rows only (models.fused.live_rows): 22m57s (21m05s), the host ~1.19x slower.
     # Stop 35 there (the sampler's rows read their prompt's one cache and draw their noise per window, the fused
     # attention skips its causal zeros; every validation point and fit the same): 19m16s with setup, 17m21s of
-    # stages, still over the bar.
+    # stages, still over the bar. Since stop 36 the CPU numerics are pinned (rlscale.numerics), so every x86-64 CPU
+    # with AVX2 pretrains this model: on a Zen 4 EPYC 11m09s with setup, 9m52s of stages, Easy rises (iso-FLOP
+    # log2 CI [0.25, 1.55]); that kind's own model, unpinned, left it unresolved in 8m25s.
     "quick": LabPreset(set_overrides={"easy": {"seeds": tuple(range(8))}}),
     # <= 2 h: bigger pool and val sets, 5 values of n (16x), 4x the quick budget (8x until stop 25), 6 seeds per n
     # (5 until stop 23), and since stop 27 a second model size: the whole study again on xs (OUT/sizes/xs/).
