@@ -20,7 +20,8 @@ OLD_CPU = "processor\t: 0\nflags\t\t: fpu sse2 sse4_2 avx\n"
 @pytest.fixture
 def clean_env(monkeypatch):
     for key in (numerics.ENV, *numerics.AVX2_PIN):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # records the key's state, set or not, for the teardown to restore
+        monkeypatch.delenv(key)
     return monkeypatch
 
 
