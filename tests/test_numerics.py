@@ -174,6 +174,23 @@ def test_the_lab_paths_give_the_avx2_bits():
     assert digest == C_PINNED_DIGEST
 
 
+LATE_PIN = """
+import torch
+from rlscale.numerics import pin_cpu_numerics, current_cpu_numerics
+torch.softmax(torch.randn(4, 40), dim=-1)  # ATen picks its kernels here, before the pin
+print(pin_cpu_numerics(), torch.backends.cpu.get_cpu_capability(), current_cpu_numerics())
+"""
+
+
+@pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
+def test_a_pin_after_torch_started_is_not_recorded_as_pinned():
+    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
+    out = subprocess.run([sys.executable, "-c", LATE_PIN], env=env, capture_output=True, text=True, check=True)
+    mode, capability, recorded = out.stdout.split()
+    assert mode == "avx2"
+    assert recorded == ("avx2" if capability == "AVX2" else "native")  # AVX2-only CPUs run AVX2 kernels anyway
+
+
 def test_sweep_workers_get_the_mode(clean_env):
     from rlscale.sweep.run import worker_env
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 from rlscale.errors import UserError
@@ -70,8 +71,13 @@ def pin_cpu_numerics(cpuinfo: str | None = None) -> str:
 
 def current_cpu_numerics() -> str:
     """The numerics this process runs with, as recorded with a model: "avx2" when both libraries are pinned to
-    AVX2, else "native"."""
+    AVX2 (and, once torch is imported, ATen runs its AVX2 kernels: a pin set after torch's first vectorised
+    operation comes too late for ATen), else "native"."""
     pinned = all(os.environ.get(k, "").lower() == v.lower() for k, v in AVX2_PIN.items())
+    if pinned and "torch" in sys.modules:
+        import torch
+
+        pinned = torch.backends.cpu.get_cpu_capability() == "AVX2"
     return "avx2" if pinned else "native"
 
 
