@@ -86,19 +86,21 @@ print(mode, current_cpu_numerics(), torch.backends.cpu.get_cpu_capability(), h)
 PINNED_DIGEST = "c4b98c4417e57dd0"
 
 
-def _probe(mode: str) -> list[str]:
+def _fresh(code: str, mode: str | None = None) -> list[str]:
+    """The words `code` prints in a fresh process, with the pin's variables cleared and RLSCALE_CPU_NUMERICS=mode."""
     env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
-    env[numerics.ENV] = mode
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    return out.stdout.split()
+    if mode is not None:
+        env[numerics.ENV] = mode
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
 
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
 def test_torch_takes_the_pin_and_gives_the_avx2_bits():
-    mode, recorded, capability, digest = _probe("avx2")
+    mode, recorded, capability, digest = _fresh(PROBE, "avx2")
     assert (mode, recorded, capability) == ("avx2", "avx2", "AVX2")
     assert digest == PINNED_DIGEST
-    native = _probe("native")
+    native = _fresh(PROBE, "native")
     assert native[:2] == ["native", "native"]
     if native[2] == "AVX2":  # an AVX2 CPU runs the AVX2 paths anyway: the same bits
         assert native[3] == digest
@@ -164,10 +166,7 @@ C_PINNED_DIGEST = "18af574ed35bdd72"
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
 def test_the_lab_paths_give_the_avx2_bits():
-    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
-    env[numerics.ENV] = "avx2"
-    out = subprocess.run([sys.executable, "-c", C_PROBE], env=env, capture_output=True, text=True, check=True)
-    mode, sampler_in_c, update_in_c, digest = out.stdout.split()
+    mode, sampler_in_c, update_in_c, digest = _fresh(C_PROBE, "avx2")
     if (sampler_in_c, update_in_c) != ("True", "True"):
         pytest.skip("no C compiler: the lab's C paths are not used")
     assert mode == "avx2"
@@ -184,9 +183,7 @@ print(pin_cpu_numerics(), torch.backends.cpu.get_cpu_capability(), current_cpu_n
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
 def test_a_pin_after_torch_started_is_not_recorded_as_pinned():
-    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
-    out = subprocess.run([sys.executable, "-c", LATE_PIN], env=env, capture_output=True, text=True, check=True)
-    mode, capability, recorded = out.stdout.split()
+    mode, capability, recorded = _fresh(LATE_PIN)
     assert mode == "avx2"
     assert recorded == ("avx2" if capability == "AVX2" else "native")  # AVX2-only CPUs run AVX2 kernels anyway
 

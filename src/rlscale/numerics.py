@@ -5,12 +5,13 @@ paths sum in different orders. So the same lab recipe pretrained another model o
 (Zen 4: held-out loss 0.0967 against 0.0836 on Zen 1 and Zen 3; docs/lab_results.md), and the lab's report
 differed by machine. Pinned to the AVX2 paths (MKL's conditional numerical reproducibility, `MKL_CBWR=AVX2`, and
 ATen's `ATEN_CPU_CAPABILITY=avx2`), the Zen 4 kind pretrains the AVX2 kinds' model bitwise and its lab reproduces
-their report (stop 36). The package's own C kernels are built for one fixed target under the pin (x86-64-v3, generic tuning: c_target).
+their report (stop 36). The package's own C kernels are built for one fixed target under the pin (x86-64-v3,
+generic tuning: c_target).
 
 `rlscale` pins by default (the CLI calls `pin_cpu_numerics()` before anything imports torch). `RLSCALE_CPU_NUMERICS=
-native` keeps each library's widest kernels instead (faster where AVX-512 or AMX matter, e.g. bf16 models on an
-Intel CPU; results then depend on the CPU). A variable the user set (MKL_CBWR, ATEN_CPU_CAPABILITY) is kept.
-GPU kernels are not affected. Library users who want the pin call `pin_cpu_numerics()` before torch runs its
+native` keeps each library's widest kernels instead (faster where AVX-512 matters; results then depend on the
+CPU). A variable the user set (MKL_CBWR, ATEN_CPU_CAPABILITY) is kept.
+oneDNN (bf16 matmuls, AMX) and GPU kernels are not affected. Library users who want the pin call `pin_cpu_numerics()` before torch runs its
 first operation: both settings are read once per process, at first use.
 """
 
@@ -30,20 +31,22 @@ AVX2_PIN = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 first vectorised kernel)"""
 
 
-def cpu_has_avx2(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU is x86-64 with AVX2 and FMA (Linux: the flags line of /proc/cpuinfo)."""
+def cpu_flags_line(cpuinfo: str | None = None) -> str:
+    """The CPU's feature line of /proc/cpuinfo (x86 `flags`, Arm `Features`), or "" where there is none."""
     if cpuinfo is None:
-        if platform.machine().lower() not in ("x86_64", "amd64"):
-            return False
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return {"avx2", "fma"} <= flags
-    return False
+            return ""
+    return next((line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))), "")
+
+
+def cpu_has_avx2(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU is x86-64 with AVX2 and FMA (Linux: the flags line of /proc/cpuinfo)."""
+    if cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    line = cpu_flags_line(cpuinfo)
+    return line.startswith("flags") and {"avx2", "fma"} <= set(line.split(":", 1)[1].split())
 
 
 def requested_mode() -> str:

@@ -6,8 +6,8 @@ register-blocked matmuls. The torch loop in tiny_sampler.py stays the reference 
 fallback: no C compiler, a failed build, or RLSCALE_NATIVE=0 use it. The shared object is built with the system
 compiler (`$CC`, else cc/gcc) for x86-64-v3 (AVX2, FMA, generic tuning) when the CPU numerics are pinned
 (rlscale.numerics, the default on such CPUs), else for this CPU (-march=native), into $RLSCALE_CACHE (default
-~/.cache/rlscale), keyed by a hash of the source, flags and CPU flags; the build writes a temporary file and renames it (safe when several
-processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that
+~/.cache/rlscale), keyed by a hash of the source, flags and CPU flags; the build writes a temporary file and renames
+it (safe when several processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that
 let the compiler vectorise reductions and fuse multiply-adds are given one by one. `compile_and_load` is shared
 by every C library of the package (this decode loop and rlscale.models.fused's kernels).
 """
@@ -32,7 +32,6 @@ FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "
          "-fassociative-math", "-fPIC", "-shared", "-std=gnu11"]
 
 
-
 def flags() -> list[str]:
     """The target (rlscale.numerics.c_target: x86-64-v3 when the CPU numerics are pinned to AVX2, else
     -march=native) and FLAGS."""
@@ -46,13 +45,9 @@ _load_lock = threading.Lock()
 
 
 def _cpu_key() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from rlscale.numerics import cpu_flags_line
+
+    return cpu_flags_line() or platform.processor() or platform.machine()
 
 
 def _compiler() -> str | None:
