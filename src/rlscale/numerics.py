@@ -88,7 +88,8 @@ PINNED_C_TARGET = ["-march=x86-64-v3", "-mtune=generic"]
 """the C kernels' target under the AVX2 pin: AVX2 + FMA with generic tuning, the same machine code on every x86-64
 CPU (with the same compiler). With -march=native the code depends on the CPU: GCC vectorises by its widths and
 tuning, and under -fassociative-math and -ffp-contract=fast that moves the sums' order and the fused multiply-adds
-(measured on Zen 4: the fused update's weights after 24 steps differ between builds with and without AVX-512)."""
+(measured on Zen 4: the fused update's weights after 24 steps differ between builds with and without AVX-512,
+even without -fassociative-math)."""
 
 
 def c_target() -> list[str]:
