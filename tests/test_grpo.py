@@ -245,6 +245,12 @@ def test_changed_config_on_resume_refused(tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0 and json.loads(out)["steps"] == 2
     assert {"val_before", "val_after", "rollouts", "steps", "wall_s"} <= set(json.loads(out))
+    from rlscale.engine.native import loaded_compiler
+    from rlscale.numerics import current_cpu_numerics
+
+    rec = json.loads((tmp_path / "cli" / "summary.json").read_text())["numerics"]  # what decides the run's bits (rlscale.numerics.numerics_record)
+    assert (rec["cpu_numerics"], rec["torch"]) == (current_cpu_numerics(), torch.__version__)
+    assert rec["c_compiler"] == loaded_compiler()  # the lab model's C sampler ran when a compiler is there
     snap = _tree(tmp_path / "cli")
     rc = main(["train", "grpo", "--config", str(tmp_path / "c.toml"), "--lr", "0.5", "--out", str(tmp_path / "cli"),
                "--resume"])

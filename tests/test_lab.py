@@ -631,6 +631,7 @@ def test_a_hugging_face_model_on_gsm8k_through_every_stage(tmp_path, capsys, mon
         assert len(runs) == 2
         cfg = json.loads((runs[0] / "config.json").read_text())["config"]
         assert (cfg["model"], cfg["task"], cfg["lr"], cfg["micro_batch_size"]) == (hf, "gsm8k", 1e-6, 8)
+        assert json.loads((runs[0] / "summary.json").read_text())["numerics"]["c_compiler"] is None  # no C kernels
     html = (out / "report.html").read_text()
     assert "Base model" in html and f"a given model ({hf}), not pretrained here" in html
     assert '<tr><td class="l">device</td><td>cpu</td></tr>' in html  # the Base model table

@@ -194,3 +194,48 @@ def test_sweep_workers_get_the_mode(clean_env):
     assert numerics.ENV not in worker_env()
     clean_env.setenv(numerics.ENV, "native")  # a Ray task on another node pins its own libraries by this
     assert worker_env()[numerics.ENV] == "native"
+
+
+RECORD_PROBE = """
+import json
+from rlscale.numerics import pin_cpu_numerics, numerics_record
+pin_cpu_numerics()
+from rlscale.engine import native
+before = numerics_record()
+lib = native.load()
+print(json.dumps([before, numerics_record(), lib is not None, native.compiler_version(native._compiler())]))
+"""
+
+
+@pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2")
+def test_a_result_records_its_numerics():
+    import json
+
+    import torch
+
+    env = {k: v for k, v in os.environ.items() if k not in (numerics.ENV, *numerics.AVX2_PIN)}
+    out = subprocess.run([sys.executable, "-c", RECORD_PROBE], env=env, capture_output=True, text=True, check=True)
+    before, after, loaded, compiler = json.loads(out.stdout.splitlines()[-1])
+    assert before == {"cpu_numerics": "avx2", "torch": torch.__version__, "aten_cpu_capability": "AVX2",
+                      "c_compiler": None, "cuda": torch.version.cuda}  # no C kernels loaded yet: none recorded
+    assert after == before | {"c_compiler": compiler if loaded else None}
+    assert not loaded or compiler  # the kernels ran: their compiler is named
+
+
+def test_another_compiler_rebuilds_the_c_kernels(monkeypatch):
+    from rlscale.engine import native
+
+    key = native.library_path()
+    monkeypatch.setattr(native, "compiler_version", lambda cc: "gcc (Debian 99.1.0-1) 99.1.0")
+    assert native.library_path() != key  # an upgraded or other compiler builds other code: its own cache entry
+
+
+def test_compiler_version_is_the_first_line_and_none_without_one():
+    from rlscale.engine import native
+
+    assert native.compiler_version(None) is None
+    assert native.compiler_version("/nonexistent/cc") is None
+    cc = native._compiler()
+    if cc is not None:
+        version = native.compiler_version(cc)
+        assert version and "\n" not in version

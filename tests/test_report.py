@@ -665,3 +665,24 @@ def test_intervals_from_a_few_runs_are_widened_by_the_small_sample_factor(monkey
 
     assert "resample only 6 runs per n, which understates them, so they are widened 1.44x" in \
         evidence_sentence("Easy", ev) and "widened" not in evidence_sentence("Easy", raw)
+
+
+def test_the_runs_numerics_are_read_from_their_summaries(labdir, tmp_path):
+    from rlscale.report import numerics_html, run_numerics
+
+    html = build(labdir)
+    assert "Numerics of the sweep runs" in html and "not recorded" in html  # stores written before the record
+    rec = {"cpu_numerics": "avx2", "torch": "2.13.0+cpu", "aten_cpu_capability": "AVX2",
+           "c_compiler": "gcc (Debian 12.2.0-14) 12.2.0", "cuda": None}
+    for i, numerics in enumerate([rec, rec, rec | {"cpu_numerics": "native", "aten_cpu_capability": "AVX512"}]):
+        d = tmp_path / "sweep" / "runs" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"val_after": 0.5, "numerics": numerics}))
+    (tmp_path / "sweep" / "runs" / "unfinished").mkdir()  # no summary.json: not counted
+    rows = run_numerics([tmp_path / "sweep"])
+    assert [(r["cpu_numerics"], r["aten_cpu_capability"], r["runs"]) for r in rows] == [("avx2", "AVX2", 2),
+                                                                                      ("native", "AVX512", 1)]
+    assert rows[0]["c_compiler"] == rec["c_compiler"] and rows[0]["cuda"] == "None"
+    assert "2 different numerics" in numerics_html(rows) and "did not all compute alike" in numerics_html(rows)
+    assert "Every finished run recorded the same numerics" in numerics_html(rows[:1])
+    assert numerics_html([]) == ""

@@ -96,3 +96,18 @@ def c_target() -> list[str]:
     """-march/-mtune of the package's C kernels: the fixed AVX2 target when the numerics are pinned, else the
     CPU's own (-march=native)."""
     return PINNED_C_TARGET if os.environ.get(ENV) == "avx2" and current_cpu_numerics() == "avx2" else ["-march=native"]
+
+
+def numerics_record() -> dict:
+    """What decides the bits of a result computed in this process, as a model and each training run record it: the
+    CPU numerics mode, torch's version and the CPU kernels ATen runs, and the compiler of the package's C kernels
+    when they are loaded (None otherwise: RLSCALE_NATIVE=0, no compiler, or a model without C kernels), and the CUDA
+    version torch was built for (None on CPU builds; GPU kernels are not pinned). Two results
+    with equal records and equal inputs are the same bits on any x86-64 CPU with AVX2 under the pin."""
+    import torch
+
+    from rlscale.engine.native import loaded_compiler
+
+    return {"cpu_numerics": current_cpu_numerics(), "torch": torch.__version__,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(), "c_compiler": loaded_compiler(),
+            "cuda": torch.version.cuda}

@@ -513,6 +513,39 @@ def read_json(path: Path):
         raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
 
 
+NUMERICS_FIELDS = ("cpu_numerics", "torch", "aten_cpu_capability", "c_compiler", "cuda")
+
+
+def run_numerics(sweepdirs: list[Path]) -> list[dict]:
+    """The distinct numerics (rlscale.numerics.numerics_record) the finished runs of these sweeps recorded in their
+    summary.json, each with its count of runs ("not recorded" for runs that predate the record). More than one row
+    means the runs did not all compute alike, e.g. workers of a Ray cluster of mixed CPUs under
+    RLSCALE_CPU_NUMERICS=native: their results are not one machine's bits."""
+    counts: dict[tuple, int] = {}
+    for sweepdir in sweepdirs:
+        for d in sorted((Path(sweepdir) / "runs").glob("*/")):
+            summary = read_json(d / "summary.json")
+            if summary is None:
+                continue
+            rec = summary.get("numerics")
+            key = tuple(str(rec.get(f)) for f in NUMERICS_FIELDS) if rec else ("not recorded",) * len(NUMERICS_FIELDS)
+            counts[key] = counts.get(key, 0) + 1
+    return [dict(zip(NUMERICS_FIELDS, k), runs=v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
+def numerics_html(rows: list[dict]) -> str:
+    """The report's table of the runs' numerics, with a sentence saying whether they all computed alike."""
+    if not rows:
+        return ""
+    if len(rows) == 1:
+        note = "Every finished run recorded the same numerics."
+    else:
+        note = (f"The finished runs recorded {len(rows)} different numerics: they did not all compute alike, so this "
+                "study's numbers are not one machine's bits (RLSCALE_CPU_NUMERICS=avx2 on every worker, the same "
+                "torch and C compiler, makes them so on x86-64 CPUs with AVX2).")
+    return "<h3>Numerics of the sweep runs</h3>" + para(note + " Read from each run's summary.json.") + table(rows)
+
+
 def sweep_runs(sweepdir: Path) -> list[dict]:
     """Runs of a sweep (from sweep.json) that have a run store: run_id, n, budget, seed, dir."""
     from rlscale.sweep.export import read_sweep_json
@@ -1007,7 +1040,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             "held-out loss": model_meta.get("heldout_loss"),
             # avx2: the weights every x86-64 CPU with AVX2 pretrains (rlscale.numerics); native: this CPU's own
             "CPU numerics": model_meta.get("cpu_numerics", "not recorded"),
+            "torch": (model_meta.get("numerics") or {}).get("torch", "not recorded"),
             "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
+    cfg.add(numerics_html(run_numerics(sorted(p for p in (root / "sweeps").glob("*/") if (p / "runs").is_dir()))))
     manifest = read_json(root / "sets" / "manifest.json")
     if manifest:
         cfg.add("<h3>Curated sets</h3>" + table([{"set": k, **v} for k, v in manifest["sets"].items()]))
@@ -1138,6 +1173,7 @@ def sweep_sections(root: Path) -> tuple[list[Section], str]:
     sweep = read_json(root / "sweep.json")
     cfg = Section("Sweep configuration").add(kv_table({k: v for k, v in sweep["spec"].items() if k != "train"}))
     cfg.add("<h3>Training config</h3>" + kv_table(sweep["spec"].get("train", {})))
+    cfg.add(numerics_html(run_numerics([root])))
     secs, _ = set_sections(sweep["spec"].get("name", root.name), root, fit, note)
     return [cfg, *secs], f"rlscale sweep report: {sweep['spec'].get('name', root.name)}"
 

@@ -6,7 +6,7 @@ register-blocked matmuls. The torch loop in tiny_sampler.py stays the reference 
 fallback: no C compiler, a failed build, or RLSCALE_NATIVE=0 use it. The shared object is built with the system
 compiler (`$CC`, else cc/gcc) for x86-64-v3 (AVX2, FMA, generic tuning) when the CPU numerics are pinned
 (rlscale.numerics, the default on such CPUs), else for this CPU (-march=native), into $RLSCALE_CACHE (default
-~/.cache/rlscale), keyed by a hash of the source, flags and CPU flags; the build writes a temporary file and renames
+~/.cache/rlscale), keyed by a hash of the source, flags, CPU flags and compiler version; the build writes a temporary file and renames
 it (safe when several processes start at once). No -ffast-math (it can change the whole process's floating-point mode); the flags that
 let the compiler vectorise reductions and fuse multiply-adds are given one by one. `compile_and_load` is shared
 by every C library of the package (this decode loop and rlscale.models.fused's kernels).
@@ -15,6 +15,7 @@ by every C library of the package (this decode loop and rlscale.models.fused's k
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -57,6 +58,26 @@ def _compiler() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def compiler_version(cc: str | None) -> str | None:
+    """The first line of `cc --version` (e.g. "gcc (Debian 12.2.0-14) 12.2.0"), None without a compiler: part of
+    the C libraries' cache key (another compiler, or an upgraded one, builds other code: it rebuilds them) and of
+    the numerics a run records (rlscale.numerics.numerics_record)."""
+    if cc is None:
+        return None
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return next(iter(out.splitlines()), "").strip() or None
+
+
+def loaded_compiler() -> str | None:
+    """The compiler version of the C libraries this process has loaded (its C kernels ran, or may run), None when
+    none is loaded (RLSCALE_NATIVE=0, no compiler, or a model without C kernels, e.g. Hugging Face)."""
+    return compiler_version(_compiler()) if any(lib is not None for lib in _loaded.values()) else None
+
+
 def _source_bytes(src_path: Path) -> bytes:
     """The source and, appended, every header it includes with `#include "..."` (relative to it), so that a
     header change rebuilds each library that uses it."""
@@ -68,7 +89,8 @@ def _source_bytes(src_path: Path) -> bytes:
 
 def library_path(src_path: Path = SRC) -> Path:
     src = _source_bytes(src_path)
-    key = hashlib.sha256(src + " ".join(flags()).encode() + _cpu_key().encode() + platform.machine().encode())
+    key = hashlib.sha256(src + " ".join(flags()).encode() + _cpu_key().encode() + platform.machine().encode()
+                         + str(compiler_version(_compiler())).encode())
     cache = Path(os.environ.get("RLSCALE_CACHE", Path.home() / ".cache" / "rlscale"))
     return cache / f"{src_path.stem.lstrip('_')}_{key.hexdigest()[:16]}.so"
 
@@ -92,7 +114,7 @@ def build(path: Path, src_path: Path = SRC) -> None:
 
 def compile_and_load(src_path: Path, what: str, fallback: str,
                      configure: Callable[[ctypes.CDLL], None] | None = None) -> ctypes.CDLL | None:
-    """The C library of `src_path`, built (cached on disk per source, flags and CPU), loaded and given its ctypes
+    """The C library of `src_path`, built (cached on disk per source, flags, CPU and compiler), loaded and given its ctypes
     signatures by `configure` at most once per process; None, with a one-line note naming `what` and the
     `fallback` used instead, when RLSCALE_NATIVE=0 or there is no working compiler. Thread-safe: the sampler's and
     the trainer's worker threads may ask at once."""

@@ -30,7 +30,7 @@ from rlscale.errors import UserError
 from rlscale.lab.presets import MAX_SEQ_LEN, PRETRAIN_DEFAULTS, get_size
 from rlscale.models.tiny import TinyConfig, TinyPolicy, flops_per_token
 from rlscale.models.tokenizer import CharTokenizer
-from rlscale.numerics import current_cpu_numerics
+from rlscale.numerics import current_cpu_numerics, numerics_record
 from rlscale.procs import keep_freed_memory
 from rlscale.tasks.arith import (
     ALPHABET,
@@ -421,6 +421,7 @@ def _train(cfg: PretrainConfig, out: str | None, progress: bool, rank: int, stat
         "heldout_loss": held,
         "num_params": policy.num_params(),
         "cpu_numerics": current_cpu_numerics(),  # avx2: the same weights on every x86-64 CPU with AVX2
+        "numerics": numerics_record(),  # and with the same torch (pretraining runs no C kernels)
     }
     if progress:
         print(f"pretrain {cfg.size}: done: {steps} steps, {tokens:,} tokens in {wall:.0f}s on {world} "

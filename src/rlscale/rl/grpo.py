@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from rlscale.compute import round_up
 from rlscale.config import check_field_types, config_from_dict, config_to_dict
 from rlscale.errors import UserError
+from rlscale.numerics import numerics_record
 from rlscale.seeds import derive_seed
 
 if TYPE_CHECKING:
@@ -1009,6 +1010,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         "val_before_metrics": {k: v for k, v in val_before.items() if k.startswith("val/")},
         "val_after_metrics": {k: v for k, v in val_after.items() if k.startswith("val/")},
         "config_hash": store.config_hash,
+        "numerics": numerics_record(),  # what decides these bits: CPU numerics, torch, the C kernels' compiler
     }
     store.write_summary(summary)
     mirror.close()
