@@ -390,3 +390,24 @@ def test_local_runs_hold_distinct_gpu_slots(tmp_path, monkeypatch):
     run_mod._run_local(todo, tmp_path, 3, {}, status, lambda changed: None)
     assert len(started) == 8 and set(started) == {"0", "1", "2"} and started[:3] == ["0", "1", "2"]
     assert set(status.values()) == {"done"}
+
+
+def test_progress_line_shows_rollouts_per_second_and_eta(tmp_path):
+    import io
+
+    from rlscale.sweep.run import Progress
+    from rlscale.sweep.spec import RunSpec
+
+    runs = [RunSpec(f"r{i}", n=2, problems_per_batch=4, iterations=50, budget=400, seed=i, config={}) for i in range(2)]
+    stream = io.StringIO()
+    prog = Progress(runs, tmp_path, stream=stream)
+    prog.update({"r0": "running", "r1": "queued"}, force=True)
+    assert "rollouts 0/800  elapsed" in stream.getvalue()  # no rate before anything was spent
+    (tmp_path / "runs" / "r0").mkdir(parents=True)
+    (tmp_path / "runs" / "r0" / "summary.json").write_text("{}")
+    prog.t0 = time.monotonic() - 10.0  # 400 rollouts in ~10 s
+    prog.update({"r0": "done", "r1": "running"}, force=True)
+    line = stream.getvalue().splitlines()[-1]
+    rate = float(line.split("rollouts 400/800 (")[1].split("/s)")[0])
+    eta = line.split("ETA ")[1]
+    assert 35 <= rate <= 40 and eta in ("10s", "11s"), line

@@ -252,8 +252,9 @@ class Progress:
         rate = (spent - self.spent0) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - spent) / rate if rate > 0 else float("nan")
         line = (f"[sweep] done {counts['done']}/{len(self.runs)}  running {counts['running']}  queued "
-                f"{counts['queued']}  failed {counts['failed']}  rollouts {int(spent)}/{self.total}  "
-                f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
+                f"{counts['queued']}  failed {counts['failed']}  rollouts {int(spent)}/{self.total}"
+                f"{f' ({rate:,.0f}/s)' if rate > 0 else ''}  elapsed {format_duration(elapsed)}  "
+                f"ETA {format_duration(eta)}")
         if not self.stream.isatty() and not force:  # logs: a line when a run changes state, else every 30 s
             same_runs = line.split("  rollouts")[0] == self.last_line.split("  rollouts")[0]
             if same_runs and now - self.last_print < 30.0:
