@@ -686,3 +686,4 @@ def test_the_runs_numerics_are_read_from_their_summaries(labdir, tmp_path):
     assert "2 different numerics" in numerics_html(rows) and "did not all compute alike" in numerics_html(rows)
     assert "Every finished run recorded the same numerics" in numerics_html(rows[:1])
     assert numerics_html([]) == ""
+    assert "predate the record" in numerics_html(run_numerics([labdir / "sweeps" / "easy"]))

@@ -537,7 +537,9 @@ def numerics_html(rows: list[dict]) -> str:
     """The report's table of the runs' numerics, with a sentence saying whether they all computed alike."""
     if not rows:
         return ""
-    if len(rows) == 1:
+    if len(rows) == 1 and rows[0]["cpu_numerics"] == "not recorded":
+        note = "These runs predate the record (rlscale before stop 37): their numerics are not known."
+    elif len(rows) == 1:
         note = "Every finished run recorded the same numerics."
     else:
         note = (f"The finished runs recorded {len(rows)} different numerics: they did not all compute alike, so this "
