@@ -346,6 +346,10 @@ def test_reuse_takes_the_model_and_profile_a_variant_shares(tmp_path, capsys):
     rec = StageLog(out).get("pretrain")
     assert rec["status"] == "done" and rec["wall_s"] == 0.0 and rec["reused_wall_s"] == 150.0
     assert rec["tokens"] == 8_000_000 and rec["reused_from"] == str(base.resolve())
+    from rlscale.lab.pipeline import reused_note
+
+    assert reused_note(rec) == f"reused from {base.resolve()} (2m30s when it ran there)"  # not this lab's 0 s
+    assert reused_note({"status": "done", "wall_s": 75.0}) == "reused (1m15s when it ran)"
     with pytest.raises(UserError, match="already has a model"):
         reusable_stages(variant, base, out)
     # the CLI: a preset whose pretraining differs is refused in one line and writes nothing

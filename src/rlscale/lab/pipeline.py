@@ -935,6 +935,14 @@ def reusable_stages(p: LabPreset, base: Path, out: Path) -> list[str]:
     return ["pretrain", "profile"] if profiled and not first_diff(PROFILE_FIELDS) else ["pretrain"]
 
 
+def reused_note(rec: dict) -> str:
+    """The progress line of a stage found done: what it took when it ran, here or in the lab it was reused from
+    (--reuse: its record's wall time here is 0, `reused_wall_s` keeps the time it took there)."""
+    if rec.get("reused_from"):
+        return f"reused from {rec['reused_from']} ({_fmt(rec.get('reused_wall_s') or 0.0)} when it ran there)"
+    return f"reused ({_fmt(rec.get('wall_s', 0.0))} when it ran)"
+
+
 def reuse_stages(base: Path, out: Path, stages: list[str]) -> None:
     """Copy the outputs of `stages` (reusable_stages) from base into out, hard links where the file system allows,
     and carry their stage records over: compute kept (the study used it), wall time 0 here (`reused_wall_s` keeps
@@ -993,7 +1001,7 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
         rec = log.get(stage)
         nested = stage.startswith("sweep_") or stage == "sizes"  # resumes its own work; reports what it skipped
         if not dirty and rec.get("status") == "done" and outputs_exist(stage, out, p):
-            view.line(i, stage, f"reused ({_fmt(rec.get('wall_s', 0.0))} when it ran)", rest[1:])
+            view.line(i, stage, reused_note(rec), rest[1:])
             continue
         if dirty and not nested and stage != "pretrain":
             _clear_outputs(stage, out)
