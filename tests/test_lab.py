@@ -298,6 +298,40 @@ def fake_lab(root: Path, preset: LabPreset, profiled: bool = True) -> Path:
     return root
 
 
+def test_a_preset_that_adds_seeds_extends_the_lab(tmp_path, capsys):
+    """More seeds for any set or size (and nothing else changed) extend a lab in place: lab.json takes the new
+    preset and the sweep and sizes stages run again (resuming: finished runs are kept); anything else is refused."""
+    from rlscale.errors import UserError
+    from rlscale.lab.pipeline import StageLog, adds_only_seeds, check_lab_dir
+
+    full = PRESETS["full"]
+    old = full.to_dict()
+    assert adds_only_seeds(old, dataclasses.replace(full, seeds=tuple(range(18))))
+    assert adds_only_seeds(old, dataclasses.replace(full, size_overrides={"xs": {"seeds": tuple(range(6))}}))
+    assert not adds_only_seeds(old, full)  # nothing added
+    assert not adds_only_seeds(old, dataclasses.replace(full, seeds=(0, 1)))  # seeds dropped
+    assert not adds_only_seeds(old, dataclasses.replace(full, seeds=tuple(range(18)), max_rollouts=100))
+    assert not adds_only_seeds(old, dataclasses.replace(full, seeds=tuple(range(18)), sizes=()))
+    quick = PRESETS["quick"]
+    assert adds_only_seeds(quick.to_dict(), dataclasses.replace(quick, set_overrides={"easy": {"seeds": tuple(
+        range(10))}}))
+    assert not adds_only_seeds(quick.to_dict(), dataclasses.replace(quick, set_overrides={"easy": {
+        "seeds": tuple(range(10)), "val_n": 4}}))
+    lab = fake_lab(tmp_path / "lab", quick)
+    log = StageLog(lab)
+    for stage in ("curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "sizes", "report"):
+        log.set(stage, status="done", wall_s=10.0)
+    more = dataclasses.replace(quick, seeds=tuple(range(7)))
+    check_lab_dir(more, lab)
+    stages = StageLog(lab).data
+    assert sorted(s for s, r in stages.items() if r["status"] == "extending") == ["sizes", "sweep_easy", "sweep_hard"]
+    assert json.loads((lab / "lab.json").read_text())["preset"]["seeds"] == list(range(7))
+    with pytest.raises(UserError, match="different preset"):
+        check_lab_dir(quick, lab)  # back to fewer seeds
+    with pytest.raises(UserError, match="holds the lab 'quick'; to add seeds to it, give the preset its name"):
+        check_lab_dir(dataclasses.replace(more, name="more", seeds=tuple(range(9))), lab)  # a file's own name
+
+
 def test_reuse_of_a_given_models_profile(tmp_path):
     """A lab of a given model (`model`) shares its profile with a variant of the same model and pool; nothing is
     copied for the model, and another model or pool is refused or re-profiled."""
@@ -399,6 +433,23 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err
     assert err.count("reused") == len(STAGES)
+    # the same lab with more seeds: only the new seeds' runs train; export, fit, plan and report follow
+    summaries = {p: p.stat().st_mtime_ns for p in out.glob("sweeps/*/runs/*/summary.json")}
+    fit_before = (out / "fits" / "easy" / "fit.json").read_text()
+    (tmp_path / "more.json").write_text(json.dumps({**MICRO, "seeds": [0, 1, 2, 3]}))
+    assert main(["lab", "--preset", str(tmp_path / "more.json"), "--out", str(out), "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in summaries.items())  # the finished runs are kept as they were
+    more = json.loads((out / "stages.json").read_text())
+    assert all(s["status"] == "done" for s in more.values())
+    for name in ("easy", "hard"):
+        assert len(list((out / "sweeps" / name / "runs").glob("*/summary.json"))) == 8
+        assert more[f"sweep_{name}"]["rollouts"] == 4 * 2 * 96
+        assert more[f"sweep_{name}"]["wall_s"] > stages[f"sweep_{name}"]["wall_s"]  # both sessions' time
+        assert sorted(pd.read_parquet(out / "sweeps" / name / "table.parquet")["seed"].unique()) == [0, 1, 2, 3]
+    assert (out / "fits" / "easy" / "fit.json").read_text() != fit_before
+    assert json.loads((out / "lab.json").read_text())["preset"]["seeds"] == [0, 1, 2, 3]
+    assert main(["lab", "--preset", preset, "--out", str(out)]) == 2  # fewer seeds again: refused
+    assert "different preset (seeds" in capsys.readouterr().err
     # a variant of the curation and sweeps starts from this lab's model and profile
     var = tmp_path / "variant.json"
     var.write_text(json.dumps({**MICRO, "name": "micro_v", "curate_seed": 1}))

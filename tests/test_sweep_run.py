@@ -125,10 +125,10 @@ def test_changed_spec_new_ids_and_conflict_refused(tmp_path, capsys):
     assert not set(sweep["runs"]) & old_ids and len(sweep["history"]) == 2
     df = load_sweep_table(out)
     assert set(df["run_id"]) == set(sweep["runs"]) and (df["lr"] == 3e-4).all()
-    # a conflicting sweep identity (seed set) is refused, nothing written
+    # a conflicting sweep identity (another seed set, not the old one and more) is refused, nothing written
     before = (out / "sweep.json").read_text()
     capsys.readouterr()
-    assert main(["sweep", "run", str(make_spec(tmp_path, seeds="0, 1", name="s3.toml")), "--out", str(out)]) == 2
+    assert main(["sweep", "run", str(make_spec(tmp_path, seeds="1", name="s3.toml")), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "different seeds" in err and "\n" not in err
     assert (out / "sweep.json").read_text() == before
@@ -411,3 +411,22 @@ def test_progress_line_shows_rollouts_per_second_and_eta(tmp_path):
     rate = float(line.split("rollouts 400/800 (")[1].split("/s)")[0])
     eta = line.split("ETA ")[1]
     assert 35 <= rate <= 40 and eta in ("10s", "11s"), line
+
+
+def test_more_seeds_extend_a_sweep_and_keep_its_runs(tmp_path, capsys):
+    """A spec that only adds seeds runs the new seeds' runs in the same SWEEPDIR; the finished runs are kept
+    untouched and the export holds both. Dropping a seed is still refused."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(make_spec(tmp_path, seeds="0")), "--out", str(out), "--no-progress"]) == 0
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    more = make_spec(tmp_path, seeds="0, 1, 2", name="more.toml")
+    capsys.readouterr()
+    assert main(["sweep", "run", str(more), "--out", str(out), "--no-progress"]) == 0
+    assert "8 run(s) finished now, 4 already finished" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["identity"]["seeds"] == [0, 1, 2] and len(sweep["runs"]) == 12
+    df = load_sweep_table(out)
+    assert sorted(df["seed"].unique()) == [0, 1, 2] and df["run_id"].nunique() == 12
+    assert main(["sweep", "run", str(make_spec(tmp_path, seeds="0, 1", name="fewer.toml")), "--out", str(out)]) == 2
+    assert "different seeds" in capsys.readouterr().err

@@ -54,6 +54,12 @@ def changed_keys(old: dict, new: dict) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def seeds_grew(old, new) -> bool:
+    """Whether the seeds `new` are the seeds `old` and more: a sweep (or lab) extended by seeds keeps its finished
+    runs, whose records do not depend on which other seeds run (a run depends only on its own config)."""
+    return old is not None and new is not None and set(old) < set(new)
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """dataclasses.asdict with tuples as lists (what from_dict accepts back)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

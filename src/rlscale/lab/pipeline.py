@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlscale.config import changed_keys, check_field_types
+from rlscale.config import changed_keys, check_field_types, seeds_grew
 from rlscale.errors import UserError
 from rlscale.evals.difficulty import DEFAULT_BUCKETS
 from rlscale.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -886,12 +886,54 @@ def stored_preset(out: Path) -> dict | None:
     return {**LabPreset().to_dict(), **json.loads(path.read_text()).get("preset", {})} if path.exists() else None
 
 
+def _labs_and_sets(p: LabPreset) -> dict[str, LabPreset]:
+    """The effective preset of every (model size, set) a lab studies, keyed "size/set": the main size's and each
+    further size's (for_size), each set's overrides applied (for_set)."""
+    labs = [(p.size, p)] + [(z, p.for_size(z)) for z in p.sizes]
+    return {f"{z}/{name}": dataclasses.replace(q.for_set(name), size_overrides={}) for z, q in labs for name in SETS}
+
+
+def adds_only_seeds(old: dict, p: LabPreset) -> bool:
+    """Whether the preset p is the stored preset `old` (a lab.json dict) with more training seeds: for every model
+    size and set the seeds are a superset of the old ones and every other effective field is equal. Such a lab is
+    extended in place (extend_lab_dir): its finished runs are kept, only the new seeds' runs are trained."""
+    fields = {f.name for f in dataclasses.fields(LabPreset)}
+    try:
+        before = LabPreset(**_tupled({k: v for k, v in old.items() if k in fields}))
+    except (TypeError, ValueError):
+        return False
+    a, b = _labs_and_sets(before), _labs_and_sets(p)
+    if a.keys() != b.keys() or not any(seeds_grew(a[k].seeds, b[k].seeds) for k in a):
+        return False
+    return all(set(a[k].seeds) <= set(b[k].seeds)
+               and dataclasses.replace(a[k], seeds=()).to_dict() == dataclasses.replace(b[k], seeds=()).to_dict()
+               for k in a)
+
+
+EXTENDED_STAGES = ("sweep_easy", "sweep_hard", "sizes")
+"""the stages a lab extended by seeds runs again (each resumes: finished runs are skipped); the stages after them
+follow, as after any stage that ran"""
+
+
 def check_lab_dir(p: LabPreset, out: Path) -> None:
-    """Write lab.json for a new OUT; refuse an OUT made with a different preset (naming the first field)."""
+    """Write lab.json for a new OUT; refuse an OUT made with a different preset (naming the first field), unless
+    the preset only adds seeds (adds_only_seeds): then lab.json takes the new preset and the sweeps run again for
+    the new seeds' runs."""
     new = {"preset": p.to_dict()}
     old = stored_preset(out)
     if old is not None:
         diff = changed_keys(old, new["preset"])
+        if diff and adds_only_seeds(old, p):
+            log = StageLog(out)
+            for stage in EXTENDED_STAGES:
+                if log.get(stage).get("status") == "done":
+                    log.set(stage, status="extending")
+            atomic_write_json(out / LAB_FILE, new)
+            return
+        if diff and "name" in diff and adds_only_seeds({**old, "name": p.name}, p):
+            raise UserError(f"{out}: holds the lab '{old['name']}'; to add seeds to it, give the preset its name "
+                            f"(\"name\": \"{old['name']}\"), e.g. {{\"base\": ..., \"name\": \"{old['name']}\", "
+                            "\"seeds\": [...]}")
         if diff:
             raise UserError(f"{out}: holds a lab made with a different preset ({diff[0]}: {old.get(diff[0])!r} vs "
                             f"{new['preset'].get(diff[0])!r}); use a new --out or the same preset")
@@ -1014,7 +1056,7 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
             log.set(stage, status="failed", wall_s=rec.get("wall_s", 0.0) + time.monotonic() - t0)
             raise
         wall = time.monotonic() - t0
-        prev = rec.get("wall_s", 0.0) if rec.get("status") in ("running", "failed") else 0.0
+        prev = rec.get("wall_s", 0.0) if rec.get("status") in ("running", "failed", "extending") else 0.0
         info = {"rollouts": 0, "tokens": 0, "flops": 0.0, **info}  # every stage states its compute
         log.set(stage, status="done", wall_s=prev + wall, **info,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -11,7 +11,8 @@ SWEEPDIR layout:
 Resume: re-running the same command skips finished runs, resumes interrupted ones (the trainer resumes from its
 checkpoints; the worker's lock guarantees one writer per run store) and refuses a spec whose sweep identity
 (model, task, data, seeds) differs from the one that created SWEEPDIR, except when the directory tree holding
-SWEEPDIR, its model and its data moved (sweep/relocate.py: its runs are carried over). A changed run config has a
+SWEEPDIR, its model and its data moved (sweep/relocate.py: its runs are carried over) or the spec only adds seeds
+(the finished runs are kept and the new seeds' runs added: more runs per n for the run bootstrap). A changed run config has a
 new run id, so records of different configs never mix. Workers die with the driver (PR_SET_PDEATHSIG).
 
 Local runs are forked from a fork server that imported torch and the trainer once (`ForkedRun`), so a run's
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlscale.config import changed_keys
+from rlscale.config import changed_keys, seeds_grew
 from rlscale.errors import UserError
 from rlscale.io import atomic_write_json, atomic_write_text
 from rlscale.rl.grpo import VAL_CACHE_ENV
@@ -59,8 +60,11 @@ def check_sweepdir(spec: SweepSpec, out: Path) -> tuple[dict | None, tuple[str, 
     sweep_json = out / "sweep.json"
     if sweep_json.is_file():
         old = json.loads(sweep_json.read_text(encoding="utf-8"))
-        diff = changed_keys(old["identity"], spec.identity())
-        roots = moved_roots(old["identity"], spec.identity(), out) if diff else None
+        identity = dict(old["identity"])
+        if seeds_grew(identity.get("seeds"), spec.identity()["seeds"]):
+            identity["seeds"] = spec.identity()["seeds"]  # more seeds: the finished runs stay, the new ones run
+        diff = changed_keys(identity, spec.identity())
+        roots = moved_roots(identity, spec.identity(), out) if diff else None
         if diff and roots is None:
             k = diff[0]
             raise UserError(f"{out}: holds a sweep with a different {k} ({old['identity'].get(k)!r} vs "
