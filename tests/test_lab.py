@@ -302,11 +302,23 @@ def test_a_preset_that_adds_seeds_extends_the_lab(tmp_path, capsys):
     """More seeds for any set or size (and nothing else changed) extend a lab in place: lab.json takes the new
     preset and the sweep and sizes stages run again (resuming: finished runs are kept); anything else is refused."""
     from rlscale.errors import UserError
-    from rlscale.lab.pipeline import StageLog, adds_only_seeds, check_lab_dir
+    from rlscale.lab.pipeline import StageLog, adds_only_seeds, check_lab_dir, get_preset, seed_growth
+
+    def _write(path, fields):
+        path.write_text(json.dumps(fields))
+        return path
 
     full = PRESETS["full"]
     old = full.to_dict()
     assert adds_only_seeds(old, dataclasses.replace(full, seeds=tuple(range(18))))
+    # a preset file's top-level seeds hold for every size too: xs gains 14, which the progress line states
+    added = seed_growth(old, get_preset(str(_write(tmp_path / "f18.json", {"base": "full", "name": "full",
+                                                                           "seeds": list(range(18))}))))
+    assert added == {"s/easy": tuple(range(12, 18)), "s/hard": tuple(range(12, 18)),
+                     "xs/easy": tuple(range(4, 18)), "xs/hard": tuple(range(4, 18))}
+    keep_xs = {"base": "full", "name": "full", "seeds": list(range(18)), "size_overrides": {"xs": {"seeds": [0, 1, 2, 3]}}}
+    assert seed_growth(old, get_preset(str(_write(tmp_path / "k.json", keep_xs)))) == {
+        "s/easy": tuple(range(12, 18)), "s/hard": tuple(range(12, 18))}
     assert adds_only_seeds(old, dataclasses.replace(full, size_overrides={"xs": {"seeds": tuple(range(6))}}))
     assert not adds_only_seeds(old, full)  # nothing added
     assert not adds_only_seeds(old, dataclasses.replace(full, seeds=(0, 1)))  # seeds dropped
@@ -322,7 +334,8 @@ def test_a_preset_that_adds_seeds_extends_the_lab(tmp_path, capsys):
     for stage in ("curate", "sweep_easy", "sweep_hard", "export", "fit", "plan", "sizes", "report"):
         log.set(stage, status="done", wall_s=10.0)
     more = dataclasses.replace(quick, seeds=tuple(range(7)))
-    check_lab_dir(more, lab)
+    check_lab_dir(more, lab, progress=True)
+    assert "[lab] adding seeds (the finished runs are kept): s/hard +2 (5, 6)" in capsys.readouterr().err
     stages = StageLog(lab).data
     assert sorted(s for s, r in stages.items() if r["status"] == "extending") == ["sizes", "sweep_easy", "sweep_hard"]
     assert json.loads((lab / "lab.json").read_text())["preset"]["seeds"] == list(range(7))

@@ -58,7 +58,7 @@ def _compiler() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiler_version(cc: str | None) -> str | None:
     """The first line of `cc --version` (e.g. "gcc (Debian 12.2.0-14) 12.2.0"), None without a compiler: part of
     the C libraries' cache key (another compiler, or an upgraded one, builds other code: it rebuilds them) and of

@@ -893,21 +893,29 @@ def _labs_and_sets(p: LabPreset) -> dict[str, LabPreset]:
     return {f"{z}/{name}": dataclasses.replace(q.for_set(name), size_overrides={}) for z, q in labs for name in SETS}
 
 
-def adds_only_seeds(old: dict, p: LabPreset) -> bool:
-    """Whether the preset p is the stored preset `old` (a lab.json dict) with more training seeds: for every model
-    size and set the seeds are a superset of the old ones and every other effective field is equal. Such a lab is
-    extended in place (extend_lab_dir): its finished runs are kept, only the new seeds' runs are trained."""
+def seed_growth(old: dict, p: LabPreset) -> dict[str, tuple[int, ...]] | None:
+    """The seeds the preset p adds to the stored preset `old` (a lab.json dict), per "size/set" that gains any,
+    when p is `old` with more training seeds and nothing else changed: for every model size and set the seeds are
+    a superset of the old ones and every other effective field is equal. None otherwise (or nothing added). Such
+    a lab is extended in place (check_lab_dir): its finished runs are kept, only the new seeds' runs are trained."""
     fields = {f.name for f in dataclasses.fields(LabPreset)}
     try:
         before = LabPreset(**_tupled({k: v for k, v in old.items() if k in fields}))
     except (TypeError, ValueError):
-        return False
+        return None
     a, b = _labs_and_sets(before), _labs_and_sets(p)
-    if a.keys() != b.keys() or not any(seeds_grew(a[k].seeds, b[k].seeds) for k in a):
-        return False
-    return all(set(a[k].seeds) <= set(b[k].seeds)
-               and dataclasses.replace(a[k], seeds=()).to_dict() == dataclasses.replace(b[k], seeds=()).to_dict()
-               for k in a)
+    if a.keys() != b.keys() or not all(
+            set(a[k].seeds) <= set(b[k].seeds)
+            and dataclasses.replace(a[k], seeds=()).to_dict() == dataclasses.replace(b[k], seeds=()).to_dict()
+            for k in a):
+        return None
+    added = {k: tuple(sorted(set(b[k].seeds) - set(a[k].seeds))) for k in a if seeds_grew(a[k].seeds, b[k].seeds)}
+    return added or None
+
+
+def adds_only_seeds(old: dict, p: LabPreset) -> bool:
+    """Whether the preset p is the stored preset `old` with more training seeds and nothing else changed."""
+    return seed_growth(old, p) is not None
 
 
 EXTENDED_STAGES = ("sweep_easy", "sweep_hard", "sizes")
@@ -915,15 +923,21 @@ EXTENDED_STAGES = ("sweep_easy", "sweep_hard", "sizes")
 follow, as after any stage that ran"""
 
 
-def check_lab_dir(p: LabPreset, out: Path) -> None:
+def check_lab_dir(p: LabPreset, out: Path, progress: bool = False) -> None:
     """Write lab.json for a new OUT; refuse an OUT made with a different preset (naming the first field), unless
-    the preset only adds seeds (adds_only_seeds): then lab.json takes the new preset and the sweeps run again for
-    the new seeds' runs."""
+    the preset only adds seeds (seed_growth): then lab.json takes the new preset, the sweeps run again for the new
+    seeds' runs, and with `progress` a line on stderr says which seeds each size and set gains (a preset file's
+    top-level `seeds` also replaces the base preset's per-set and per-size seeds)."""
     new = {"preset": p.to_dict()}
     old = stored_preset(out)
     if old is not None:
         diff = changed_keys(old, new["preset"])
-        if diff and adds_only_seeds(old, p):
+        added = seed_growth(old, p) if diff else None
+        if added:
+            if progress:
+                print("[lab] adding seeds (the finished runs are kept): " + "; ".join(
+                    f"{k} +{len(v)} ({', '.join(map(str, v))})" for k, v in added.items()), file=sys.stderr,
+                    flush=True)
             log = StageLog(out)
             for stage in EXTENDED_STAGES:
                 if log.get(stage).get("status") == "done":
@@ -1030,7 +1044,7 @@ def run_lab(preset: LabPreset, out_dir: str | os.PathLike, progress: bool = True
             raise UserError("--reuse: names the --out directory itself; give another lab's directory")
         reused = reusable_stages(p, base, out)
     out.mkdir(parents=True, exist_ok=True)
-    check_lab_dir(p, out)
+    check_lab_dir(p, out, progress)
     if reused:
         reuse_stages(base, out, reused)
         if progress:
