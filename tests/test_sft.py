@@ -53,6 +53,9 @@ def test_sft_learns_and_resumes(tmp_path):
     cfg = SFTConfig(model="m", data=data, epochs=30, batch_size=10, lr=1e-2, checkpoint_every=10)
     s = train_sft(cfg, tmp_path / "run", progress=False, policy=tiny_policy())
     assert s["steps"] == 30 and s["loss_last"] < 0.5 * s["loss_first"]
+    from rlscale.numerics import numerics_record
+
+    assert s["numerics"] == numerics_record()  # what decides the run's bits, as GRPO runs record it
     from rlscale.models import load_policy
     assert load_policy(s["model_dir"]).num_params() == tiny_policy().num_params()
     # finished -> returned, not re-run

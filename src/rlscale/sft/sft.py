@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rlscale.config import check_field_types, config_from_dict, config_to_dict
 from rlscale.errors import UserError
+from rlscale.numerics import numerics_record
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def train_sft(cfg: SFTConfig, out_dir: str | Path, resume: bool = False, progres
                "loss_first": rows_[0]["train/loss"] if rows_ else None,
                "loss_last": rows_[-1]["train/loss"] if rows_ else None,
                "wall_s": wall0 + time.perf_counter() - t_session, "flops": counters["flops_train"],
-               "model_dir": str(model_dir), "config_hash": store.config_hash}
+               "model_dir": str(model_dir), "config_hash": store.config_hash,
+               "numerics": numerics_record()}  # what decides these bits (rlscale.numerics)
     store.write_summary(summary)
     store.close()
     return summary
