@@ -13,7 +13,8 @@ and n * B_problem <= B_max. A spec file (TOML or YAML) declares the grid; see ex
 
   rlscale sweep plan SPEC                       list the runs, epochs and estimated wall time
   rlscale sweep run SPEC --out DIR [--workers W] [--ray ADDRESS|auto]
-                                                run (re-run the same command to resume)
+                                                run (re-run the same command to resume; a spec
+                                                with more seeds adds their runs to DIR)
   rlscale sweep status DIR                      runs done/running/queued/failed, rollouts, last val/avg
   rlscale sweep export DIR --format csv|parquet --output FILE
                                                 one row per (run, validation point), ready for `rlscale fit`"""
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel workers assumed for the total wall time")
     p.set_defaults(_run=run_plan)
 
-    p = sub.add_parser("run", help="run the grid (resumes: finished runs are skipped)", formatter_class=fmt)
+    p = sub.add_parser("run", help="run the grid (resumes: finished runs are skipped; more seeds extend it)", formatter_class=fmt)
     p.add_argument("spec", help="sweep spec file (.toml, .yaml)")
     p.add_argument("--out", required=True, help="sweep directory (created; re-use it to resume)")
     p.add_argument("--workers", type=int, default=1,
