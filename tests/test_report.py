@@ -674,11 +674,18 @@ def test_the_runs_numerics_are_read_from_their_summaries(labdir, tmp_path):
     assert "Numerics of the sweep runs" in html and "not recorded" in html  # stores written before the record
     rec = {"cpu_numerics": "avx2", "torch": "2.13.0+cpu", "aten_cpu_capability": "AVX2",
            "c_compiler": "gcc (Debian 12.2.0-14) 12.2.0", "cuda": None}
-    for i, numerics in enumerate([rec, rec, rec | {"cpu_numerics": "native", "aten_cpu_capability": "AVX512"}]):
-        d = tmp_path / "sweep" / "runs" / f"r{i}"
+    runs = {}
+    for i, numerics in enumerate([rec, rec, rec | {"cpu_numerics": "native", "aten_cpu_capability": "AVX512"}, None]):
+        rid = f"r{i}" if numerics else "unfinished"
+        d = tmp_path / "sweep" / "runs" / rid
         d.mkdir(parents=True)
-        (d / "summary.json").write_text(json.dumps({"val_after": 0.5, "numerics": numerics}))
-    (tmp_path / "sweep" / "runs" / "unfinished").mkdir()  # no summary.json: not counted
+        (d / "config.json").write_text("{}")
+        if numerics:  # the unfinished run has no summary.json: not counted
+            (d / "summary.json").write_text(json.dumps({"val_after": 0.5, "numerics": numerics}))
+        runs[rid] = {"n": 2, "budget": 64, "seed": i, "problems_per_batch": 4}
+    (tmp_path / "sweep" / "runs" / "orphan").mkdir()  # a directory the sweep does not list: not counted either
+    (tmp_path / "sweep" / "runs" / "orphan" / "summary.json").write_text(json.dumps({"numerics": rec}))
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"runs": runs}))
     rows = run_numerics([tmp_path / "sweep"])
     assert [(r["cpu_numerics"], r["aten_cpu_capability"], r["runs"]) for r in rows] == [("avx2", "AVX2", 2),
                                                                                       ("native", "AVX512", 1)]

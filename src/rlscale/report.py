@@ -517,14 +517,14 @@ NUMERICS_FIELDS = ("cpu_numerics", "torch", "aten_cpu_capability", "c_compiler",
 
 
 def run_numerics(sweepdirs: list[Path]) -> list[dict]:
-    """The distinct numerics (rlscale.numerics.numerics_record) the finished runs of these sweeps recorded in their
-    summary.json, each with its count of runs ("not recorded" for runs that predate the record). More than one row
-    means the runs did not all compute alike, e.g. workers of a Ray cluster of mixed CPUs under
+    """The distinct numerics (rlscale.numerics.numerics_record) the finished runs of these sweeps (sweep_runs)
+    recorded in their summary.json, each with its count of runs ("not recorded" for runs that predate the record).
+    More than one row means the runs did not all compute alike, e.g. workers of a Ray cluster of mixed CPUs under
     RLSCALE_CPU_NUMERICS=native: their results are not one machine's bits."""
     counts: dict[tuple, int] = {}
     for sweepdir in sweepdirs:
-        for d in sorted((Path(sweepdir) / "runs").glob("*/")):
-            summary = read_json(d / "summary.json")
+        for run in sweep_runs(Path(sweepdir)):
+            summary = read_json(run["dir"] / "summary.json")
             if summary is None:
                 continue
             rec = summary.get("numerics")
@@ -1044,7 +1044,8 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
             "CPU numerics": model_meta.get("cpu_numerics", "not recorded"),
             "torch": (model_meta.get("numerics") or {}).get("torch", "not recorded"),
             "pretraining wall s": (model_meta.get("compute") or {}).get("wall_s") or pre.get("wall_s")}))
-    cfg.add(numerics_html(run_numerics(sorted(p for p in (root / "sweeps").glob("*/") if (p / "runs").is_dir()))))
+    sweepdirs = [root / "sweeps" / name for name in ("easy", "hard")]
+    cfg.add(numerics_html(run_numerics([d for d in sweepdirs if (d / "sweep.json").exists()])))
     manifest = read_json(root / "sets" / "manifest.json")
     if manifest:
         cfg.add("<h3>Curated sets</h3>" + table([{"set": k, **v} for k, v in manifest["sets"].items()]))
