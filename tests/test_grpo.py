@@ -582,3 +582,61 @@ def test_replayed_forward_trains_like_the_recomputed_one(tmp_path, monkeypatch):
     # difference moves the step by a sizeable share of the learning rate: compare whole vectors, not one element
     assert float((vecs["1"] - vecs["0"]).norm()) < 1e-3 * float(moved.norm())
     assert float((vecs["1"] - vecs["0"]).abs().max()) < 1e-2 * float(moved.abs().max())
+
+
+def test_backward_rows_leave_out_exactly_zero_losses(monkeypatch):
+    """Rows with A = 0 and no KL/entropy term skip the backward; an entropy term or a reference model (the logged
+    KL) keeps them; a step without any other row still differentiates its shortest kept row (so AdamW steps as it
+    would); the switch turns it off."""
+    from rlscale.rl.grpo import backward_rows
+
+    adv = torch.tensor([0.0, 0.0, 1.0, -1.0, 0.0, 0.0])
+    keep = torch.tensor([True, True, True, True, True, False])
+    lens = [5, 3, 4, 4, 2, 1]
+    bwd, skipped = backward_rows(adv, keep, keep, False, False, lens)
+    assert bwd.tolist() == [False, False, True, True, False, False]
+    assert skipped.tolist() == [True, True, False, False, True, False]
+    for reg_on, ref in ((True, False), (False, True)):
+        bwd, skipped = backward_rows(adv, keep, keep, reg_on, ref, lens)
+        assert bwd.tolist() == keep.tolist() and not skipped.any()
+    bwd, skipped = backward_rows(torch.zeros(6), keep, keep, False, False, lens)
+    assert bwd.tolist() == [False, False, False, False, True, False]  # the shortest kept row (row 5 is not kept)
+    assert skipped.tolist() == [True, True, True, True, False, False]
+    none = torch.zeros(6, dtype=torch.bool)
+    bwd, skipped = backward_rows(torch.zeros(6), none, none, False, False, lens)  # all filtered: nothing to do
+    assert not bwd.any() and not skipped.any()
+    monkeypatch.setenv("RLSCALE_SKIP_ZERO", "0")
+    bwd, skipped = backward_rows(adv, keep, keep, False, False, lens)
+    assert bwd.tolist() == keep.tolist() and not skipped.any()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_skipping_zero_loss_rows_trains_like_differentiating_them(tmp_path, monkeypatch, workers):
+    """Leaving the rows with A = 0 out of the backward (backward_rows) reaches the weights of differentiating every
+    row, up to float rounding, logs the entropy over every row (the skipped ones' estimated by their surprisal),
+    and counts only the training FLOPs spent.
+    The toy set has mostly all-wrong groups and one step with nothing but them (where AdamW still steps)."""
+    runs, vecs = {}, {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv("RLSCALE_SKIP_ZERO", mode)
+        pol = tiny_policy(seed=3)
+        cfg = small_cfg(tmp_path, lr=1e-2, val_every=0, iterations=6, problems_per_batch=8, micro_batch_size=8)
+        train(cfg, tmp_path / f"run{mode}w{workers}", progress=False, policy=pol, workers=workers)
+        vecs[mode], runs[mode] = params_vec(pol), RunStore.open(tmp_path / f"run{mode}w{workers}").steps()
+    fz = [r["rollout/frac_zero_variance"] for r in runs["1"]]
+    assert 1.0 in fz and min(fz) < 1.0  # a step of all-wrong groups, and steps with a gradient
+    assert all(r["train/backward_frac"] == 1.0 for r in runs["0"])
+    assert all(r["train/backward_frac"] <= 1 - r["rollout/frac_zero_variance"] + 1 / 32 for r in runs["1"])
+    for a, b in zip(runs["1"], runs["0"]):
+        assert a["rollout/reward_mean"] == b["rollout/reward_mean"]  # the same rollouts, step after step
+        # near-uniform policy: surprisal and entropy agree to ~1% (the exact entropy alone would be equal)
+        assert a["train/entropy"] == pytest.approx(b["train/entropy"], rel=2e-2)
+        assert (a["train/entropy"] == b["train/entropy"]) == (a["train/backward_frac"] == 1.0)
+        assert a["train/grad_norm"] == pytest.approx(b["train/grad_norm"], rel=1e-4, abs=1e-7)
+        assert a["compute/flops_gen"] == b["compute/flops_gen"]
+        assert a["compute/flops_train"] < b["compute/flops_train"]
+    moved = vecs["0"] - params_vec(tiny_policy(seed=3))
+    assert float(moved.abs().max()) > 1e-2
+    # see test_replayed_forward_trains_like_the_recomputed_one: AdamW's per-element steps amplify rounding
+    assert float((vecs["1"] - vecs["0"]).norm()) < 1e-4 * float(moved.norm())
+    assert float((vecs["1"] - vecs["0"]).abs().max()) < 1e-3 * float(moved.abs().max())

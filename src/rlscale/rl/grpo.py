@@ -622,6 +622,43 @@ def live_rows_apply(cfg: GRPOConfig) -> bool:
     return cfg.dtype == "fp32" and cfg.updates_per_batch == 1 and fused.compacts()
 
 
+def skips_zero_loss_rows() -> bool:
+    """Whether the update leaves rows whose loss terms are all exactly zero out of its backward (backward_rows):
+    unless RLSCALE_SKIP_ZERO=0 (the same gradients up to float rounding; to measure against)."""
+    import os
+
+    return os.environ.get("RLSCALE_SKIP_ZERO", "1") != "0"
+
+
+def backward_rows(adv: torch.Tensor, keep_pg: torch.Tensor, keep_reg: torch.Tensor, reg_on: bool, ref: bool,
+                  comp_lens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(backward, skipped), each (N,) bool: the rows the update differentiates, and the rows the loss keeps whose
+    every term is exactly zero, which the update leaves out.
+
+    A row's policy-gradient term is -min(rho A, clip(rho) A) (times a truncated importance weight): with A = 0 it
+    is 0 and so is its gradient, whatever rho; its KL and entropy terms count only when their coefficient is
+    non-zero (reg_on). So a row with A = 0 and no regulariser adds exactly nothing to the gradient (the all-wrong
+    and all-right groups of GRPO without KL and entropy: ~3/4 of a hard set's rows), while the loss weights, which
+    were computed over every kept row, stay as they are: the gradient is the one of differentiating every row, up
+    to float rounding. Their logged entropy is then their sampled tokens' surprisal under the sampler's log-probs
+    (unbiased at top_p 1; the exact one would cost a forward, about what their backward saves on the lab model). With a reference model
+    (ref: KL coefficient > 0) nothing is skipped, as the logged KL needs every kept row's forward. When no row is
+    left, the shortest kept row is still differentiated, so that every parameter gets its (zero) gradient and the
+    optimizer steps as it would have (AdamW's moments move on a zero gradient; a parameter without .grad would be
+    skipped). RLSCALE_SKIP_ZERO=0 differentiates every kept row."""
+    import torch
+
+    kept = keep_pg | keep_reg
+    if ref or not skips_zero_loss_rows():
+        return kept, torch.zeros_like(kept)
+    backward = (keep_pg & (adv != 0)) | (keep_reg & reg_on)
+    if kept.any() and not backward.any():
+        rows = torch.nonzero(kept).squeeze(1).tolist()
+        backward = backward.clone()
+        backward[min(rows, key=lambda i: comp_lens[i])] = True
+    return backward, kept & ~backward
+
+
 @dataclass
 class UpdateBatch:
     """One step's packed rollouts for the update (N rows, C completion positions), each micro-batch's inputs
@@ -892,10 +929,12 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         w_pg = aggregation_weights(cmask, keep_pg, cfg.loss_aggregation, cfg.max_new_tokens)
         w_reg = aggregation_weights(cmask, keep_reg, cfg.loss_aggregation, cfg.max_new_tokens)
         # micro-batches (whole groups or length-sorted rows, see update_chunks); rollouts that no loss term uses
-        # (filtered) skip the forward/backward (no training FLOPs spent or counted)
-        chunks = update_chunks([[i * n + j for j in range(n) if keep_pg[i * n + j] or keep_reg[i * n + j]]
-                                for i in range(Bp)], group_of, [len(g[0].prompt_ids) for g in groups], comp_lens,
-                               min(cfg.micro_batch_size, -(-N // workers)),  # >= one micro-batch per worker
+        # (filtered) skip the forward/backward (no training FLOPs spent or counted); those whose loss terms are all
+        # exactly zero (A = 0, no KL/entropy term) are left out too (backward_rows)
+        bwd, skipped = backward_rows(A, keep_pg, keep_reg, cfg.entropy > 0, use_ref, comp_lens)
+        chunks = update_chunks([[i * n + j for j in range(n) if bwd[i * n + j]] for i in range(Bp)], group_of,
+                               [len(g[0].prompt_ids) for g in groups], comp_lens,
+                               min(cfg.micro_batch_size, -(-max(int(bwd.sum()), 1) // workers)),  # >= 1 per worker
                                live=live_rows_ok)
         # ---- update ---------------------------------------------------------------------------------------
         sums: dict[str, float] = {}
@@ -935,7 +974,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         trained = [bool(keep_pg[i] or keep_reg[i]) for i in range(N)]
         comp = step_compute([len(r.prompt_ids) for r in flat], [len(r.token_ids) for r in flat], F,
                             update_passes=cfg.updates_per_batch, extra_forwards=int(use_ref),
-                            trained=[j < n and trained[i * n + j] for i in range(Bp) for j in range(n_est)])
+                            trained=[j < n and bool(bwd[i * n + j]) for i in range(Bp) for j in range(n_est)])
+        if skipped.any():  # their entropy: the surprisal of their sampled tokens (backward_rows)
+            sums["ent_tok"] = sums.get("ent_tok", 0.0) - float((samp_lp[skipped] * cmask[skipped]).sum())
         for k in ("rollouts", "tokens_prompt", "tokens_generated", "flops_gen", "flops_train", "flops"):
             counters[k] += comp[k]
         counters["rollouts_used"] += float(sum(trained))
@@ -963,7 +1004,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
             "train/entropy": sums.get("ent_tok", float("nan")) / ntok,
             "train/clip_frac_low": sums.get("clip_low", 0.0), "train/clip_frac_high": sums.get("clip_high", 0.0),
             "train/grad_norm": grad_norms[0], "train/grad_norm_last": grad_norms[-1], "train/lr": lr,
-            "train/steps_per_batch": cfg.updates_per_batch,
+            "train/steps_per_batch": cfg.updates_per_batch, "train/backward_frac": float(bwd.float().mean()),
         })
         replay = []
         if cfg.replay_correct:  # every correct rollout of the step, problem by problem
