@@ -62,6 +62,20 @@ def test_presets_meet_the_bars():
     assert (f.for_set("hard").val_size, f.for_set("hard").val_n) == (400, 16)
 
 
+def test_example_preset_files_are_valid():
+    """The preset files under examples/lab load and validate; quick_hard is quick with an above-chance Hard set at
+    4x the budget, validated on 400 x 16, and quick's Easy half unchanged."""
+    files = sorted((Path(__file__).resolve().parents[1] / "examples" / "lab").glob("*.json"))
+    assert files
+    for f in files:
+        get_preset(str(f)).validate()
+    qh, q = get_preset(str(files[0].with_name("quick_hard.json"))), PRESETS["quick"]
+    assert qh.hard_bounds == (0.0625, 0.25)
+    assert qh.for_set("easy") == dataclasses.replace(q.for_set("easy"), name="quick_hard", hard_bounds=qh.hard_bounds)
+    h = qh.for_set("hard")
+    assert (h.max_rollouts, h.val_size, h.val_n, h.seeds) == (4 * q.max_rollouts, 400, 16, q.seeds)
+
+
 def test_a_preset_file_field_holds_for_every_set(tmp_path):
     """quick's Easy set runs its own seeds; a file on quick that sets seeds sets them for both sets (the micro labs
     of the slow tests rely on it), and one that gives set_overrides keeps its own."""
