@@ -70,13 +70,15 @@ def test_same_seed_same_tokens_whatever_the_batch(policy):
 
 
 def test_sampled_logprobs_match_token_logprobs(policy):
+    """The sampler's log-probs and per-token entropies are those of a full forward at the same temperature."""
     params = SamplingParams(n=2, temperature=0.8, max_new_tokens=12, seed=1)
     for group in policy.sampler().generate(PROMPTS[:2], params):
         for r in group:
             seq = torch.tensor([r.prompt_ids + r.token_ids])
-            logp, _ = policy.token_logprobs(seq, torch.ones_like(seq), temperature=0.8)
+            logp, ent = policy.token_logprobs(seq, torch.ones_like(seq), temperature=0.8, with_entropy=True)
             want = logp[0, len(r.prompt_ids) - 1:]
             assert torch.allclose(torch.tensor(r.logprobs), want, atol=1e-4)
+            assert torch.allclose(torch.tensor(r.entropies), ent[0, len(r.prompt_ids) - 1:], atol=1e-4)
 
 
 def test_greedy_equals_hf_generate(policy):

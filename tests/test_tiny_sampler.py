@@ -57,15 +57,23 @@ def test_greedy_matches_uncached_argmax(pol):
         assert r.text == pol.tokenizer.decode(ids)
 
 
-def test_sampled_logprobs_match_full_forward(pol):
-    out = pol.sampler().generate(PROMPTS[:4], SamplingParams(n=2, temperature=0.8, max_new_tokens=30, seed=3))
+@pytest.mark.parametrize("native", [True, False])
+def test_sampled_logprobs_match_full_forward(pol, native):
+    """Log-probs and per-token entropies of the sampling distribution, on the C and the torch decode loops, are
+    those of a full forward at the same temperature."""
+    if native and pol.sampler()._native_lib(SamplingParams(temperature=0.8)) is None:
+        pytest.skip("no C compiler")
+    out = pol.sampler(native=native).generate(PROMPTS[:4], SamplingParams(n=2, temperature=0.8, max_new_tokens=30,
+                                                                           seed=3))
     for rs in out:
         for r in rs:
             seq = torch.tensor([r.prompt_ids + r.token_ids])
             with torch.no_grad():
-                logp, _ = pol.token_logprobs(seq, torch.ones_like(seq), temperature=0.8)
+                logp, ent = pol.token_logprobs(seq, torch.ones_like(seq), temperature=0.8, with_entropy=True)
             ref = logp[0, len(r.prompt_ids) - 1:]
             assert torch.allclose(torch.tensor(r.logprobs), ref, atol=1e-4)
+            assert len(r.entropies) == len(r.token_ids)
+            assert torch.allclose(torch.tensor(r.entropies), ent[0, len(r.prompt_ids) - 1:], atol=1e-4)
 
 
 def test_same_seed_same_tokens_regardless_of_batch(pol):

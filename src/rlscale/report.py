@@ -910,7 +910,8 @@ def set_sections(name: str, sweepdir: Path, fit: dict | None, fit_note: str = ""
     recs = {r["n"]: load_run_records(r) for r in runs}
     if recs:
         diag.add(para(f"Runs at budget {runs[0]['budget']} rollouts, seed {min(r['seed'] for r in runs)}; curves "
-                      "smoothed over ~4% of the steps."))
+                      "smoothed over ~4% of the steps. Entropy is the policy's over every completion token; on the "
+                      "rows the update left out (advantage 0, no KL or entropy term) the sampler's."))
         diag.add(img(figure_png(fig_diagnostics({n: s for n, (s, _) in recs.items()})),
                      f"{title}: training reward, entropy and the fractions of all-wrong / all-right groups per n"))
         diag.add(img(figure_png(fig_pass_hist({n: p for n, (_, p) in recs.items()})),

@@ -85,6 +85,8 @@ class Rollout:
     finished: bool  # True if EOS or a stop string ended it; False if max_new_tokens truncated it
     seed: int = 0
     meta: dict = field(default_factory=dict)
+    entropies: list[float] | None = None  # per generated token, the sampling distribution's entropy (nats); None:
+    # the backend does not report it (vLLM)
 
     @property
     def num_tokens(self) -> int:

@@ -45,6 +45,13 @@ def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tens
     return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
 
 
+def entropy_rows(logits: Tensor, temperature: float) -> Tensor:
+    """(B,) entropy in nats of each row's sampling distribution softmax(logits / T) (T = 1 when greedy), the
+    distribution sample_rows's log-probs refer to (before top-p)."""
+    ls = torch.log_softmax(logits / temperature if temperature > 0 else logits, -1)
+    return -(ls.exp() * ls).sum(-1)
+
+
 class HFSampler:
     """Sampler protocol for HFPolicy. generate(prompts, params, seeds) -> per prompt, params.n Rollouts."""
 
@@ -96,18 +103,20 @@ class HFSampler:
         last_pos = pos[:, -1]
         tokens: list[list[int]] = [[] for _ in rows]
         logps: list[list[float]] = [[] for _ in rows]
+        ents: list[list[float]] = [[] for _ in rows]
         done = [False] * b
         finished = [False] * b
         cut: list[int | None] = [None] * b
         for _ in range(params.max_new_tokens):
             u = torch.stack([torch.rand((), generator=g) for g in gens]).to(device)  # one draw per row per step
             nxt, lp = sample_rows(logits, params.temperature, params.top_p, u)
-            nxt_l, lp_l = nxt.tolist(), lp.tolist()
+            nxt_l, lp_l, ent_l = nxt.tolist(), lp.tolist(), entropy_rows(logits, params.temperature).tolist()
             for r in range(b):
                 if done[r]:
                     continue
                 tokens[r].append(nxt_l[r])
                 logps[r].append(lp_l[r])
+                ents[r].append(ent_l[r])
                 if nxt_l[r] == tok.eos_id:
                     done[r] = finished[r] = True
                 elif params.stop:
@@ -132,7 +141,7 @@ class HFSampler:
                 text = text[:cut[r]]
             rollouts.append(Rollout(prompt_index=i, sample_index=j, prompt_ids=list(prompt_ids[r]),
                                     token_ids=tokens[r], text=text, logprobs=logps[r], finished=finished[r],
-                                    seed=seed))
+                                    seed=seed, entropies=ents[r]))
         return rollouts
 
 

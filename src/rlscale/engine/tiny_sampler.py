@@ -210,9 +210,10 @@ class TinySampler:
                                             params, lib, saves[k])
 
         for chunk, res in zip(chunks, thread_map(run, range(len(chunks)), self.workers)):
-            for (i, j), (ids, lps, fin) in zip(chunk, res):
+            for (i, j), (ids, lps, ents, fin) in zip(chunk, res):
                 out[i][j] = Rollout(prompt_index=i, sample_index=j, prompt_ids=enc[i], token_ids=ids,
-                                    text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]))
+                                    text=tok.decode(ids), logprobs=lps, finished=fin, seed=int(seeds[i][j]),
+                                    entropies=ents)
                 if self.activations is not None:
                     self.activations.fed[(i, j)] = max(len(ids) - 1, 0)  # the last token is never fed
         return out  # type: ignore[return-value]
@@ -451,20 +452,22 @@ class TinySampler:
 
     def _finish(self, all_tokens: Tensor, all_logits: Tensor, end_at: Tensor, steps: int, stopped: list[bool],
                 T: float):
-        """Per row: (generated ids, their log-probs, finished) from the decode loop's outputs."""
+        """Per row: (generated ids, their log-probs, the entropies of their sampling distributions, finished) from
+        the decode loop's outputs."""
         eos = self.policy.tokenizer.eos_id
-        # log-probs of the chosen tokens under softmax(logits / T), at the steps each row ran (the other slots are
-        # never read, and may hold anything)
+        # log-probs of the chosen tokens under softmax(logits / T) and that distribution's entropy, at the steps each
+        # row ran (the other slots are never read, and may hold anything)
         ends = end_at.tolist()
         ran = torch.arange(steps)[:, None] < torch.tensor([e if e >= 0 else steps for e in ends])[None, :]
         lg = all_logits[ran]  # (rows' steps, V)
-        all_lp = torch.zeros(steps, len(ends))
-        all_lp[ran] = torch.log_softmax(lg / T if T != 1.0 else lg, dim=-1).gather(
-            -1, all_tokens[ran][:, None]).squeeze(-1)
-        toks, lps = all_tokens.t().tolist(), all_lp.t().tolist()
+        ls = torch.log_softmax(lg / T if T != 1.0 else lg, dim=-1)
+        all_lp, all_ent = torch.zeros(steps, len(ends)), torch.zeros(steps, len(ends))
+        all_lp[ran] = ls.gather(-1, all_tokens[ran][:, None]).squeeze(-1)
+        all_ent[ran] = -(ls.exp() * ls).sum(-1)
+        toks, lps, ents = all_tokens.t().tolist(), all_lp.t().tolist(), all_ent.t().tolist()
         res = []
         for r in range(len(ends)):
             n = ends[r] if ends[r] >= 0 else steps
             ids_r = toks[r][:n]
-            res.append((ids_r, lps[r][:n], stopped[r] or (n > 0 and ids_r[-1] == eos)))
+            res.append((ids_r, lps[r][:n], ents[r][:n], stopped[r] or (n > 0 and ids_r[-1] == eos)))
         return res

@@ -640,9 +640,8 @@ def backward_rows(adv: torch.Tensor, keep_pg: torch.Tensor, keep_reg: torch.Tens
     non-zero (reg_on). So a row with A = 0 and no regulariser adds exactly nothing to the gradient (the all-wrong
     and all-right groups of GRPO without KL and entropy: ~3/4 of a hard set's rows), while the loss weights, which
     were computed over every kept row, stay as they are: the gradient is the one of differentiating every row, up
-    to float rounding. Their logged entropy is then their sampled tokens' surprisal under the sampler's log-probs
-    (unbiased at top_p 1; the exact one would cost a forward, about what their backward saves on the lab model). With a reference model
-    (ref: KL coefficient > 0) nothing is skipped, as the logged KL needs every kept row's forward. When no row is
+    to float rounding. Their logged entropy then comes from the sampler (skipped_entropy; a forward for it would
+    cost about what their backward saves on the lab model). With a reference model (ref: KL coefficient > 0) nothing is skipped, as the logged KL needs every kept row's forward. When no row is
     left, the shortest kept row is still differentiated, so that every parameter gets its (zero) gradient and the
     optimizer steps as it would have (AdamW's moments move on a zero gradient; a parameter without .grad would be
     skipped). RLSCALE_SKIP_ZERO=0 differentiates every kept row."""
@@ -657,6 +656,19 @@ def backward_rows(adv: torch.Tensor, keep_pg: torch.Tensor, keep_reg: torch.Tens
         backward = backward.clone()
         backward[min(rows, key=lambda i: comp_lens[i])] = True
     return backward, kept & ~backward
+
+
+def skipped_entropy(rollouts: list, skipped: torch.Tensor, samp_lp: torch.Tensor, cmask: torch.Tensor) -> float:
+    """Summed entropy over the completion tokens of the rows the update left out (backward_rows): the sampler's
+    per-token entropies of the sampling distribution (on-policy, the weights and temperature the update's own
+    entropy would use), or, when a backend does not report them (vLLM), the sampled tokens' surprisal, an unbiased
+    estimate of it at top_p 1."""
+    import torch
+
+    rows = torch.nonzero(skipped).squeeze(1).tolist()
+    if all(rollouts[i].entropies is not None for i in rows):
+        return float(sum(sum(rollouts[i].entropies) for i in rows))
+    return -float((samp_lp[skipped] * cmask[skipped]).sum())
 
 
 @dataclass
@@ -975,8 +987,8 @@ def train(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False, progress: 
         comp = step_compute([len(r.prompt_ids) for r in flat], [len(r.token_ids) for r in flat], F,
                             update_passes=cfg.updates_per_batch, extra_forwards=int(use_ref),
                             trained=[j < n and bool(bwd[i * n + j]) for i in range(Bp) for j in range(n_est)])
-        if skipped.any():  # their entropy: the surprisal of their sampled tokens (backward_rows)
-            sums["ent_tok"] = sums.get("ent_tok", 0.0) - float((samp_lp[skipped] * cmask[skipped]).sum())
+        if skipped.any():  # their entropy, from the sampler (backward_rows)
+            sums["ent_tok"] = sums.get("ent_tok", 0.0) + skipped_entropy(used, skipped, samp_lp, cmask)
         for k in ("rollouts", "tokens_prompt", "tokens_generated", "flops_gen", "flops_train", "flops"):
             counters[k] += comp[k]
         counters["rollouts_used"] += float(sum(trained))
