@@ -22,15 +22,15 @@ from rlscale.errors import UserError
 from rlscale.models.base import left_pad
 
 
-def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One token per row. logits (B, V) float, uniforms (B,) in [0, 1) -> (tokens (B,), logp (B,) of the sampling
-    distribution softmax(logits / T), T = 1 when greedy)."""
+    distribution softmax(logits / T), T = 1 when greedy, and that distribution's entropy (B,), before top-p)."""
+    logp_all = torch.log_softmax(logits / temperature if temperature > 0 else logits, -1)  # (B, V)
+    probs = logp_all.exp()
+    entropy = -(probs * logp_all).sum(-1)
     if temperature <= 0:
         tokens = logits.argmax(-1)
-        logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
-        return tokens, logp
-    logp_all = torch.log_softmax(logits / temperature, -1)  # (B, V)
-    probs = logp_all.exp()
+        return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1), entropy
     sorted_p, order = probs.sort(-1, descending=True)  # (B, V)
     cum = sorted_p.cumsum(-1)
     if top_p < 1.0:
@@ -42,14 +42,7 @@ def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tens
     # never land on a zero-probability (cut) entry because of rounding
     idx = torch.minimum(idx, (sorted_p > 0).sum(-1) - 1)
     tokens = order.gather(-1, idx[:, None]).squeeze(-1)
-    return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
-
-
-def entropy_rows(logits: Tensor, temperature: float) -> Tensor:
-    """(B,) entropy in nats of each row's sampling distribution softmax(logits / T) (T = 1 when greedy), the
-    distribution sample_rows's log-probs refer to (before top-p)."""
-    ls = torch.log_softmax(logits / temperature if temperature > 0 else logits, -1)
-    return -(ls.exp() * ls).sum(-1)
+    return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1), entropy
 
 
 class HFSampler:
@@ -109,8 +102,8 @@ class HFSampler:
         cut: list[int | None] = [None] * b
         for _ in range(params.max_new_tokens):
             u = torch.stack([torch.rand((), generator=g) for g in gens]).to(device)  # one draw per row per step
-            nxt, lp = sample_rows(logits, params.temperature, params.top_p, u)
-            nxt_l, lp_l, ent_l = nxt.tolist(), lp.tolist(), entropy_rows(logits, params.temperature).tolist()
+            nxt, lp, ent = sample_rows(logits, params.temperature, params.top_p, u)
+            nxt_l, lp_l, ent_l = nxt.tolist(), lp.tolist(), ent.tolist()
             for r in range(b):
                 if done[r]:
                     continue

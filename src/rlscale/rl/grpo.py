@@ -641,10 +641,11 @@ def backward_rows(adv: torch.Tensor, keep_pg: torch.Tensor, keep_reg: torch.Tens
     and all-right groups of GRPO without KL and entropy: ~3/4 of a hard set's rows), while the loss weights, which
     were computed over every kept row, stay as they are: the gradient is the one of differentiating every row, up
     to float rounding. Their logged entropy then comes from the sampler (skipped_entropy; a forward for it would
-    cost about what their backward saves on the lab model). With a reference model (ref: KL coefficient > 0) nothing is skipped, as the logged KL needs every kept row's forward. When no row is
-    left, the shortest kept row is still differentiated, so that every parameter gets its (zero) gradient and the
-    optimizer steps as it would have (AdamW's moments move on a zero gradient; a parameter without .grad would be
-    skipped). RLSCALE_SKIP_ZERO=0 differentiates every kept row."""
+    cost about what their backward saves on the lab model). With a reference model (ref: KL coefficient > 0)
+    nothing is skipped, as the logged KL needs every kept row's forward. When no row is left, the shortest kept
+    row is still differentiated, so that every parameter gets its (zero) gradient and the optimizer steps as it
+    would have (AdamW's moments move on a zero gradient; a parameter without .grad would be skipped).
+    RLSCALE_SKIP_ZERO=0 differentiates every kept row."""
     import torch
 
     kept = keep_pg | keep_reg
