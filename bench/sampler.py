@@ -1,6 +1,7 @@
 """Sampler throughput: our KV-cache TinySampler vs HF `generate` on the exported model (same weights, same
 prompts, batch 256, 64 new tokens, temperature 1; they alternate within each repeat; --n samples per prompt, as
-the lab's groups: HF's num_return_sequences), and the fraction of this
+the lab's groups: HF's num_return_sequences), the same call without per-token log-probs and entropies (what
+evaluation asks for: `ratio_without_logprobs`), and the fraction of this
 machine's 1-thread fp32 matmul peak the sampler reaches. The sampler's decode loop is the C one when it builds
 (rlscale.engine.native); the torch decode loop is timed too (`ratio_native_vs_torch_loop`). Last line: JSON.
 
@@ -11,6 +12,7 @@ machine's 1-thread fp32 matmul peak the sampler reaches. The sampler's decode lo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -72,11 +74,15 @@ def main() -> None:
     torch_loop.generate(prompts[:32], params)
     with torch.inference_mode():
         hf.generate(**{k: v[:32] for k, v in enc.items()}, **kw)  # warm-up
-    ours_t, torch_t, hf_t, outs, hf_out = [], [], [], None, None
+    ours_t, bare_t, torch_t, hf_t, outs, hf_out = [], [], [], [], None, None
+    bare = dataclasses.replace(params, logprobs=False)  # what evaluation asks for: tokens only
     for _ in range(args.repeats):
         t = time.perf_counter()
         outs = sampler.generate(prompts, params)
         ours_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sampler.generate(prompts, bare)
+        bare_t.append(time.perf_counter() - t)
         t = time.perf_counter()
         torch_loop.generate(prompts, params)
         torch_t.append(time.perf_counter() - t)
@@ -99,6 +105,9 @@ def main() -> None:
         "ours_s": round(ours_s, 4), "hf_generate_s": round(hf_best, 4),
         "ratio_vs_hf_generate": round(hf_best / ours_s, 2),
         "ratio_median_paired": round(ratios[len(ratios) // 2], 2),
+        "without_logprobs_s": round(min(bare_t), 4),
+        "ratio_without_logprobs": round(ours_s / min(bare_t), 3),
+        "ratio_without_logprobs_median_paired": round(sorted(o / b for o, b in zip(ours_t, bare_t))[len(bare_t) // 2], 3),
         "native_decode": native.load() is not None, "torch_loop_s": round(min(torch_t), 4),
         "ratio_native_vs_torch_loop": round(min(torch_t) / ours_s, 2),
         "rollouts_per_s": round(len(prompts) * args.n / ours_s, 1),

@@ -1,6 +1,7 @@
 """HFPolicy / HFSampler on a tiny Llama built in code: log-probs, seeds, greedy = HF generate, top-p, stop strings,
 truncation, save/load, FLOPs; evaluate() and the eval/profile CLI end to end; the vLLM import guard."""
 
+import dataclasses
 import json
 
 import pytest
@@ -79,6 +80,17 @@ def test_sampled_logprobs_match_token_logprobs(policy):
             want = logp[0, len(r.prompt_ids) - 1:]
             assert torch.allclose(torch.tensor(r.logprobs), want, atol=1e-4)
             assert torch.allclose(torch.tensor(r.entropies), ent[0, len(r.prompt_ids) - 1:], atol=1e-4)
+
+
+def test_without_logprobs_the_same_tokens(policy):
+    """SamplingParams(logprobs=False) gives the same tokens and texts, with no log-probs or entropies."""
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=12, seed=4)
+    full = policy.sampler().generate(PROMPTS, params)
+    bare = policy.sampler().generate(PROMPTS, dataclasses.replace(params, logprobs=False))
+    assert [[(r.token_ids, r.text, r.finished) for r in g] for g in full] == \
+        [[(r.token_ids, r.text, r.finished) for r in g] for g in bare]
+    assert all(r.logprobs == [] and r.entropies is None for g in bare for r in g)
+    assert all(len(r.logprobs) == len(r.token_ids) for g in full for r in g)
 
 
 def test_greedy_equals_hf_generate(policy):
@@ -231,6 +243,8 @@ def fake_vllm(policy):
 
     from rlscale.engine.hf import HFSampler
 
+    calls = []  # the logprobs setting of every request
+
     class FakeSamplingParams:
         def __init__(self, **kw):
             self.__dict__.update(kw)
@@ -245,17 +259,19 @@ def fake_vllm(policy):
         def generate(self, requests, sampling, use_tqdm=True):
             outs = []
             for prompt, sp in zip(requests, sampling, strict=True):
-                assert sp.n == 1 and sp.include_stop_str_in_output and sp.logprobs == 0
+                assert sp.n == 1 and sp.include_stop_str_in_output and sp.logprobs in (0, None)
                 r = HFSampler(policy).generate([prompt], SamplingParams(
                     n=1, temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_tokens,
                     stop=tuple(sp.stop)), seeds=[[sp.seed]])[0][0]
                 comp = types.SimpleNamespace(
                     token_ids=r.token_ids, text=r.text, finish_reason="stop" if r.finished else "length",
-                    logprobs=[{t: types.SimpleNamespace(logprob=lp)} for t, lp in zip(r.token_ids, r.logprobs)])
+                    logprobs=None if sp.logprobs is None else  # vLLM: None unless asked for
+                    [{t: types.SimpleNamespace(logprob=lp)} for t, lp in zip(r.token_ids, r.logprobs)])
+                calls.append(sp.logprobs)
                 outs.append(types.SimpleNamespace(prompt_token_ids=r.prompt_ids, outputs=[comp]))
             return outs
 
-    return types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams)
+    return types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams, calls=calls)
 
 
 def test_eval_and_profile_through_the_vllm_engine(policy, model_dir, tmp_path, monkeypatch, capsys):
@@ -263,7 +279,8 @@ def test_eval_and_profile_through_the_vllm_engine(policy, model_dir, tmp_path, m
     native engine, which samples them batched, for eval and profile; a lab checkpoint is refused in one line."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "vllm", fake_vllm(policy))
+    fake = fake_vllm(policy)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
     base = ["--model", model_dir, "--task", "arith", "--limit", "4", "--n", "3", "--max-new-tokens", "8",
             "--no-progress"]
     for engine in ("native", "vllm"):
@@ -274,6 +291,7 @@ def test_eval_and_profile_through_the_vllm_engine(policy, model_dir, tmp_path, m
         native, vllm = ((tmp_path / e / name).read_text() for e in ("native", "vllm"))
         assert native == vllm.replace(str(tmp_path / "vllm"), str(tmp_path / "native"))
     assert (tmp_path / "native.jsonl").read_text() == (tmp_path / "vllm.jsonl").read_text()
+    assert fake.calls and set(fake.calls) == {None}  # evaluation asks vLLM for no log-probs
     capsys.readouterr()
     lab = tmp_path / "lab"
     lab.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,6 +75,22 @@ def test_sampled_logprobs_match_full_forward(pol, native):
             assert torch.allclose(torch.tensor(r.logprobs), ref, atol=1e-4)
             assert len(r.entropies) == len(r.token_ids)
             assert torch.allclose(torch.tensor(r.entropies), ent[0, len(r.prompt_ids) - 1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_without_logprobs_the_same_tokens(pol, native):
+    """SamplingParams(logprobs=False) (evaluation) gives the same tokens, texts and finish flags, with no log-probs
+    or entropies, on the C and the torch decode loops; greedy and sampled."""
+    for temperature in (0.0, 1.0):
+        params = SamplingParams(n=3, temperature=temperature, max_new_tokens=40, seed=5)
+        sampler = pol.sampler(native=native)
+        full = sampler.generate(PROMPTS, params)
+        bare = sampler.generate(PROMPTS, dataclasses.replace(params, logprobs=False))
+        key = [[(r.token_ids, r.text, r.finished, r.seed) for r in g] for g in full]
+        assert key == [[(r.token_ids, r.text, r.finished, r.seed) for r in g] for g in bare]
+        assert any(r.finished for g in bare for r in g) and any(not r.finished for g in bare for r in g)
+        assert all(r.logprobs == [] and r.entropies is None for g in bare for r in g)
+        assert all(len(r.logprobs) == len(r.token_ids) > 0 for g in full for r in g)
 
 
 def test_same_seed_same_tokens_regardless_of_batch(pol):

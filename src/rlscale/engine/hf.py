@@ -133,8 +133,9 @@ class HFSampler:
             if cut[r] is not None:
                 text = text[:cut[r]]
             rollouts.append(Rollout(prompt_index=i, sample_index=j, prompt_ids=list(prompt_ids[r]),
-                                    token_ids=tokens[r], text=text, logprobs=logps[r], finished=finished[r],
-                                    seed=seed, entropies=ents[r]))
+                                    token_ids=tokens[r], text=text,
+                                    logprobs=logps[r] if params.logprobs else [], finished=finished[r],
+                                    seed=seed, entropies=ents[r] if params.logprobs else None))
         return rollouts
 
 

@@ -301,7 +301,7 @@ class TinySampler:
             Kn, Vn = torch.empty(len(w.layers), B, H, steps, hdp), torch.empty(len(w.layers), B, H, steps, hdp)
             return self._finish(*self._decode_native(lib, w, B, P, steps, Kp, Vp, inv, Kn, Vn, cos_d, sin_d, pad,
                                                      limit, None if greedy else seeds, T, logits, save_d),
-                                [False] * B, T)
+                                [False] * B, T, params.logprobs)
         pos, mask = padded_causal(key_ok[rep, :P])  # (U, P), (U, 1, P, P)
         cos, sin = cos_t[pos][:, None, None], sin_t[pos][:, None, None]  # (U, 1, 1, P, hd)
         x = F.embedding(ids[rep], w.emb)  # (U, P, d)
@@ -391,7 +391,7 @@ class TinySampler:
                 x = torch.addmm(x, F.silu(g) * u, wd)
             logits = _rms(x, w.norm_eps) @ w.head_t  # (b, V)
 
-        return self._finish(all_tokens, all_logits, end_at, steps, stopped, T)
+        return self._finish(all_tokens, all_logits, end_at, steps, stopped, T, params.logprobs)
 
     def _prefill_native(self, lib, w: _Weights, ids: Tensor, upad: Tensor, cos_t: Tensor, sin_t: Tensor,
                         Kp: Tensor, Vp: Tensor, P: int, save=None) -> Tensor:
@@ -451,23 +451,26 @@ class TinySampler:
         return all_tokens, all_logits, end_at, steps
 
     def _finish(self, all_tokens: Tensor, all_logits: Tensor, end_at: Tensor, steps: int, stopped: list[bool],
-                T: float):
+                T: float, logprobs: bool = True):
         """Per row: (generated ids, their log-probs, the entropies of their sampling distributions, finished) from
-        the decode loop's outputs."""
+        the decode loop's outputs; without `logprobs` ([] and None for those two) only the ids are read."""
         eos = self.policy.tokenizer.eos_id
-        # log-probs of the chosen tokens under softmax(logits / T) and that distribution's entropy, at the steps each
-        # row ran (the other slots are never read, and may hold anything)
         ends = end_at.tolist()
-        ran = torch.arange(steps)[:, None] < torch.tensor([e if e >= 0 else steps for e in ends])[None, :]
-        lg = all_logits[ran]  # (rows' steps, V)
-        ls = torch.log_softmax(lg / T if T != 1.0 else lg, dim=-1)
-        all_lp, all_ent = torch.zeros(steps, len(ends)), torch.zeros(steps, len(ends))
-        all_lp[ran] = ls.gather(-1, all_tokens[ran][:, None]).squeeze(-1)
-        all_ent[ran] = -(ls.exp() * ls).sum(-1)
-        toks, lps, ents = all_tokens.t().tolist(), all_lp.t().tolist(), all_ent.t().tolist()
+        toks, lps, ents = all_tokens.t().tolist(), None, None
+        if logprobs:
+            # log-probs of the chosen tokens under softmax(logits / T) and that distribution's entropy, at the steps
+            # each row ran (the other slots are never read, and may hold anything)
+            ran = torch.arange(steps)[:, None] < torch.tensor([e if e >= 0 else steps for e in ends])[None, :]
+            lg = all_logits[ran]  # (rows' steps, V)
+            ls = torch.log_softmax(lg / T if T != 1.0 else lg, dim=-1)
+            all_lp, all_ent = torch.zeros(steps, len(ends)), torch.zeros(steps, len(ends))
+            all_lp[ran] = ls.gather(-1, all_tokens[ran][:, None]).squeeze(-1)
+            all_ent[ran] = -(ls.exp() * ls).sum(-1)
+            lps, ents = all_lp.t().tolist(), all_ent.t().tolist()
         res = []
         for r in range(len(ends)):
             n = ends[r] if ends[r] >= 0 else steps
             ids_r = toks[r][:n]
-            res.append((ids_r, lps[r][:n], ents[r][:n], stopped[r] or (n > 0 and ids_r[-1] == eos)))
+            res.append((ids_r, lps[r][:n] if lps is not None else [], ents[r][:n] if ents is not None else None,
+                        stopped[r] or (n > 0 and ids_r[-1] == eos)))
         return res

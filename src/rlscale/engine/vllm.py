@@ -4,7 +4,7 @@ Each (prompt, sample) pair is one vLLM request with n=1 and its own seed, so see
 prompt i exactly as in the other backends (vLLM's prefix cache shares the prompt's KV across the n requests).
 Mapping: temperature -> temperature (0 = greedy), top_p -> top_p, max_new_tokens -> max_tokens, stop -> stop with
 include_stop_str_in_output=True (our stop strings are kept in the text), seed -> seed, logprobs=0 (the sampled
-token's log-prob only). The engine is built with logprobs_mode="processed_logprobs" where vLLM supports it, so the
+token's log-prob only; None when the caller asks for none, SamplingParams.logprobs). The engine is built with logprobs_mode="processed_logprobs" where vLLM supports it, so the
 log-probs are those of the temperature-scaled distribution like our other samplers; older vLLM versions return raw
 (T = 1) log-probs, which is recorded in each rollout's meta.
 """
@@ -30,7 +30,8 @@ def to_vllm_params(params: SamplingParams, seed: int):
     vllm = _import_vllm()
     return vllm.SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
                                max_tokens=params.max_new_tokens, stop=list(params.stop),
-                               include_stop_str_in_output=True, seed=int(seed) % (1 << 63), logprobs=0)
+                               include_stop_str_in_output=True, seed=int(seed) % (1 << 63),
+                               logprobs=0 if params.logprobs else None)
 
 
 class VLLMSampler:

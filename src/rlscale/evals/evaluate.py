@@ -13,6 +13,7 @@ mode's summary and counted in `unscorable_problems`; a single unscorable sample 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -158,13 +159,14 @@ def evaluate(problems: Sequence[Problem], sampler, *, template: str, shots: int 
                             if k > params.n else f"k={k}: must be >= 1")
     prompts = build_prompts(problems, template, shots, exemplars)
     seeds = sample_seeds(problems, params)
+    texts_only = dataclasses.replace(params, logprobs=False)  # grading reads the text: the same tokens, less work
     chunk = max(1, chunk_rollouts // max(params.n, 1))
     bar = Progress(len(problems), progress)
     records: list[dict] = []
     done_rollouts = 0
     for lo in range(0, len(problems), chunk):
         hi = min(lo + chunk, len(problems))
-        groups = sampler.generate(prompts[lo:hi], params, seeds=seeds[lo:hi])
+        groups = sampler.generate(prompts[lo:hi], texts_only, seeds=seeds[lo:hi])
         records.extend(_grade_groups(problems[lo:hi], groups, modes, keep_text))
         done_rollouts += sum(len(g) for g in groups)
         bar.update(hi, done_rollouts)
