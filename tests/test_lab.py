@@ -427,7 +427,10 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "lab"
     preset = micro_file(tmp_path)
     assert main(["lab", "--preset", preset, "--out", str(out), "--workers", "2"]) == 0
-    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed
+    headline = (out / "summary.txt").read_text().split("\n\n")[0]
+    assert headline.startswith("In short: Easy: ") and f"\n{headline}\n" in printed  # the verdicts, in the terminal
     stages = json.loads((out / "stages.json").read_text())
     assert set(stages) == set(STAGES) and all(s["status"] == "done" for s in stages.values())
     assert stages["profile"]["rollouts"] == 128 * 8 and stages["sweep_easy"]["rollouts"] == 3 * 2 * 96
@@ -458,7 +461,9 @@ def test_micro_lab_end_to_end_and_rerun(tmp_path, capsys):
     t0 = time.monotonic()
     assert main(["lab", "--preset", preset, "--out", str(out), "--json"]) == 0
     assert time.monotonic() - t0 < 30
-    err = capsys.readouterr().err
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["headline"] == headline
+    err = cap.err
     assert err.count("reused") == len(STAGES)
     # the same lab with more seeds: only the new seeds' runs train; export, fit, plan and report follow
     summaries = {p: p.stat().st_mtime_ns for p in out.glob("sweeps/*/runs/*/summary.json")}

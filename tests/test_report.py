@@ -112,6 +112,20 @@ def test_report_sections_and_statement(labdir):
     assert "123456" in html and "7.5e+11" in html  # compute table from stages.json
 
 
+def test_summary_text_is_the_reports_summary(labdir, capsys):
+    """`rlscale report` writes the report's "What the data shows" as plain text (summary.txt) and prints its first
+    paragraph, the verdicts; every paragraph of it is a paragraph of the page's summary section."""
+    import html as html_mod
+
+    page = build(labdir)
+    printed = capsys.readouterr().out
+    paras = (labdir / "summary.txt").read_text().strip().split("\n\n")
+    assert paras[0].startswith("In short: Easy: n*(C) rises (frontier argmax)") and paras[0] in printed
+    section = html_mod.unescape(page.split("<h2>What the data shows</h2>")[1].split("</section>")[0])
+    assert len(paras) == section.count("<p") >= 4
+    assert all(p in " ".join(section.split()) for p in paras)
+
+
 def test_evidence_matches_brute_force_frontier(labdir):
     from rlscale.report import n_star_evidence
 

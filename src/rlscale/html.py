@@ -75,6 +75,14 @@ def para(text: str, cls: str = "") -> str:
     return f"<p{c}>{html.escape(text)}</p>"
 
 
+def plain_text(parts: list[str]) -> str:
+    """The text of HTML parts (tags dropped, entities unescaped), one paragraph per part, blank lines between."""
+    import re
+
+    texts = (html.unescape(re.sub(r"<[^>]+>", " ", part)) for part in parts)
+    return "\n\n".join(t for t in (" ".join(x.split()) for x in texts) if t)
+
+
 @dataclass
 class Section:
     title: str

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.errors import UserError
-from rlscale.html import Section, figure_png, img, kv_table, page, para, table
-from rlscale.lab.pipeline import PAPER_HARD_BOUNDS, REPORT_FILE, SIZES_DIR, STAGES
+from rlscale.html import Section, figure_png, img, kv_table, page, para, plain_text, table
+from rlscale.lab.pipeline import PAPER_HARD_BOUNDS, REPORT_FILE, SIZES_DIR, STAGES, SUMMARY_TEXT_FILE
 
 PAPER_HARD = "study's hard"
 """the bucket name of the study's Hard bounds when the lab's Hard set has other bounds (profile figure and notes)"""
@@ -1213,4 +1213,15 @@ def build_report(path: str | Path, coscale: str | Path | None = None) -> Path:
     sections += coscale_sections(root, coscale)
     out = root / REPORT_FILE
     atomic_write_text(out, page(title, sections, subtitle=f"built from the records in {root.resolve()}"))
+    if (root / "lab.json").exists():  # the verdicts as plain text, for the terminal (`rlscale lab`, `rlscale report`)
+        atomic_write_text(root / SUMMARY_TEXT_FILE, plain_text(sections[0].parts) + "\n")
     return out
+
+
+def read_headline(root: str | Path) -> str | None:
+    """The first paragraph of a lab's summary.txt (the report's 'In short: ...' verdicts), or None before the
+    report was built."""
+    path = Path(root) / SUMMARY_TEXT_FILE
+    if not path.exists():
+        return None
+    return path.read_text().split("\n\n")[0].strip() or None

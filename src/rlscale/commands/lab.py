@@ -65,14 +65,18 @@ def run(args) -> int:
     from pathlib import Path
 
     from rlscale.lab.pipeline import run_lab
+    from rlscale.report import read_headline
 
     preset = preset_from_args(args)
     stages = run_lab(preset, args.out, progress=not args.quiet, workers=args.workers,
                      reuse=args.reuse)
     report = Path(args.out).resolve() / "report.html"
+    headline = read_headline(args.out)  # the report's verdicts, "In short: ..."
     if args.json:
-        print(json.dumps({"report": str(report), "stages": stages}, indent=2, sort_keys=True))
+        print(json.dumps({"report": str(report), "stages": stages, "headline": headline}, indent=2, sort_keys=True))
     else:
         wall = sum(float(s.get("wall_s") or 0.0) for s in stages.values())
         print(f"lab '{args.preset}' finished ({wall:.0f} s of stage time in total); report: {report}")
+        if headline:
+            print(headline)
     return 0

@@ -22,8 +22,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rlscale.report import build_report
+    from rlscale.report import build_report, read_headline
 
     path = build_report(args.dir, coscale=args.coscale)
     print(f"wrote {path}")
+    headline = read_headline(args.dir)
+    if headline:
+        print(headline)
     return 0

@@ -18,6 +18,7 @@ OUT layout:
     plan.json                the planner's prescription per set
     sizes/<size>/            one lab directory (this layout) per size in the preset's `sizes`
     report.html              rlscale.report.build_report(OUT)
+    summary.txt              the report's verdicts as plain text (its first paragraph: "In short: ...")
 
 A stage is skipped when stages.json marks it done and its outputs exist; a stage that ran invalidates the later
 ones. The sweep layer resumes interrupted runs, so kill -9 mid-sweep and re-running continues. Presets are plain
@@ -56,6 +57,8 @@ PAPER_HARD_BOUNDS = (DEFAULT_BUCKETS["hard"].lo, DEFAULT_BUCKETS["hard"].hi)
 STAGES_FILE = "stages.json"
 LAB_FILE = "lab.json"
 REPORT_FILE = "report.html"
+SUMMARY_TEXT_FILE = "summary.txt"
+"""the report's "What the data shows" as plain text, written with it (rlscale.report.build_report)"""
 
 # Throughput guesses for the ETA only, per worker (one process, one thread) of the s model; corrected on the fly by
 # the ratio of measured to estimated time of the stages that ran. Measured in the quick lab of stop 26 (Zen 3 EPYC,
@@ -875,7 +878,7 @@ def outputs_exist(stage: str, out: Path, p: LabPreset) -> bool:
         return all((out / "fits" / s / "fit.json").exists() for s in SETS)
     if stage == "plan":
         return (out / "plan.json").exists()
-    return (out / REPORT_FILE).exists()
+    return (out / REPORT_FILE).exists() and (out / SUMMARY_TEXT_FILE).exists()
 
 
 # ------------------------------------------------------------------------------------------------ driver
