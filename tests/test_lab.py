@@ -24,6 +24,7 @@ from rlscale.lab.pipeline import (
     estimate_seconds,
     get_preset,
     run_lab,
+    seed_growth,
     sweep_spec_dict,
 )
 
@@ -74,6 +75,9 @@ def test_example_preset_files_are_valid():
     assert qh.for_set("easy") == dataclasses.replace(q.for_set("easy"), name="quick_hard", hard_bounds=qh.hard_bounds)
     h = qh.for_set("hard")
     assert (h.max_rollouts, h.val_size, h.val_n, h.seeds) == (4 * q.max_rollouts, 400, 16, q.seeds)
+    # quick_hard_10seeds extends a finished quick_hard lab in place: five more Hard seeds, nothing else
+    more = get_preset(str(files[0].with_name("quick_hard_10seeds.json")))
+    assert seed_growth(qh.to_dict(), more) == {"s/hard": (5, 6, 7, 8, 9)}
 
 
 def test_a_preset_file_field_holds_for_every_set(tmp_path):
