@@ -126,6 +126,31 @@ def test_summary_text_is_the_reports_summary(labdir, capsys):
     assert all(p in " ".join(section.split()) for p in paras)
 
 
+def test_headline_points_to_an_above_chance_bucket_when_the_studys_gains_nothing(labdir, tmp_path, capsys):
+    """A lab on the study's Hard bucket whose Hard set gained nothing: the printed verdicts say where the presets
+    take a Hard set instead; with a Hard set that gained (the fixture's), they do not."""
+    import shutil
+
+    from rlscale.report import hard_bucket_pointer
+
+    build(labdir)
+    assert "quick_hard.json" not in (labdir / "summary.txt").read_text()
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+    path = root / "fits" / "hard" / "fit.json"
+    fit = json.loads(path.read_text())
+    rng = np.random.default_rng(0)
+    for d in fit["per_n"].values():  # flat curves, as in test_no_gain_set_has_no_n_star_verdict
+        d["params"]["A"] = d["params"]["R0"]
+        d["bootstrap_samples"] = [[s[0], s[0] + rng.normal(0, 0.01), s[2], s[3]] for s in d["bootstrap_samples"]]
+    path.write_text(json.dumps(fit))
+    assert main(["report", str(root)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "Hard: RL raised no validation reward at any n" in line and line.endswith(
+        "the full preset and examples/lab/quick_hard.json take one above it, hard_bounds [0.0625, 0.25].")
+    assert hard_bucket_pointer((0.0625, 0.25), {"verdict": "no-gain"}) == ""  # already above the study's bucket
+
+
 def test_evidence_matches_brute_force_frontier(labdir):
     from rlscale.report import n_star_evidence
 

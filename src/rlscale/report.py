@@ -25,7 +25,7 @@ import numpy as np
 
 from rlscale.errors import UserError
 from rlscale.html import Section, figure_png, img, kv_table, page, para, plain_text, table
-from rlscale.lab.pipeline import PAPER_HARD_BOUNDS, REPORT_FILE, SIZES_DIR, STAGES, SUMMARY_TEXT_FILE
+from rlscale.lab.pipeline import PAPER_HARD_BOUNDS, PRESETS, REPORT_FILE, SIZES_DIR, STAGES, SUMMARY_TEXT_FILE
 
 PAPER_HARD = "study's hard"
 """the bucket name of the study's Hard bounds when the lab's Hard set has other bounds (profile figure and notes)"""
@@ -225,6 +225,17 @@ def _near_optimal(point: dict, resamples: list[dict], ev: dict, level: float, c_
 def headline(evidence: dict) -> str:
     """The summary's opening line: 'In short: ' + verdicts(evidence)."""
     return "In short: " + verdicts(evidence)
+
+
+def hard_bucket_pointer(hard_bounds: tuple, ev_hard: dict | None) -> str:
+    """For a lab whose Hard set is the study's bucket and gained nothing: where the presets take a Hard set instead
+    (appended to the headline, which `rlscale lab` prints); '' otherwise."""
+    if tuple(hard_bounds) != PAPER_HARD_BOUNDS or (ev_hard or {}).get("verdict") != "no-gain":
+        return ""
+    lo, hi = PRESETS["full"].hard_bounds  # quick_hard.json's too (tests/test_lab.py)
+    return (f" This Hard set is the study's bucket, avg@16 in [{PAPER_HARD_BOUNDS[0]:g}, {PAPER_HARD_BOUNDS[1]:g}] "
+            "(the difficulty profile compares its pass rate with chance); the full preset and "
+            f"examples/lab/quick_hard.json take one above it, hard_bounds [{lo:g}, {hi:g}].")
 
 
 def verdicts(evidence: dict) -> str:
@@ -1084,7 +1095,7 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         if ev:
             evidence[name] = ev
     if evidence:
-        summary.add(para(headline(evidence), "note"))
+        summary.add(para(headline(evidence) + hard_bucket_pointer(hard, evidence.get("hard")), "note"))
     for name in ("easy", "hard"):
         if name in evidence:
             summary.add(para(evidence_sentence(name.capitalize(), evidence[name])))
