@@ -93,6 +93,15 @@ def test_without_logprobs_the_same_tokens(policy):
     assert all(len(r.logprobs) == len(r.token_ids) for g in full for r in g)
 
 
+def test_greedy_without_logprobs_the_same_tokens(policy):
+    """Greedy with logprobs=False takes the argmax without the log-softmax: the same tokens as with log-probs."""
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=12)
+    full = policy.sampler().generate(PROMPTS, params)
+    bare = policy.sampler().generate(PROMPTS, dataclasses.replace(params, logprobs=False))
+    assert [[r.token_ids for r in g] for g in full] == [[r.token_ids for r in g] for g in bare]
+    assert all(r.logprobs == [] and r.entropies is None for g in bare for r in g)
+
+
 def test_greedy_equals_hf_generate(policy):
     rolls = policy.sampler().generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=12))
     hf = policy.tokenizer.hf

@@ -22,12 +22,16 @@ from rlscale.errors import UserError
 from rlscale.models.base import left_pad
 
 
-def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tensor,
+                stats: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """One token per row. logits (B, V) float, uniforms (B,) in [0, 1) -> (tokens (B,), logp (B,) of the sampling
-    distribution softmax(logits / T), T = 1 when greedy, and that distribution's entropy (B,), before top-p)."""
+    distribution softmax(logits / T), T = 1 when greedy, and that distribution's entropy (B,), before top-p); with
+    `stats` False (SamplingParams.logprobs off) the same tokens and None for the other two."""
+    if temperature <= 0 and not stats:
+        return logits.argmax(-1), None, None
     logp_all = torch.log_softmax(logits / temperature if temperature > 0 else logits, -1)  # (B, V)
     probs = logp_all.exp()
-    entropy = -(probs * logp_all).sum(-1)
+    entropy = -(probs * logp_all).sum(-1) if stats else None
     if temperature <= 0:
         tokens = logits.argmax(-1)
         return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1), entropy
@@ -42,7 +46,7 @@ def sample_rows(logits: Tensor, temperature: float, top_p: float, uniforms: Tens
     # never land on a zero-probability (cut) entry because of rounding
     idx = torch.minimum(idx, (sorted_p > 0).sum(-1) - 1)
     tokens = order.gather(-1, idx[:, None]).squeeze(-1)
-    return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1), entropy
+    return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1) if stats else None, entropy
 
 
 class HFSampler:
@@ -102,14 +106,16 @@ class HFSampler:
         cut: list[int | None] = [None] * b
         for _ in range(params.max_new_tokens):
             u = torch.stack([torch.rand((), generator=g) for g in gens]).to(device)  # one draw per row per step
-            nxt, lp, ent = sample_rows(logits, params.temperature, params.top_p, u)
-            nxt_l, lp_l, ent_l = nxt.tolist(), lp.tolist(), ent.tolist()
+            nxt, lp, ent = sample_rows(logits, params.temperature, params.top_p, u, stats=params.logprobs)
+            nxt_l = nxt.tolist()
+            lp_l, ent_l = (lp.tolist(), ent.tolist()) if params.logprobs else (None, None)
             for r in range(b):
                 if done[r]:
                     continue
                 tokens[r].append(nxt_l[r])
-                logps[r].append(lp_l[r])
-                ents[r].append(ent_l[r])
+                if lp_l is not None:
+                    logps[r].append(lp_l[r])
+                    ents[r].append(ent_l[r])
                 if nxt_l[r] == tok.eos_id:
                     done[r] = finished[r] = True
                 elif params.stop:
@@ -133,8 +139,7 @@ class HFSampler:
             if cut[r] is not None:
                 text = text[:cut[r]]
             rollouts.append(Rollout(prompt_index=i, sample_index=j, prompt_ids=list(prompt_ids[r]),
-                                    token_ids=tokens[r], text=text,
-                                    logprobs=logps[r] if params.logprobs else [], finished=finished[r],
+                                    token_ids=tokens[r], text=text, logprobs=logps[r], finished=finished[r],
                                     seed=seed, entropies=ents[r] if params.logprobs else None))
         return rollouts
 

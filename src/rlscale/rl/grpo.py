@@ -555,8 +555,7 @@ def validate_policy(policy, problems, cfg: GRPOConfig, template: str, mode: str)
     from rlscale.engine.base import SamplingParams
 
     params = SamplingParams(n=cfg.val_n, temperature=cfg.val_temperature, top_p=cfg.val_top_p,
-                            max_new_tokens=cfg.max_new_tokens, stop=stop_strings(template), seed=cfg.val_seed,
-                            logprobs=False)
+                            max_new_tokens=cfg.max_new_tokens, stop=stop_strings(template), seed=cfg.val_seed)
     was_training = policy.module.training
     policy.module.eval()
     try:
