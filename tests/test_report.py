@@ -49,10 +49,10 @@ def write_run(rundir, n: int, seed: int, params, rng) -> None:
         store.write_summary({"val_after": v, "rollouts": float(M * n * BP)})
 
 
-def write_sweep(sweepdir, family, rng) -> None:
+def write_sweep(sweepdir, family, rng, seeds=SEEDS) -> None:
     runs = {}
     for n, params in family.items():
-        for seed in SEEDS:
+        for seed in seeds:
             rid = f"r{n}s{seed}"
             write_run(sweepdir / "runs" / rid, n, seed, params, rng)
             runs[rid] = {"n": n, "problems_per_batch": BP, "iterations": BUDGET // (n * BP), "budget": BUDGET,
@@ -733,3 +733,55 @@ def test_the_runs_numerics_are_read_from_their_summaries(labdir, tmp_path):
     assert "Every finished run recorded the same numerics" in numerics_html(rows[:1])
     assert numerics_html([]) == ""
     assert "predate the record" in numerics_html(run_numerics([labdir / "sweeps" / "easy"]))
+
+
+def test_leave_one_seed_out_refits_without_each_seed(tmp_path):
+    """The fit stage's leave-one-seed-out record: one refit per seed whose verdicts are those of the fit redone
+    by hand on the table without that seed (brute force), the same on spawned workers; none where it cannot
+    apply (fewer than runs_for_run_bootstrap + 1 seeds per n, or a set that gained nothing)."""
+    from rlscale.lab.pipeline import fit_table, leave_one_seed_out
+    from rlscale.report import n_star_evidence
+    from rlscale.sweep.export import load_sweep_table
+
+    write_sweep(tmp_path / "easy", FAMILIES["easy"], np.random.default_rng(3), seeds=(0, 1, 2, 3))
+    df = load_sweep_table(tmp_path / "easy")
+    fit = fit_table(df, PRESET, 300)
+    st = leave_one_seed_out(df, PRESET, 300, fit)
+    assert st["seeds"] == [0, 1, 2, 3] and [d["seed"] for d in st["drops"]] == [0, 1, 2, 3]
+    full = n_star_evidence(fit)
+    assert (st["verdict"], st["isoflop"]) == (full["verdict"], full["isoflop"]["verdict"])
+    by_hand = n_star_evidence(fit_table(df[df["seed"] != 2], PRESET, 300))
+    assert st["drops"][2]["verdict"] == by_hand["verdict"]
+    assert st["drops"][2]["isoflop"] == by_hand["isoflop"]["verdict"]
+    assert st["drops"][2]["log2_ratio_ci"] == by_hand["log2_ratio_ci"]
+    assert leave_one_seed_out(df, PRESET, 300, fit, workers=2) == st
+    assert leave_one_seed_out(df[df["seed"] < 3], PRESET, 300, fit) is None  # 3 seeds: a refit keeps 2 runs
+    no_gain = {**fit, "per_n": {n: {**v, "params": {**v["params"], "A": v["params"]["R0"]},
+                                    "bootstrap_samples": [[b[0], b[0], b[2], b[3]] for b in v["bootstrap_samples"]]}
+                                for n, v in fit["per_n"].items()}}
+    assert n_star_evidence(no_gain)["verdict"] == "no-gain" and leave_one_seed_out(df, PRESET, 300, no_gain) is None
+
+
+def test_the_leave_one_seed_out_check_is_read_from_the_store(labdir, tmp_path):
+    """The headline and the set's paragraph count the stored refits that agree with the verdict and name the seeds
+    whose removal changed it; editing the stored record changes the page."""
+    import shutil
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+    path = root / "fits" / "easy" / "fit.json"
+    fit = json.loads(path.read_text())
+    assert fit["seed_stability"] is None  # the fixture has 2 seeds per n
+    fit["seed_stability"] = {"seeds": [0, 1, 2, 3], "verdict": "rises", "isoflop": "rises", "drops": [
+        {"seed": s, "verdict": "rises", "isoflop": "rises" if s != 1 else "no-fall"} for s in range(4)]}
+    path.write_text(json.dumps(fit))
+    html = build(root)
+    assert ("In short: Easy: n*(C) rises (frontier argmax; 4 of 4 refits without one seed agree), rises (iso-FLOP; "
+            "3 of 4 refits without one seed agree)") in html
+    assert ("the frontier-argmax verdict (rises) holds in 4 of 4; the iso-FLOP verdict (rises) holds in 3 of 4 "
+            "(no-fall without seed 1)") in html
+    fit["seed_stability"]["drops"][3]["verdict"] = "unresolved"
+    path.write_text(json.dumps(fit))
+    html = build(root)
+    assert "(frontier argmax; 3 of 4 refits without one seed agree)" in html
+    assert "holds in 3 of 4 (unresolved without seed 3)" in html

@@ -95,7 +95,7 @@ def n_star_evidence(fit: dict, level: float | None = None, grid: int = 120) -> d
     # widened about the point estimate by the small-sample factor (isocompute.small_sample_widening; 1.44 for 6
     # runs), discrete ones read at the matching expanded levels (isocompute.expanded_level)
     f, k = fit_widening(per_n, level)
-    out.update({"widening": f, "runs_per_n": k})
+    out.update({"widening": f, "runs_per_n": k, "seed_stability": fit.get("seed_stability")})
     ci_A, A = (fit.get("ci") or {}).get("A"), float(fit["params"]["A"])
     out["plateau_n_ci"] = [2.0 ** float(widen(c, A, f)) for c in ci_A] if ci_A else None
     out.update(_measured_gain(per_n, level, int(fit.get("n_bootstrap") or 0) or 1000, int(fit.get("seed", 0)), f))
@@ -238,6 +238,47 @@ def hard_bucket_pointer(hard_bounds: tuple, ev_hard: dict | None) -> str:
             f"examples/lab/quick_hard.json take one above it, hard_bounds [{lo:g}, {hi:g}].")
 
 
+def stability_counts(st: dict, key: str) -> tuple[int, int, dict[str, list[int]]]:
+    """(refits agreeing with the full fit's verdict `key` ('verdict' or 'isoflop'), refits, {other verdict: the
+    seeds whose removal gave it}) from a fit's leave-one-seed-out record (lab.pipeline.leave_one_seed_out)."""
+    drops = st.get("drops") or []
+    changed: dict[str, list[int]] = {}
+    for d in drops:
+        if d.get(key) != st.get(key):
+            changed.setdefault(str(d.get(key)), []).append(int(d["seed"]))
+    return len(drops) - sum(len(v) for v in changed.values()), len(drops), changed
+
+
+def _agree(st: dict | None, key: str) -> str:
+    """'; k of m refits without one seed agree' for the headline, or ''."""
+    if not st or not st.get("drops") or st.get(key) is None:
+        return ""
+    k, m, _ = stability_counts(st, key)
+    return f"; {k} of {m} refits without one seed agree"
+
+
+def stability_sentence(ev: dict) -> str:
+    """The leave-one-seed-out check in words (from the fit's seed_stability record), or '' without one."""
+    st = ev.get("seed_stability")
+    if not st or not st.get("drops"):
+        return ""
+    parts = []
+    for key, label in (("verdict", "the frontier-argmax verdict"), ("isoflop", "the iso-FLOP verdict")):
+        if st.get(key) is None:
+            continue
+        k, m, changed = stability_counts(st, key)
+        text = f"{label} ({st[key]}) holds in {k} of {m}"
+        if changed:
+            text += " (" + "; ".join(f"{v} without seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))}"
+                                     for v, ss in changed.items()) + ")"
+        parts.append(text)
+    frail = any(stability_counts(st, key)[2] for key in ("verdict", "isoflop") if st.get(key) is not None)
+    return (f"Leave-one-seed-out check (the fit and its verdicts redone without each of the {len(st['seeds'])} seeds "
+            "in turn): " + "; ".join(parts) + "." +
+            (" A verdict that the removal of one seed changes rests on that seed: a lab with other seeds may not "
+             "repeat it." if frail else ""))
+
+
 def verdicts(evidence: dict) -> str:
     """One sentence per set from its n_star_evidence: the verdicts (argmax and iso-FLOP) and the near-optimal n at
     the first and last compute point, or that RL gained nothing; the paragraphs below give the numbers behind it."""
@@ -251,7 +292,9 @@ def verdicts(evidence: dict) -> str:
                          "compute-optimal n to place")
             continue
         iso = (ev.get("isoflop") or {}).get("verdict")
-        text = f"{name.capitalize()}: n*(C) {ev['verdict']} (frontier argmax)" + (f", {iso} (iso-FLOP)" if iso else "")
+        st = ev.get("seed_stability")
+        text = (f"{name.capitalize()}: n*(C) {ev['verdict']} (frontier argmax{_agree(st, 'verdict')})"
+                + (f", {iso} (iso-FLOP{_agree(st, 'isoflop')})" if iso else ""))
         rows = ev.get("near_optimal") or []
         if rows and ev.get("n_bootstrap"):
             text += (f"; near-optimal n {braces(rows[0]['near'])} at C = {_g(rows[0]['C'])}, "
@@ -402,7 +445,8 @@ def evidence_sentence(name: str, ev: dict) -> str:
         sat += f" ({pct} CI [{ev['plateau_n_ci'][0]:.3g}, {ev['plateau_n_ci'][1]:.3g}])"
     if ev["plateau_n"] > ev["n_max_swept"] * 1.05 or ev["plateau_n"] < ev["n_min_swept"] / 1.05:
         sat += " (outside the swept n, an extrapolation)"
-    return f"{head}{boot}, {verdict}.{sat}.{iso}{caveat}"
+    stab = stability_sentence(ev)
+    return f"{head}{boot}, {verdict}.{sat}.{iso}{caveat}" + (f" {stab}" if stab else "")
 
 
 def isoflop_sentence(iso: dict, pct: str) -> str:
