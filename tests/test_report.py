@@ -785,3 +785,43 @@ def test_the_leave_one_seed_out_check_is_read_from_the_store(labdir, tmp_path):
     html = build(root)
     assert "(frontier argmax; 3 of 4 refits without one seed agree)" in html
     assert "holds in 3 of 4 (unresolved without seed 3)" in html
+
+
+def test_refit_seeds_script_refits_a_copy_on_the_chosen_seeds(labdir, tmp_path):
+    """scripts/refit_seeds.py: the copy's tables hold only the chosen seeds and n, its fit and report are redone from
+    them (the seed-0 refit equals the lab's fit stage on the filtered table), and the lab itself is left as it was."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from rlscale.lab.pipeline import fit_table
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "refit_seeds.py"
+    build(labdir)
+    before = {p: p.read_bytes() for p in (labdir / "fits" / "easy" / "fit.json", labdir / "summary.txt")}
+    out = tmp_path / "refit"
+    res = subprocess.run([sys.executable, str(script), str(labdir), str(out), "--seeds", "easy=0", "--n", "hard=2,8",
+                          "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1].startswith("In short: Easy: n*(C)")
+    easy = pd.read_parquet(out / "sweeps" / "easy" / "table.parquet")
+    hard = pd.read_parquet(out / "sweeps" / "hard" / "table.parquet")
+    assert set(easy["seed"]) == {0} and set(easy["n"]) == {2, 4, 8}
+    assert set(hard["seed"]) == {0, 1} and set(hard["n"]) == {2, 8}
+    fit = json.loads((out / "fits" / "easy" / "fit.json").read_text())
+    full = pd.read_parquet(labdir / "sweeps" / "easy" / "table.parquet")
+    by_hand = fit_table(full[full["seed"] == 0], PRESET, 300)
+    assert fit["frontier"] == json.loads(json.dumps(by_hand["frontier"]))
+    assert (out / "report.html").exists() and all(p.read_bytes() == b for p, b in before.items())
+    run_db = Path("sweeps") / "easy" / "runs" / "r2s0" / "run.db"
+    assert (out / run_db).stat().st_ino != (labdir / run_db).stat().st_ino  # a copy, not a link
+    for args, needle in ((["--seeds", "easy=7"], "--seeds easy: 7 is not among the lab's easy runs (0, 1)"),
+                         (["--seeds", "medium=0"], "expected SET=LIST with SET one of easy, hard"),
+                         (["--n", "hard=2-x"], "is not a list of integers")):
+        bad = subprocess.run([sys.executable, str(script), str(labdir), str(tmp_path / "x"), *args],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and needle in bad.stderr, bad.stderr
+    again = subprocess.run([sys.executable, str(script), str(labdir), str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
