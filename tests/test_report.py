@@ -825,3 +825,29 @@ def test_refit_seeds_script_refits_a_copy_on_the_chosen_seeds(labdir, tmp_path):
         assert bad.returncode == 2 and needle in bad.stderr, bad.stderr
     again = subprocess.run([sys.executable, str(script), str(labdir), str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_saturation_is_compared_at_the_compute_both_sets_reached(labdir, tmp_path):
+    """Sets swept to different budgets are compared at the smaller one (n* moves with compute): the Hard fit read
+    to twice the Easy budget is cut back to Easy's, where its evidence is the one a fit ending there gives, and
+    the sentence names that compute and each set's n* at its own budget."""
+    import shutil
+
+    from rlscale.report import at_common_compute, n_star_evidence
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+    fits = {s: json.loads((root / "fits" / s / "fit.json").read_text()) for s in ("easy", "hard")}
+    evidence = {s: n_star_evidence(f) for s, f in fits.items()}
+    assert at_common_compute(fits, evidence) == (evidence, None)  # the fixture's sets end together
+    longer = {**fits["hard"], "x_range": [fits["hard"]["x_range"][0], 2 * fits["hard"]["x_range"][1]]}
+    (root / "fits" / "hard" / "fit.json").write_text(json.dumps(longer))
+    own = {"easy": evidence["easy"], "hard": n_star_evidence(longer)}
+    common, c = at_common_compute({"easy": fits["easy"], "hard": longer}, own)
+    assert c == evidence["easy"]["C_hi"] and common["easy"] is own["easy"]
+    assert common["hard"]["n_hi_samples"] == evidence["hard"]["n_hi_samples"]
+    assert common["hard"]["C_hi"] == evidence["hard"]["C_hi"]
+    html = build(root)
+    assert (f"n* at C = {c:.3g} rollouts per run, the largest compute both sets reached (compared there because n* "
+            "moves with compute; at their own largest budgets Easy") in html
+    assert f"Hard {own['hard']['n_hi']:.0f} at {2 * c:.3g}" in html

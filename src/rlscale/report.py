@@ -468,13 +468,34 @@ def isoflop_sentence(iso: dict, pct: str) -> str:
             f"and < 0 in {iso['fall_frac']:.1%} of resamples, so {verdict}.")
 
 
-def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
+def at_common_compute(fits: dict[str, dict], evidence: dict[str, dict]) -> tuple[dict[str, dict], float | None]:
+    """Each set's n_star_evidence read up to the largest compute every set reached, and that compute (None when the
+    sets already end together). n*(C) moves with C, so sets swept to different budgets and compared at their own
+    C_max credit the larger budget: the quick_hard lab (Easy 6,144 rollouts per run, Hard 24,576) had Hard's n*
+    larger than Easy's at their own C_max (iso-FLOP log2 CI [0.22, 1.23], 15 Hard seeds) and unresolved at 6,144
+    ([-0.24, 1.76]; stop 40). The cut evidence keeps the measured gain of the whole runs (its no-gain guard)."""
+    c = min(ev["C_hi"] for ev in evidence.values())
+    if all(ev["C_hi"] <= c * 1.001 for ev in evidence.values()):
+        return evidence, None
+    return {name: ev if ev["C_hi"] <= c * 1.001 else
+            n_star_evidence({**fits[name], "x_range": [float(fits[name]["x_range"][0]), c]})
+            for name, ev in evidence.items()}, c
+
+
+def compare_saturation(ev_easy: dict, ev_hard: dict, own: dict[str, dict] | None = None) -> str:
     """Whether Hard saturates at a smaller n than Easy, from the n*(C_max) bootstrap samples of each (the argmax
-    ones compared at the expanded one-sided level, the iso-FLOP ones already widened; see n_star_evidence)."""
+    ones compared at the expanded one-sided level, the iso-FLOP ones already widened; see n_star_evidence). With
+    `own` (each set's evidence at its own C_max, when the two given are cut to a common compute by
+    at_common_compute) the sentence says so and gives the own-budget n* too."""
     from rlscale.scaling.isocompute import expanded_level
 
     a, b = ev_easy.get("n_hi_samples"), ev_hard.get("n_hi_samples")
     head = f"n* at the largest fitted compute: Easy {_n(ev_easy['n_hi'])}, Hard {_n(ev_hard['n_hi'])}"
+    if own:
+        head = (f"n* at C = {_g(ev_easy['C_hi'])} rollouts per run, the largest compute both sets reached (compared "
+                "there because n* moves with compute; at their own largest budgets Easy "
+                f"{_n(own['easy']['n_hi'])} at {_g(own['easy']['C_hi'])}, Hard {_n(own['hard']['n_hi'])} at "
+                f"{_g(own['hard']['C_hi'])}): Easy {_n(ev_easy['n_hi'])}, Hard {_n(ev_hard['n_hi'])}")
     moot = [name for name, ev in (("Easy", ev_easy), ("Hard", ev_hard)) if ev.get("verdict") == "no-gain"]
     if moot:
         return (f"{head}; RL raised no validation reward on the {' and '.join(moot)} set{'s' if len(moot) > 1 else ''}"
@@ -502,7 +523,8 @@ def compare_saturation(ev_easy: dict, ev_hard: dict) -> str:
         lo, hi = float(np.quantile(d, (1 - lvl) / 2)), float(np.quantile(d, (1 + lvl) / 2))
         word = ("the Hard set's n* is smaller" if hi < 0 else "the Hard set's n* is larger" if lo > 0 else
                 "the data do not resolve which is smaller")
-        text += (f" Iso-FLOP estimate of n* at C_max: Easy {ie['n_hi']:.3g} ({round(100 * lvl)}% CI "
+        where = f"C = {_g(ev_easy['C_hi'])}" if own else "C_max"
+        text += (f" Iso-FLOP estimate of n* at {where}: Easy {ie['n_hi']:.3g} ({round(100 * lvl)}% CI "
                  f"[{ie['n_hi_ci'][0]:.3g}, {ie['n_hi_ci'][1]:.3g}]), Hard {ih['n_hi']:.3g} ([{ih['n_hi_ci'][0]:.3g}, "
                  f"{ih['n_hi_ci'][1]:.3g}]); log2 Hard / Easy {round(100 * lvl)}% CI [{lo:.2f}, {hi:.2f}]: {word}.")
     return text
@@ -1149,7 +1171,9 @@ def lab_sections(root: Path) -> tuple[list[Section], str]:
         else:
             summary.add(para(f"{name.capitalize()}: no fit available (see its section)."))
     if len(evidence) == 2:
-        summary.add(para(compare_saturation(evidence["easy"], evidence["hard"])))
+        fits = {name: read_json(root / "fits" / name / "fit.json") for name in evidence}
+        common, c = at_common_compute(fits, evidence)
+        summary.add(para(compare_saturation(common["easy"], common["hard"], evidence if c else None)))
     if hard != PAPER_HARD_BOUNDS:
         summary.add(para(f"This lab's Hard set is the avg@16 bucket [{hard[0]:g}, {hard[1]:g}], not the study's "
                          f"[{PAPER_HARD_BOUNDS[0]:g}, {PAPER_HARD_BOUNDS[1]:g}] (the preset's hard_bounds); the study's "
