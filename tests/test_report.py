@@ -851,3 +851,24 @@ def test_saturation_is_compared_at_the_compute_both_sets_reached(labdir, tmp_pat
     assert (f"n* at C = {c:.3g} rollouts per run, the largest compute both sets reached (compared there because n* "
             "moves with compute; at their own largest budgets Easy") in html
     assert f"Hard {own['hard']['n_hi']:.0f} at {2 * c:.3g}" in html
+
+
+def test_a_failing_seed_check_keeps_the_fit(labdir, tmp_path, monkeypatch):
+    """The leave-one-seed-out check is a check on the fit: when it fails (here: raises), the fit is stored anyway with
+    the error in place of the record, and the report builds without the check's sentence."""
+    import shutil
+
+    from rlscale.lab import pipeline
+
+    root = tmp_path / "lab"
+    shutil.copytree(labdir, root)
+
+    def broken(*a, **k):
+        raise RuntimeError("no worker could start")
+
+    monkeypatch.setattr(pipeline, "leave_one_seed_out", broken)
+    pipeline.stage_fit(PRESET, root)
+    fit = json.loads((root / "fits" / "easy" / "fit.json").read_text())
+    assert fit["frontier"] and fit["seed_stability"] == {"error": "RuntimeError: no worker could start"}
+    html = build(root)
+    assert "In short: Easy: n*(C) rises (frontier argmax)" in html and "Leave-one-seed-out" not in html

@@ -822,7 +822,10 @@ def stage_fit(p: LabPreset, out: Path, workers: int = 1) -> dict:
         fdir = out / "fits" / name
         try:
             fit = fit_table(df, p, manifest["sets"][name]["train"])
-            fit["seed_stability"] = leave_one_seed_out(df, p, manifest["sets"][name]["train"], fit, workers)
+            try:  # a check on the fit: its failure must not cost the fit itself
+                fit["seed_stability"] = leave_one_seed_out(df, p, manifest["sets"][name]["train"], fit, workers)
+            except Exception as e:  # noqa: BLE001 (e.g. a worker process that could not start)
+                fit["seed_stability"] = {"error": f"{type(e).__name__}: {e}"}
         except UserError as e:  # too few record points etc.: recorded, shown in the report
             fit = {"law": "isocompute", "status": "failed", "error": str(e)}
         fit["set"] = name
